@@ -1,0 +1,297 @@
+"""The manifest as a typed, frozen model: the only thing downstream stages read."""
+from __future__ import annotations
+
+import re
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Strings that reach HCL, shell or cloud APIs. The renderer escapes what it writes; these rules
+# keep control characters out of every value so no value can smuggle a newline into a command.
+_NO_CONTROL = re.compile(r"^[^\x00-\x1f\x7f]*$")
+DIGEST = r"^sha256:[0-9a-f]{64}$"
+IMAGE_REF = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$"
+ABS_PATH = r"^/[A-Za-z0-9._/-]*$"
+ENV_NAME = r"^[A-Z_][A-Z0-9_]*$"
+AWS_REGION = r"^[a-z]{2}(-gov)?-[a-z]+-\d$"
+GCP_ZONE = r"^[a-z]+-[a-z]+\d+-[a-z]$"
+AZURE_LOCATION = r"^[a-z][a-z0-9]+$"
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_control_characters(cls, value):
+        if isinstance(value, str) and not _NO_CONTROL.match(value):
+            raise ValueError("must not contain control characters such as newlines or tabs")
+        if isinstance(value, str) and "{{" in value:
+            # Packer plugins run some strings through Go templates even in HCL2 files.
+            raise ValueError("must not contain '{{' (Packer's template syntax)")
+        return value
+
+
+class DriverRange(Model):
+    min: int = Field(ge=300, le=999)
+    max: int = Field(ge=300, le=999)
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is above max ({self.max})")
+        return self
+
+
+class ContainerPorts(Model):
+    jupyter: int = Field(8888, ge=1, le=65535)
+    aiaa: int = Field(5000, ge=1, le=65535)
+
+
+class Clara(Model):
+    image: str = Field(pattern=IMAGE_REF)
+    digest: Optional[str] = Field(None, pattern=DIGEST)
+    supported_gpus: tuple[str, ...] = Field(min_length=1)
+    driver: DriverRange
+    container_ports: ContainerPorts = ContainerPorts()
+    command: Optional[tuple[str, ...]] = None
+
+
+class ExtraImage(Model):
+    image: str = Field(pattern=IMAGE_REF)
+    digest: Optional[str] = Field(None, pattern=DIGEST)
+
+
+class RegistryLogin(Model):
+    registry: str = Field(pattern=r"^[a-z0-9.-]+(:[0-9]+)?$")
+    username: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9$@._-]+$")
+    password_env: str = Field(pattern=ENV_NAME)
+
+
+class Compose(Model):
+    version: str = Field(pattern=r"^\d+\.\d+\.\d+$")
+    sha256: Optional[str] = Field(None, pattern=r"^[0-9a-f]{64}$")
+    url: str = Field(pattern=r"^https://[A-Za-z0-9._/{}-]+$")
+
+    @property
+    def resolved_url(self) -> str:
+        return self.url.replace("{version}", self.version)
+
+
+class Docker(Model):
+    data_root: str = Field("/var/lib/docker", pattern=ABS_PATH)
+    nvidia_runtime_path: str = Field("/usr/bin/nvidia-container-runtime", pattern=ABS_PATH)
+    default_runtime_nvidia: bool = True
+    max_concurrent_downloads: int = Field(3, ge=1, le=32)
+    log_max_size: str = Field("100m", pattern=r"^\d+[kmg]$")
+    log_max_file: int = Field(3, ge=1, le=100)
+
+
+class Ports(Model):
+    ssh: int = Field(22, ge=1, le=65535)
+    jupyter: int = Field(8890, ge=1, le=65535)
+    aiaa: int = Field(5000, ge=1, le=65535)
+
+
+class Launcher(Model):
+    workspace: str = Field("clara-workspace", pattern=r"^[A-Za-z0-9._-]+$")
+
+
+class Validation(Model):
+    service_smoke: bool = True
+    ssh_timeout_s: int = Field(900, ge=30, le=7200)
+
+
+class Retention(Model):
+    keep: int = Field(3, ge=1, le=100)
+
+
+class GpuDeclaration(Model):
+    """For an instance type the built-in table does not know yet."""
+    family: str
+    count: int = Field(ge=1, le=16)
+
+
+# --- per cloud -----------------------------------------------------------------------------
+
+class AwsBaseImage(Model):
+    name: str = Field(min_length=1, max_length=128)
+    owners: tuple[str, ...] = Field(min_length=1)
+    architecture: Literal["x86_64", "arm64"] = "x86_64"
+    ssm_parameter: Optional[str] = Field(None, pattern=r"^/[A-Za-z0-9._/-]+$")
+    driver_branch: Optional[int] = Field(None, ge=300, le=999)
+
+
+class AwsShare(Model):
+    accounts: tuple[str, ...] = ()
+    organization_arns: tuple[str, ...] = ()
+
+    @field_validator("accounts")
+    @classmethod
+    def _account_ids(cls, value):
+        for account in value:
+            if not re.fullmatch(r"\d{12}", account):
+                raise ValueError(f"{account!r} is not a 12-digit AWS account id")
+        return value
+
+
+class Aws(Model):
+    region: str = Field(pattern=AWS_REGION)
+    copy_regions: tuple[str, ...] = ()
+    instance_type: str = Field(pattern=r"^[a-z0-9-]+\.[a-z0-9]+$")
+    fallback_instance_types: tuple[str, ...] = ()
+    base_image: AwsBaseImage
+    ssh_username: str = Field("ubuntu", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    root_device: str = Field("/dev/sda1", pattern=r"^/dev/[a-z0-9]+$")
+    root_volume_gb: int = Field(100, ge=30, le=16384)
+    share: AwsShare = AwsShare()
+    ssm_prefix: str = Field("/clara-train", pattern=r"^/[A-Za-z0-9._/-]+[^/]$")
+    gpu: Optional[GpuDeclaration] = None
+
+    @field_validator("copy_regions")
+    @classmethod
+    def _regions(cls, value):
+        for region in value:
+            if not re.fullmatch(AWS_REGION, region):
+                raise ValueError(f"{region!r} is not an AWS region name like us-west-2")
+        return value
+
+
+class GcpAccelerator(Model):
+    type: str = Field(pattern=r"^[a-z0-9-]+$")
+    count: int = Field(1, ge=1, le=16)
+
+
+class GcpBaseImage(Model):
+    project: str = Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+    family: Optional[str] = Field(None, pattern=r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+    name: Optional[str] = Field(None, pattern=r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+    @model_validator(mode="after")
+    def _one_of(self):
+        if (self.family is None) == (self.name is None):
+            raise ValueError("give exactly one of `family` or `name`")
+        return self
+
+
+class GcpShare(Model):
+    principals: tuple[str, ...] = ()
+
+    @field_validator("principals")
+    @classmethod
+    def _members(cls, value):
+        for member in value:
+            if not re.fullmatch(r"(user|group|serviceAccount|domain):[^\s]+", member):
+                raise ValueError(f"{member!r} is not an IAM member like group:team@example.com")
+        return value
+
+
+class Gcp(Model):
+    project: str = Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+    zone: str = Field(pattern=GCP_ZONE)
+    fallback_zones: tuple[str, ...] = ()
+    machine_type: str = Field(pattern=r"^[a-z0-9]+-[a-z0-9-]+$")
+    accelerator: Optional[GcpAccelerator] = None
+    base_image: GcpBaseImage
+    disk_gb: int = Field(100, ge=30, le=65536)
+    ssh_username: str = Field("packer", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    image_family: str = Field(pattern=r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+    storage_locations: tuple[str, ...] = ()
+    share: GcpShare = GcpShare()
+    gpu: Optional[GpuDeclaration] = None
+
+
+class AzureBaseImage(Model):
+    publisher: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    offer: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    sku: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    version: str = Field("latest", pattern=r"^(latest|\d+\.\d+\.\d+)$")
+    plan: bool = False
+    driver_branch: Optional[int] = Field(None, ge=300, le=999)
+
+
+class AzureGallery(Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._]{0,78}[A-Za-z0-9]$")
+    image_definition: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,78}[A-Za-z0-9]$")
+    target_regions: tuple[str, ...] = Field(min_length=1)
+    replica_count: int = Field(1, ge=1, le=100)
+    storage_account_type: Literal["Standard_LRS", "Standard_ZRS", "Premium_LRS"] = "Standard_LRS"
+    end_of_life_days: int = Field(180, ge=1, le=3650)
+
+
+class Azure(Model):
+    subscription_id: Optional[str] = Field(
+        None, pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+    resource_group: str = Field(pattern=r"^[-\w._()]{0,89}[-\w_()]$")
+    location: str = Field(pattern=AZURE_LOCATION)
+    vm_size: str = Field(pattern=r"^Standard_[A-Za-z0-9_]+$")
+    fallback_vm_sizes: tuple[str, ...] = ()
+    base_image: AzureBaseImage
+    os_disk_gb: int = Field(128, ge=30, le=4095)
+    ssh_username: str = Field("packer", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    gallery: AzureGallery
+    gpu: Optional[GpuDeclaration] = None
+
+
+class Local(Model):
+    suite: Literal["bookworm"] = "bookworm"
+    mirror: str = Field("http://deb.debian.org/debian", pattern=r"^https?://[A-Za-z0-9._:/-]+$")
+    disk_gb: int = Field(8, ge=4, le=256)
+    memory_mb: int = Field(2048, ge=512, le=16384)
+    cpus: int = Field(2, ge=1, le=16)
+    accelerator: Literal["auto", "tcg", "kvm"] = "auto"
+    registry_port: int = Field(5000, ge=1024, le=65535)
+    standin_image: str = Field("clara-train-standin:local", pattern=r"^[a-z0-9][a-z0-9._/-]*:[A-Za-z0-9_.-]+$")
+
+
+class Clouds(Model):
+    aws: Optional[Aws] = None
+    gcp: Optional[Gcp] = None
+    azure: Optional[Azure] = None
+    local: Optional[Local] = None
+
+
+class Manifest(Model):
+    schema_: Literal[1] = Field(alias="schema")
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,29}$")
+    image_name: str = Field("{name}-{timestamp}", min_length=1, max_length=120)
+    tags: dict[str, str] = Field(default_factory=dict)
+    clara: Clara
+    extra_images: tuple[ExtraImage, ...] = ()
+    registry_login: Optional[RegistryLogin] = None
+    compose: Compose
+    umask: str = Field("0002", pattern=r"^0[0-7]{3}$")
+    docker: Docker = Docker()
+    ports: Ports = Ports()
+    launcher: Launcher = Launcher()
+    validation: Validation = Validation()
+    retention: Retention = Retention()
+    clouds: Clouds
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value):
+        for key, tag in value.items():
+            if not re.fullmatch(r"[a-z][a-z0-9_-]{0,62}", key):
+                raise ValueError(f"tag key {key!r} must be lowercase letters, digits, - or _, "
+                                 "starting with a letter, at most 63 characters (GCE label rules)")
+            if not re.fullmatch(r"[a-z0-9_-]{0,63}", tag):
+                raise ValueError(f"tag value {tag!r} for {key!r} must be lowercase letters, digits, "
+                                 "- or _, at most 63 characters (GCE label rules)")
+        return value
+
+    @field_validator("image_name")
+    @classmethod
+    def _placeholders(cls, value):
+        for found in re.findall(r"\{([^}]*)\}", value):
+            if found not in ("name", "timestamp", "fingerprint"):
+                raise ValueError(f"unknown placeholder {{{found}}}; use {{name}}, {{timestamp}}, {{fingerprint}}")
+        if "{timestamp}" not in value:
+            raise ValueError("must contain {timestamp} so every bake gets a new image name")
+        return value
+
+    def images(self) -> tuple[ExtraImage, ...]:
+        """Every image to pre-pull: Clara's first."""
+        return (ExtraImage(image=self.clara.image, digest=self.clara.digest),) + self.extra_images

@@ -1,0 +1,169 @@
+"""Render one target's Packer folder from the manifest. Pure: same manifest, same bytes.
+
+The folder holds template.pkr.hcl (all Packer 1.6.6 needs), plugins.pkr.hcl (required_plugins for
+Packer >= 1.7, which needs `packer init`), provision.json, a copy of provision/, and plan.json.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from manifests import Manifest
+from manifests.fingerprint import PROVISION_DIR, fingerprint, provision_files
+
+from . import hcl
+from .hcl import Block, Expr, Template
+from .provision_config import provision_config
+from .sources import target as get_target
+from .sources.common import PIPELINE_VERSION, names as make_names
+
+GUEST_DIR = "/tmp/clara-provision"
+HEADER = "# Rendered by `invoke render` from the manifest. Do not edit: change the manifest.\n"
+TEMPLATE, PLUGINS, CONFIG, PLAN = "template.pkr.hcl", "plugins.pkr.hcl", "provision.json", "plan.json"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    cloud: str
+    folder: Path
+    fingerprint: str
+
+
+def _common_variables(manifest: Manifest) -> list[Block]:
+    specs = [
+        ("bake_id", "manual", False, "Tags the build VM and image so `invoke sweep` finds leaks."),
+        ("git_commit", "unknown", False, "The pipeline's git commit, for provenance."),
+        ("source_image", "", False, "The base image ID the bake resolved, for provenance."),
+        ("image_digests", "{}", False, "JSON {ref: digest} pinned at bake time."),
+    ]
+    if manifest.registry_login:
+        specs.append(("registry_password", "", True,
+                      f"From PKR_VAR_registry_password (the bake copies {manifest.registry_login.password_env})."))
+    blocks = []
+    for name, default, sensitive, text in specs:
+        var = Block("variable", (name,))
+        var.set("type", Expr("string"))
+        var.set("default", default)
+        if sensitive:
+            var.set("sensitive", True)
+        var.set("description", text)
+        blocks.append(var)
+    return blocks
+
+
+def _locals() -> Block:
+    block = Block("locals")
+    block.set("timestamp", Expr('formatdate("YYYYMMDDhhmmss", timestamp())'))
+    block.set("expires", Expr('formatdate("YYYYMMDDhhmm", timeadd(timestamp(), "6h"))'))
+    # Label values allow only [a-z0-9_-] on GCE: the same sanitised value everywhere.
+    block.set("source_image_label",
+              Expr('substr(replace(lower(var.source_image), "/[^a-z0-9_-]/", "-"), 0, 63)'))
+    return block
+
+
+def _build(manifest: Manifest, target, fp: str) -> Block:
+    build = Block("build")
+    build.set("sources", [f"source.{target.BUILDER}.clara"])
+    mkdir = build.add(Block("provisioner", ("shell",)))
+    mkdir.set("inline", [f"mkdir -p {GUEST_DIR}/files"])
+    for source, dest in [(Template((Expr("path.root"), "/provision")), GUEST_DIR),
+                         (Template((Expr("path.root"), "/" + CONFIG)), f"{GUEST_DIR}/{CONFIG}")]:
+        upload = build.add(Block("provisioner", ("file",)))
+        upload.set("source", source)
+        upload.set("destination", dest)
+    for source, dest in target.uploads(manifest):
+        upload = build.add(Block("provisioner", ("file",)))
+        upload.set("source", source)
+        upload.set("destination", f"{GUEST_DIR}/{dest}")
+    run = build.add(Block("provisioner", ("shell",)))
+    env = [Template(("CLARA_GIT_COMMIT=", Expr("var.git_commit"))),
+           Template(("CLARA_SOURCE_IMAGE=", Expr("var.source_image"))),
+           Template(("CLARA_BUILD_TIME=", Expr("local.timestamp"))),
+           Template(("CLARA_IMAGE_DIGESTS=", Expr("var.image_digests")))]
+    if manifest.registry_login:
+        env.append(Template((f"{manifest.registry_login.password_env}=", Expr("var.registry_password"))))
+    run.set("environment_vars", env)
+    # Secrets go through a file the script sources and Packer removes, not the command line.
+    run.set("use_env_var_file", True)
+    run.set("execute_command", "chmod +x {{ .Path }}; sudo -E sh -c '. {{ .EnvVarFile }} && {{ .Path }}'")
+    run.set("inline", [f"cd {GUEST_DIR} && python3 -m provision --config {CONFIG}"])
+    run.set("skip_clean", manifest.clouds.azure is not None and target.NAME == "azure")
+    post = build.add(Block("post-processor", ("manifest",)))
+    post.set("output", "packer-manifest.json")
+    post.set("strip_path", True)
+    post.set("custom_data", {"cloud": target.NAME, "fingerprint": fp, "bake_id": Expr("var.bake_id"),
+                             "source_image": Expr("var.source_image"),
+                             "build_time": Expr("local.timestamp"), "pipeline": PIPELINE_VERSION})
+    return build
+
+
+def template_text(manifest: Manifest, cloud: str, fp: str) -> str:
+    target = get_target(cloud)
+    blocks = _common_variables(manifest) + target.variables(manifest)
+    blocks += [_locals(), target.source(manifest, make_names(manifest, fp)), _build(manifest, target, fp)]
+    return hcl.render(blocks, HEADER)
+
+
+def plugins_text(cloud: str) -> str:
+    name, source, version = get_target(cloud).PLUGIN
+    packer = Block("packer")
+    packer.set("required_version", ">= 1.7.0")
+    required = packer.add(Block("required_plugins"))
+    required.set(name, {"source": source, "version": version})
+    return hcl.render([packer], HEADER + "# Read by Packer >= 1.7 (after `packer init`); Packer 1.6.6 "
+                      "builds template.pkr.hcl alone, with its built-in builders.\n")
+
+
+def plan(manifest: Manifest, cloud: str, fp: str, folder: Path | None = None) -> dict:
+    target = get_target(cloud)
+    from manifests.rules import image_name
+    return {"cloud": cloud, "builder": target.BUILDER, "fingerprint": fp,
+            "image_name": image_name(manifest, "<timestamp>", fp),
+            **target.plan(manifest), "rendered": str(folder) if folder else None}
+
+
+def _json(data) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+
+
+def render_files(manifest: Manifest, cloud: str) -> tuple[str, dict[str, bytes]]:
+    """Every file of the rendered folder, by relative path. Pure."""
+    fp = fingerprint(manifest, cloud)
+    files = {
+        TEMPLATE: template_text(manifest, cloud, fp).encode(),
+        PLUGINS: plugins_text(cloud).encode(),
+        CONFIG: _json(provision_config(manifest, get_target(cloud), fp)),
+        PLAN: _json(plan(manifest, cloud, fp)),
+    }
+    for path in provision_files():
+        files["provision/" + path.relative_to(PROVISION_DIR).as_posix()] = path.read_bytes()
+    return fp, files
+
+
+def render(manifest: Manifest, cloud: str, out_root: Path) -> Rendered:
+    """Write build/render/<cloud>/ whole or not at all: a temp folder swapped in at the end."""
+    fp, files = render_files(manifest, cloud)
+    out_root.mkdir(parents=True, exist_ok=True)
+    final = out_root / cloud
+    tmp = Path(tempfile.mkdtemp(prefix=f".{cloud}.", dir=out_root))
+    try:
+        for rel, data in files.items():
+            path = tmp / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        os.chmod(tmp, 0o755)
+        old = None
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{cloud}.old.", dir=out_root))
+            os.rename(final, old / cloud)
+        os.rename(tmp, final)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Rendered(cloud, final, fp)

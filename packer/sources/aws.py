@@ -1,0 +1,69 @@
+"""AWS: an EBS-backed AMI built in the manifest's build region (copies happen at publish)."""
+from __future__ import annotations
+
+from ..hcl import Block, Expr
+
+NAME = "aws"
+BUILDER = "amazon-ebs"
+PLUGIN = ("amazon", "github.com/hashicorp/amazon", ">= 1.8.2")
+
+
+def source(manifest, names) -> Block:
+    aws = manifest.clouds.aws
+    src = Block("source", (BUILDER, "clara"))
+    src.set("region", aws.region)
+    src.set("instance_type", aws.instance_type)
+    src.set("ami_name", names.image_name)
+    src.set("ami_description", f"{manifest.name}: Clara Train {manifest.clara.image}")
+    src.set("ssh_username", aws.ssh_username)
+    # Only the runner's own address may reach the build VM's SSH port (never 0.0.0.0/0).
+    src.set("temporary_security_group_source_cidrs", [Expr("var.ssh_source_cidr")])
+    src.set("tags", names.labels)
+    src.set("snapshot_tags", names.labels)
+    src.set("run_tags", names.run_labels)
+    src.set("run_volume_tags", names.run_labels)
+    query = src.add(Block("source_ami_filter"))
+    query.set("filters", {
+        "name": aws.base_image.name,
+        "architecture": aws.base_image.architecture,
+        "root-device-type": "ebs",
+        "virtualization-type": "hvm",
+    })
+    query.set("owners", list(aws.base_image.owners))
+    query.set("most_recent", True)
+    disk = src.add(Block("launch_block_device_mappings"))
+    disk.set("device_name", aws.root_device)
+    disk.set("volume_size", aws.root_volume_gb)
+    disk.set("volume_type", "gp3")
+    disk.set("iops", 3000)          # gp3's baseline; Packer 1.6.6 requires both for gp3
+    disk.set("throughput", 125)
+    disk.set("delete_on_termination", True)
+    return src
+
+
+def variables(manifest) -> list[Block]:
+    cidr = Block("variable", ("ssh_source_cidr",))
+    cidr.set("type", Expr("string"))
+    cidr.set("description", "The runner's own address as a /32; the bake fills it in.")
+    return [cidr]
+
+
+def provision_overrides(manifest) -> dict:
+    return {}
+
+
+def uploads(manifest) -> list:
+    return []
+
+
+def plan(manifest) -> dict:
+    aws = manifest.clouds.aws
+    return {
+        "base_image_query": {"owners": list(aws.base_image.owners), "name": aws.base_image.name,
+                             "architecture": aws.base_image.architecture, "most_recent": True,
+                             "ssm_parameter": aws.base_image.ssm_parameter},
+        "instance_type": aws.instance_type,
+        "fallback_instance_types": list(aws.fallback_instance_types),
+        "regions": [aws.region] + list(aws.copy_regions),
+        "disk_gb": aws.root_volume_gb,
+    }

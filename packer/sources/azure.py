@@ -1,0 +1,78 @@
+"""Azure: a managed image from NVIDIA's marketplace VMI (the gallery version comes at publish)."""
+from __future__ import annotations
+
+from ..hcl import Block, Expr
+
+NAME = "azure"
+BUILDER = "azure-arm"
+PLUGIN = ("azure", "github.com/hashicorp/azure", ">= 2.6.3")
+
+
+def source(manifest, names) -> Block:
+    azure = manifest.clouds.azure
+    base = azure.base_image
+    src = Block("source", (BUILDER, "clara"))
+    src.set("subscription_id", Expr("var.azure_subscription_id"))
+    src.set("client_id", Expr("var.azure_client_id"))
+    src.set("client_secret", Expr("var.azure_client_secret"))
+    src.set("tenant_id", Expr("var.azure_tenant_id"))
+    src.set("location", azure.location)
+    src.set("vm_size", azure.vm_size)
+    src.set("os_type", "Linux")
+    src.set("image_publisher", base.publisher)
+    src.set("image_offer", base.offer)
+    src.set("image_sku", base.sku)
+    src.set("image_version", base.version)
+    src.set("os_disk_size_gb", azure.os_disk_gb)
+    src.set("managed_image_name", names.image_name)
+    src.set("managed_image_resource_group_name", azure.resource_group)
+    src.set("ssh_username", azure.ssh_username)
+    src.set("azure_tags", {**names.labels, **names.run_labels, "clara-role": "image"})
+    if base.plan:
+        # Marketplace images carry a purchase plan; the terms must be accepted once per subscription.
+        plan = src.add(Block("plan_info"))
+        plan.set("plan_name", base.sku)
+        plan.set("plan_product", base.offer)
+        plan.set("plan_publisher", base.publisher)
+    return src
+
+
+def variables(manifest) -> list[Block]:
+    subscription = manifest.clouds.azure.subscription_id or ""
+    blocks = []
+    for name, default, sensitive, text in (
+            ("azure_subscription_id", subscription, False, "ARM_SUBSCRIPTION_ID when empty"),
+            ("azure_client_id", "", False, "empty: managed identity or OIDC"),
+            ("azure_client_secret", "", True, "from PKR_VAR_azure_client_secret only"),
+            ("azure_tenant_id", "", False, "the tenant of the client")):
+        var = Block("variable", (name,))
+        var.set("type", Expr("string"))
+        var.set("default", default)
+        if sensitive:
+            var.set("sensitive", True)
+        var.set("description", text)
+        blocks.append(var)
+    return blocks
+
+
+def provision_overrides(manifest) -> dict:
+    # Azure's agent deprovision is the last command of every Linux azure-arm build.
+    return {"generalize": {"azure_deprovision": True}}
+
+
+def uploads(manifest) -> list:
+    return []
+
+
+def plan(manifest) -> dict:
+    azure = manifest.clouds.azure
+    base = azure.base_image
+    return {
+        "base_image_query": {"urn": f"{base.publisher}:{base.offer}:{base.sku}:{base.version}",
+                             "plan": base.plan},
+        "instance_type": azure.vm_size,
+        "fallback_instance_types": list(azure.fallback_vm_sizes),
+        "regions": [azure.location] + [r for r in azure.gallery.target_regions if r != azure.location],
+        "gallery": f"{azure.gallery.name}/{azure.gallery.image_definition}",
+        "disk_gb": azure.os_disk_gb,
+    }

@@ -1,0 +1,34 @@
+"""Errors the pipeline reports to users as one paragraph (never a traceback)."""
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base: str() is the whole message; `log` points at the file with the details."""
+
+    def __init__(self, message: str, *, log: str | None = None):
+        self.log = log
+        super().__init__(message + (f" (details: {log})" if log else ""))
+
+
+class PrerequisiteError(PipelineError):
+    """A tool or Python extra is missing; the message says how to install it."""
+
+
+class PackerError(PipelineError):
+    """Packer failed or was interrupted."""
+
+
+class ValidationFailed(PipelineError):
+    """The test VM's checks failed; nothing is published."""
+
+
+class CloudError(PipelineError):
+    """A cloud API call failed after retries."""
+
+
+class PublishError(PipelineError):
+    """Publishing did not complete; the record and channels are unchanged."""
+
+
+class Interrupted(PipelineError):
+    """Ctrl-C or SIGTERM: everything the run started was stopped and removed."""
