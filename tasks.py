@@ -96,3 +96,143 @@ def plan(c, cloud, manifest=None, json=False):
         for key, value in p.items():
             if key != "cloud":
                 print(f"  {key}: {json_module.dumps(value) if isinstance(value, (dict, list)) else value}")
+
+
+def _summary_table(results: list[dict]) -> None:
+    from rich.table import Table
+    from pipeline.report import console
+    table = Table(title="bake summary")
+    for column in ("cloud", "status", "image", "fingerprint", "checks", "stages (s)", "log"):
+        table.add_column(column, overflow="fold")
+    for r in results:
+        checks = r.get("checks") or {}
+        table.add_row(
+            r["cloud"], r["status"], str(r.get("image", "")) + (f"\n{r['size']}" if r.get("size") else ""),
+            str(r.get("fingerprint", ""))[:12],
+            f"{checks.get('passed', 0)} passed, {checks.get('skipped', 0)} skipped" if checks else "",
+            " ".join(f"{k} {v}" for k, v in (r.get("stages") or {}).items()),
+            r.get("log", "") or r.get("error", ""))
+    console.print(table)
+    for r in results:
+        if r.get("error"):
+            console.print(f"[red]{r['cloud']}: {r['error']}[/red]")
+
+
+@task(iterable=["cloud"], help={
+    "cloud": "aws, gcp, azure, local or all (repeatable); clouds bake in parallel",
+    "manifest": "manifest file (default manifests/clara-train.yaml)",
+    "force": "rebuild even when a validated image with the same fingerprint exists",
+    "keep_failed": "keep an image whose checks failed (default: delete it)"})
+@_user_errors
+def bake(c, cloud, manifest=None, force=False, keep_failed=False):
+    """Bake, test and publish golden images: render, Packer build, test VM checks, publish."""
+    from pipeline.bake import bake as run_bake
+    from pipeline.prereq import check_prerequisites
+    m = _load(manifest)
+    clouds = _clouds(cloud)
+    for name in clouds:
+        _require_section(m, name, manifest)
+    check_prerequisites(clouds)
+    results = run_bake(m, clouds, force=force, keep_failed=keep_failed)
+    _summary_table(results)
+    bad = [r["cloud"] for r in results if r["status"] in ("failed", "interrupted")]
+    if bad:
+        raise Exit(f"bake failed for: {', '.join(bad)}", code=130 if any(
+            r["status"] == "interrupted" for r in results) else 1)
+
+
+@task(help={"cloud": "aws, gcp, azure or local", "image": "image ID (local: the qcow2 path)",
+            "manifest": "manifest file"})
+@_user_errors
+def test(c, cloud, image, manifest=None):
+    """Launch a test VM from an image, run the validate/ checks, tear it down."""
+    from pipeline.testonly import test_existing_image
+    m = _load(manifest)
+    (name,) = _clouds([cloud])
+    _require_section(m, name, manifest)
+    result = test_existing_image(m, name, image)
+    if not result.ok:
+        raise Exit(f"checks failed: {result.failed} failed, {result.passed} passed", code=1)
+
+
+@task(iterable=["cloud"], help={"cloud": "limit to these clouds", "json": "print JSON for scripts",
+                                "manifest": "manifest file"})
+@_user_errors
+def images(c, cloud=None, json=False, manifest=None):
+    """Show the published images (record) per cloud, region and channel."""
+    import json as json_module
+    from publish import record
+    m = _load(manifest)
+    clouds = _clouds(cloud) if cloud else list(TARGETS)
+    data = {name: record.section(m.name, name) for name in clouds}
+    if json:
+        print(json_module.dumps(data, indent=2, sort_keys=True))
+        return
+    from rich.table import Table
+    from pipeline.report import console
+    table = Table(title=f"published images for {m.name}")
+    for column in ("cloud", "image", "regions", "channels", "fingerprint", "built", "checks"):
+        table.add_column(column, overflow="fold")
+    for name, sec in data.items():
+        for img in sec["images"]:
+            channels = [ch for ch, iid in sec["channels"].items() if iid == img["id"]]
+            v = img.get("validation", {})
+            table.add_row(name, img["id"], " ".join(f"{r}={i}" for r, i in (img.get("regions") or {}).items()),
+                          ",".join(channels), img.get("fingerprint", "")[:12], img.get("build_time", ""),
+                          f"{v.get('passed', '')} passed" if isinstance(v.get("passed"), int) else "")
+    console.print(table)
+
+
+@task(help={"cloud": "aws, gcp, azure or local", "to": "channel to move (e.g. stable)",
+            "image": "image ID (default: the current candidate)", "manifest": "manifest file"})
+@_user_errors
+def promote(c, cloud, to="stable", image=None, manifest=None):
+    """Point a channel (SSM parameter, GCE family, gallery latest, local link) at a validated image."""
+    from publish.channels import promote as do_promote
+    m = _load(manifest)
+    (name,) = _clouds([cloud])
+    print(do_promote(m, name, to, image))
+
+
+@task(help={"image": "image ID to take out of every channel", "cloud": "its cloud",
+            "manifest": "manifest file"})
+@_user_errors
+def revoke(c, image, cloud, manifest=None):
+    """Take an image out of every channel (it stays in the record, marked revoked)."""
+    from publish.channels import revoke as do_revoke
+    m = _load(manifest)
+    (name,) = _clouds([cloud])
+    print(do_revoke(m, name, image))
+
+
+@task(help={"cloud": "aws, gcp, azure or local", "dry_run": "only show what would be deleted",
+            "manifest": "manifest file"})
+@_user_errors
+def prune(c, cloud, dry_run=False, manifest=None):
+    """Retire old images: keep the newest N validated per channel (manifest retention.keep)."""
+    from publish.channels import prune as do_prune
+    m = _load(manifest)
+    (name,) = _clouds([cloud])
+    for line in do_prune(m, name, dry_run):
+        print(line)
+
+
+@task(help={"cloud": "aws, gcp, azure or local", "older_than": "age such as 6h, 90m, 2d",
+            "dry_run": "only list what would be deleted", "manifest": "manifest file"})
+@_user_errors
+def sweep(c, cloud, older_than="6h", dry_run=False, manifest=None):
+    """Find and delete leaked build and test resources (by tag) older than --older-than."""
+    from clouds.base import adapter
+    from pipeline.durations import seconds
+    m = _load(manifest)
+    (name,) = _clouds([cloud])
+    _require_section(m, name, manifest)
+    found = adapter(name, m).sweep(seconds(older_than), dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    print(f"{name}: {verb} {len(found)} resource(s)" + "".join(f"\n  {r}" for r in found))
+
+
+@task(help={"quick": "only check that every benchmark still runs (for CI)"})
+def bench(c, quick=False):
+    """Run the benchmarks under bench/ and print their figures (docs/BENCHMARKS.md)."""
+    c.run(f"{sys.executable} -m bench {'--quick' if quick else ''}", pty=False)

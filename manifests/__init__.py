@@ -2,5 +2,6 @@
 from .errors import ManifestError
 from .load import DEFAULT, load_manifest
 from .model import Manifest
+from . import gpus
 
 __all__ = ["DEFAULT", "Manifest", "ManifestError", "load_manifest"]

@@ -1,0 +1,103 @@
+"""Every SDK client is built here, from configuration, so tests and users point them anywhere.
+
+Configuration (environment):
+- AWS: the SDK's own chain (AWS_PROFILE, AWS_ACCESS_KEY_ID..., OIDC web identity) and
+  AWS_ENDPOINT_URL for a local endpoint (moto's server in tests).
+- GCP: Application Default Credentials; CLARA_GCE_ENDPOINT (e.g. http://127.0.0.1:8085) points the
+  compute clients at another endpoint and then uses anonymous credentials.
+- Azure: DefaultAzureCredential (env, workload identity/OIDC, managed identity, az login);
+  CLARA_AZURE_ENDPOINT (https://127.0.0.1:PORT) with CLARA_AZURE_CA_BUNDLE for a local ARM fake,
+  which then gets a static test token; AZURE_SUBSCRIPTION_ID / ARM_SUBSCRIPTION_ID.
+- CLARA_POLL_INTERVAL: seconds between long-running-operation polls (tests use 0).
+A missing SDK raises PrerequisiteError naming the pip extra to install.
+"""
+from __future__ import annotations
+
+import os
+
+from pipeline.errors import PrerequisiteError
+
+
+def _need(module: str, extra: str):
+    try:
+        return __import__(module, fromlist=["_"])
+    except ImportError:
+        raise PrerequisiteError(f"the {extra} cloud needs Python packages that are not installed: "
+                                f"pip install -e '.[{extra}]'") from None
+
+
+def poll_interval(default: float) -> float:
+    return float(os.environ.get("CLARA_POLL_INTERVAL", default))
+
+
+# --- AWS --------------------------------------------------------------------------------------
+
+def aws(service: str, region: str):
+    boto3 = _need("boto3", "aws")
+    botocore_config = _need("botocore.config", "aws")
+    # Adaptive retries handle throttling (429/503) with back-off; endpoint comes from AWS_ENDPOINT_URL.
+    config = botocore_config.Config(retries={"max_attempts": 8, "mode": "adaptive"},
+                                    connect_timeout=10, read_timeout=60)
+    return boto3.client(service, region_name=region, config=config)
+
+
+# --- GCP --------------------------------------------------------------------------------------
+
+def gce(client_name: str):
+    """A google.cloud.compute_v1 client by class name, e.g. gce("ImagesClient")."""
+    compute_v1 = _need("google.cloud.compute_v1", "gcp")
+    endpoint = os.environ.get("CLARA_GCE_ENDPOINT")
+    cls = getattr(compute_v1, client_name)
+    if endpoint:
+        credentials = _need("google.auth.credentials", "gcp").AnonymousCredentials()
+        return cls(credentials=credentials, client_options={"api_endpoint": endpoint})
+    return cls()
+
+
+# --- Azure ------------------------------------------------------------------------------------
+
+class _StaticToken:
+    """For a local ARM fake only: the SDK's bearer policy needs a token, any token."""
+
+    def get_token(self, *scopes, **kwargs):
+        from azure.core.credentials import AccessToken
+        import time
+        return AccessToken("offline-test-token", int(time.time()) + 3600)
+
+    def get_token_info(self, *scopes, **kwargs):
+        from azure.core.credentials import AccessTokenInfo
+        import time
+        return AccessTokenInfo("offline-test-token", int(time.time()) + 3600)
+
+
+def azure_subscription(manifest_value: str | None) -> str:
+    value = (manifest_value or os.environ.get("AZURE_SUBSCRIPTION_ID")
+             or os.environ.get("ARM_SUBSCRIPTION_ID"))
+    if not value:
+        raise PrerequisiteError("no Azure subscription: set clouds.azure.subscription_id in the "
+                                "manifest or AZURE_SUBSCRIPTION_ID in the environment")
+    return value
+
+
+def azure(client_path: str, subscription_id: str):
+    """An azure.mgmt client by dotted path, e.g. azure("azure.mgmt.compute.ComputeManagementClient", sub)."""
+    module_name, _, cls_name = client_path.rpartition(".")
+    cls = getattr(_need(module_name, "azure"), cls_name)
+    endpoint = os.environ.get("CLARA_AZURE_ENDPOINT")
+    kwargs = {"polling_interval": poll_interval(30)}
+    if endpoint:
+        kwargs.update(base_url=endpoint, credential_scopes=["https://management.azure.com/.default"],
+                      connection_verify=os.environ.get("CLARA_AZURE_CA_BUNDLE", True))
+        credential = _StaticToken()
+    else:
+        credential = _need("azure.identity", "azure").DefaultAzureCredential()
+    return cls(credential, subscription_id, **kwargs)
+
+
+def test_vm_address(default_host: str, default_port: int = 22) -> tuple[str, int]:
+    """CLARA_TEST_VM_ADDRESS=host:port overrides where SSH to a test VM goes (offline tests)."""
+    override = os.environ.get("CLARA_TEST_VM_ADDRESS")
+    if not override:
+        return default_host, default_port
+    host, _, port = override.rpartition(":")
+    return host, int(port)

@@ -1,0 +1,157 @@
+"""`invoke bake`: for each cloud, resolve → skip? → render → build → test → publish.
+
+Clouds run in parallel worker threads, each with its own log; one failing cloud does not stop
+the others. The main thread turns Ctrl-C / SIGTERM into `cancel.trigger()`, then waits for every
+worker to finish its cleanup (test VMs torn down, Packer's own cleanup, local processes stopped).
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from pathlib import Path
+
+from manifests import Manifest
+from manifests.fingerprint import fingerprint
+from packer.build import build as packer_build
+from packer.render import CONFIG, render
+
+from . import cancel
+from .errors import Interrupted, PipelineError, ValidationFailed
+from .report import CloudRun, console
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = Path(os.environ.get("CLARA_BUILD_DIR", ROOT / "build"))
+CANDIDATE = "candidate"
+
+
+def new_bake_id() -> str:
+    # Lowercase letters and digits only: it becomes a tag or label value on every cloud.
+    return time.strftime("b%Y%m%d%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=10).stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def bake(manifest: Manifest, clouds: list[str], *, force: bool = False, keep_failed: bool = False) -> list[dict]:
+    bake_id = new_bake_id()
+    reports = BUILD / "reports" / bake_id
+    console.print(f"bake [bold]{bake_id}[/bold]: {', '.join(clouds)}; reports in {reports}")
+    cancel.reset()
+    runs = [CloudRun(bake_id, cloud, reports) for cloud in clouds]
+    with cancel.sigterm_as_interrupt(), ThreadPoolExecutor(max_workers=len(runs)) as pool:
+        futures = [pool.submit(bake_cloud, manifest, run, force=force, keep_failed=keep_failed)
+                   for run in runs]
+        try:
+            while not all(f.done() for f in futures):
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted: stopping and cleaning up what this bake started...[/yellow]")
+            cancel.trigger()
+            _wait_through_interrupts(futures)
+    results = [f.result() for f in futures]
+    (reports / "summary.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    return results
+
+
+def _wait_through_interrupts(futures) -> None:
+    """Cleanup must finish: a second Ctrl-C does not abandon it."""
+    while not all(f.done() for f in futures):
+        try:
+            time.sleep(0.2)
+        except KeyboardInterrupt:
+            console.print("[yellow]still cleaning up; please wait[/yellow]")
+
+
+def bake_cloud(manifest: Manifest, run: CloudRun, *, force: bool, keep_failed: bool) -> dict:
+    try:
+        return _bake_cloud(manifest, run, force=force, keep_failed=keep_failed)
+    except PipelineError as exc:
+        run.say(f"failed: {exc}", "red")
+        status = "interrupted" if isinstance(exc, Interrupted) else "failed"
+        return run.finish(status, error=str(exc), log=str(run.log_file))
+    except Exception as exc:  # an adapter bug must not hide the other clouds' results
+        run.say(f"failed unexpectedly: {type(exc).__name__}: {exc}", "red")
+        return run.finish("failed", error=f"{type(exc).__name__}: {exc}", log=str(run.log_file))
+
+
+def _bake_cloud(manifest: Manifest, run: CloudRun, *, force: bool, keep_failed: bool) -> dict:
+    from clouds.base import adapter as get_adapter, image_from_artifact
+    from publish import record
+    from validate.expect import expectations
+    from validate.testvm import check_image
+
+    cloud = run.cloud
+    adapter = get_adapter(cloud, manifest, log=run.say)
+    with run.stage("resolve"):
+        base = adapter.resolve_base_image()
+        digests = adapter.pinned_digests() if hasattr(adapter, "pinned_digests") else {}
+        fp = fingerprint(manifest, cloud, base_image=base.id, digests=digests)
+        run.say(f"base image {base.id}; fingerprint {fp[:12]}")
+    if not force:
+        existing = adapter.find_validated(fp)
+        if existing is not None:
+            run.say(f"skipped: validated image {existing.id} already has fingerprint {fp[:12]} "
+                    "(nothing changed; --force rebuilds)", "cyan")
+            return run.finish("skipped", image=existing.id, fingerprint=fp)
+    cancel.check()
+    with run.stage("render"):
+        folder = render(manifest, cloud, BUILD / "render").folder
+    config = json.loads((folder / CONFIG).read_text())
+    session = adapter.build_session(run) if hasattr(adapter, "build_session") else nullcontext({})
+    with session as extra:
+        variables = {"bake_id": run.bake_id, "git_commit": git_commit(), "source_image": base.id,
+                     "image_digests": json.dumps(digests, sort_keys=True), **extra.get("vars", {})}
+        env = dict(extra.get("env", {}))
+        if manifest.registry_login and os.environ.get(manifest.registry_login.password_env):
+            env["PKR_VAR_registry_password"] = os.environ[manifest.registry_login.password_env]
+        with run.stage("build"):
+            artifact = packer_build(folder, variables, env=env, log_file=run.log_file,
+                                    on_line=_packer_progress(run))
+        image = image_from_artifact(cloud, manifest, artifact, fp)
+        run.say(f"built {image.id}")
+        published = False
+        try:
+            with run.stage("test"):
+                result = check_image(
+                    adapter, image, bake_id=run.bake_id, ssh_timeout_s=manifest.validation.ssh_timeout_s,
+                    expect_for=lambda key: expectations(manifest, cloud, config, digests=digests,
+                                                        test_public_key=key),
+                    out_dir=run.dir / "checks", log_file=run.log_file, log=run.say)
+                run.say(f"checks: {result.passed} passed, {result.failed} failed, {result.skipped} skipped")
+                for reason in result.skip_reasons:
+                    run.write_log(f"skipped {reason}")
+                if not result.ok:
+                    raise ValidationFailed(f"{result.failed} check(s) failed: " + "; ".join(result.failures[:3]),
+                                           log=str(run.dir / "checks" / "junit.xml"))
+            with run.stage("publish"):
+                regions = adapter.publish(image, CANDIDATE)
+                entry = {"id": image.id, "name": image.name, "regions": regions, "fingerprint": fp,
+                         "source_image": base.id, "build_time": artifact.custom_data.get("build_time", ""),
+                         "bake_id": run.bake_id, "report": str(run.dir),
+                         "validation": {"passed": True, **result.summary()}}
+                record.add_image(manifest.name, cloud, entry, CANDIDATE)
+                published = True
+        finally:
+            if not published and not keep_failed and hasattr(adapter, "discard"):
+                run.say(f"discarding unvalidated image {image.id}")
+                adapter.discard(image)
+    return run.finish("published", image=image.id, regions=regions, fingerprint=fp,
+                      checks=result.summary())
+
+
+def _packer_progress(run: CloudRun):
+    """Show Packer's own progress lines (==> ...) without flooding the console."""
+    def on_line(line: str) -> None:
+        if line.startswith("==> ") or " ==> " in line[:40]:
+            run.say(line.strip()[:160], "dim")
+    return on_line

@@ -1,0 +1,1 @@
+"""Stage 5: publish validated images, keep the record of them, move channels, retire old ones."""

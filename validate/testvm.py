@@ -1,0 +1,148 @@
+"""Launch a test VM from a new image, run the checks in validate/ over SSH, always tear it down.
+
+Used by `invoke bake` after Packer and by `invoke test --cloud X --image ID` on its own. The
+checks run as a pytest subprocess (the same command a person runs by hand), writing junit XML;
+this module reads the counts back. Teardown runs on success, failure, exceptions and interrupts.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline import cancel
+from pipeline.errors import ValidationFailed
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    passed: int
+    failed: int
+    skipped: int
+    skip_reasons: tuple[str, ...]
+    failures: tuple[str, ...]
+    junit: str
+    metrics: dict
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0 and self.passed > 0
+
+    def summary(self) -> dict:
+        return {"passed": self.passed, "failed": self.failed, "skipped": self.skipped,
+                "skip_reasons": list(self.skip_reasons), "failures": list(self.failures),
+                "junit": self.junit, **self.metrics}
+
+
+def ephemeral_keypair(folder: Path) -> tuple[Path, str]:
+    """A fresh ed25519 key for one run; the caller removes the folder."""
+    key = folder / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "clara-bake-test", "-f", str(key)],
+                   check=True, stdin=subprocess.DEVNULL)
+    return key, (folder / "id_ed25519.pub").read_text().strip()
+
+
+def runner_cidr() -> str:
+    """The address the test VM's firewall admits: CLARA_RUNNER_CIDR, else this host's public IP."""
+    configured = os.environ.get("CLARA_RUNNER_CIDR")
+    if configured:
+        return configured
+    import urllib.request
+    with urllib.request.urlopen("https://checkip.amazonaws.com", timeout=10) as answer:
+        return answer.read().decode().strip() + "/32"
+
+
+def wait_for_ssh(host: str, port: int, user: str, key: Path, timeout_s: float) -> None:
+    import paramiko
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        cancel.check("waiting for the test VM")
+        client = paramiko.SSHClient()
+        client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        try:
+            client.connect(host, port=port, username=user, key_filename=str(key), timeout=10,
+                           banner_timeout=10, auth_timeout=10, look_for_keys=False, allow_agent=False)
+            client.exec_command("true", timeout=10)[1].channel.recv_exit_status()
+            return
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        finally:
+            client.close()
+        cancel.sleep(3)
+    raise ValidationFailed(f"the test VM at {host}:{port} did not answer SSH as {user} within "
+                           f"{timeout_s:.0f} s (last: {last})")
+
+
+def run_checks(host: str, port: int, user: str, key: Path, expect: dict, out_dir: Path,
+               log_file: Path) -> CheckResult:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    expect_file = out_dir / "expect.json"
+    expect_file.write_text(json.dumps(expect, indent=2, sort_keys=True) + "\n")
+    junit, metrics_file = out_dir / "junit.xml", out_dir / "metrics.json"
+    cmd = [sys.executable, "-m", "pytest", str(HERE), f"--hosts=paramiko://{user}@{host}:{port}",
+           f"--ssh-identity-file={key}", f"--expect={expect_file}", f"--metrics={metrics_file}",
+           f"--junitxml={junit}", "-rs", "-p", "no:cacheprovider", "--no-header"]
+    with open(log_file, "a") as log:
+        log.write("$ " + " ".join(cmd) + "\n")
+        log.flush()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=HERE.parent)
+        with cancel.on_cancel(proc.terminate):
+            proc.wait()
+    cancel.check("the checks")
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+    return _read_junit(junit, metrics, log_file)
+
+
+def _read_junit(junit: Path, metrics: dict, log_file: Path) -> CheckResult:
+    if not junit.exists():
+        raise ValidationFailed("the checks did not run (no junit report)", log=str(log_file))
+    passed = failed = skipped = 0
+    reasons, failures = [], []
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        name = f"{case.get('classname')}::{case.get('name')}"
+        skip = case.find("skipped")
+        bad = case.find("failure") if case.find("failure") is not None else case.find("error")
+        if bad is not None:
+            failed += 1
+            failures.append(f"{name}: {(bad.get('message') or '').splitlines()[0][:200] if bad.get('message') else ''}")
+        elif skip is not None:
+            skipped += 1
+            reasons.append(f"{name}: {skip.get('message', '')}")
+        else:
+            passed += 1
+    return CheckResult(passed, failed, skipped, tuple(reasons), tuple(failures), str(junit), metrics)
+
+
+def check_image(adapter, image, *, expect_for, bake_id: str, user_override: str | None = None,
+               ssh_timeout_s: float, out_dir: Path, log_file: Path, log=print) -> CheckResult:
+    """The whole lifecycle: key, VM, SSH, checks, teardown (always)."""
+    keydir = Path(tempfile.mkdtemp(prefix="clara-test-key-"))
+    vm = None
+    try:
+        key, public_key = ephemeral_keypair(keydir)
+        vm = adapter.launch_test_vm(image, public_key, bake_id, runner_cidr())
+        user = user_override or vm.user
+        log(f"test VM {vm.id} at {vm.host}:{vm.port}: waiting for SSH")
+        wait_for_ssh(vm.host, vm.port, user, key, ssh_timeout_s)
+        log("running the checks")
+        result = run_checks(vm.host, vm.port, user, key, expect_for(public_key), out_dir, log_file)
+        (out_dir / "summary.json").write_text(json.dumps(result.summary(), indent=2) + "\n")
+        return result
+    finally:
+        try:
+            if vm is not None:
+                log(f"tearing down test VM {vm.id}")
+                adapter.teardown(vm)
+        finally:
+            shutil.rmtree(keydir, ignore_errors=True)
