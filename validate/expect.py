@@ -46,5 +46,8 @@ def expectations(manifest: Manifest, cloud: str, config: dict, *, digests: dict[
                     "jupyter_port": config["launcher"]["jupyter_port"],
                     "aiaa_port": config["launcher"]["aiaa_port"], "ready_timeout_s": 180},
         "build_user": config["generalize"]["build_user"],
+        # Azure's `waagent -deprovision+user` deletes Packer's user; other targets keep their login user.
+        "removed_users": ([config["generalize"]["build_user"]]
+                          if config["generalize"].get("azure_deprovision") else []),
         "test_public_key": test_public_key.strip(),
     }
