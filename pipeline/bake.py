@@ -135,7 +135,8 @@ def _bake_cloud(manifest: Manifest, run: CloudRun, *, force: bool, keep_failed: 
                                            log=str(run.dir / "checks" / "junit.xml"))
             with run.stage("publish"):
                 regions = adapter.publish(image, CANDIDATE)
-                entry = {"id": image.id, "name": image.name, "regions": regions, "fingerprint": fp,
+                published_id = regions.get(image.region) or next(iter(regions.values()), image.id)
+                entry = {"id": published_id, "name": image.name, "regions": regions, "fingerprint": fp,
                          "source_image": base.id, "build_time": artifact.custom_data.get("build_time", ""),
                          "bake_id": run.bake_id, "report": str(run.dir),
                          "validation": {"passed": True, **result.summary()}}
@@ -145,8 +146,9 @@ def _bake_cloud(manifest: Manifest, run: CloudRun, *, force: bool, keep_failed: 
             if not published and not keep_failed and hasattr(adapter, "discard"):
                 run.say(f"discarding unvalidated image {image.id}")
                 adapter.discard(image)
-    return run.finish("published", image=image.id, regions=regions, fingerprint=fp,
-                      checks=result.summary())
+    details = adapter.describe(published_id) if hasattr(adapter, "describe") else {}
+    return run.finish("published", image=published_id, regions=regions, fingerprint=fp,
+                      checks=result.summary(), **details)
 
 
 def _packer_progress(run: CloudRun):
