@@ -32,7 +32,7 @@ class CloudRun:
         elapsed = time.monotonic() - self.started
         with _print_lock:
             console.print(f"[dim]{elapsed:7.1f}s[/dim] [bold]{self.cloud:>5}[/bold] "
-                          f"[{style or 'default'}]{escape(message)}[/]")
+                          f"[{style or 'default'}]{escape(message)}[/]", soft_wrap=True)
         self.write_log(message)
 
     def write_log(self, message: str) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import cancel
+from pipeline.sshkey import ephemeral_keypair
 from pipeline.errors import ValidationFailed
 
 HERE = Path(__file__).resolve().parent
@@ -42,14 +43,6 @@ class CheckResult:
         return {"passed": self.passed, "failed": self.failed, "skipped": self.skipped,
                 "skip_reasons": list(self.skip_reasons), "failures": list(self.failures),
                 "junit": self.junit, **self.metrics}
-
-
-def ephemeral_keypair(folder: Path) -> tuple[Path, str]:
-    """A fresh ed25519 key for one run; the caller removes the folder."""
-    key = folder / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "clara-bake-test", "-f", str(key)],
-                   check=True, stdin=subprocess.DEVNULL)
-    return key, (folder / "id_ed25519.pub").read_text().strip()
 
 
 def runner_cidr() -> str:
@@ -130,8 +123,11 @@ def check_image(adapter, image, *, expect_for, bake_id: str, user_override: str 
     keydir = Path(tempfile.mkdtemp(prefix="clara-test-key-"))
     vm = None
     try:
-        key, public_key = ephemeral_keypair(keydir)
-        vm = adapter.launch_test_vm(image, public_key, bake_id, runner_cidr())
+        key, public_file = ephemeral_keypair(keydir)
+        public_key = public_file.read_text().strip()
+        # Only a cloud VM needs a firewall rule for this runner's address.
+        cidr = runner_cidr() if getattr(adapter, "needs_runner_cidr", True) else "127.0.0.1/32"
+        vm = adapter.launch_test_vm(image, public_key, bake_id, cidr)
         user = user_override or vm.user
         log(f"test VM {vm.id} at {vm.host}:{vm.port}: waiting for SSH")
         wait_for_ssh(vm.host, vm.port, user, key, ssh_timeout_s)

@@ -28,6 +28,7 @@ def source(manifest, names) -> Block:
     src.set("skip_resize_disk", True)
     src.set("accelerator", Expr("var.accelerator"))
     src.set("headless", True)
+    src.set("disable_vnc", True)      # no boot_command here; VNC would only open another port
     src.set("memory", local.memory_mb)
     src.set("cpus", local.cpus)
     src.set("disk_interface", "virtio")

