@@ -128,7 +128,7 @@ def check_image(adapter, image, *, expect_for, bake_id: str, user_override: str 
         # Only a cloud VM needs a firewall rule for this runner's address.
         cidr = runner_cidr() if getattr(adapter, "needs_runner_cidr", True) else "127.0.0.1/32"
         vm = adapter.launch_test_vm(image, public_key, bake_id, cidr)
-        user = user_override or vm.user
+        user = user_override or os.environ.get("CLARA_TEST_VM_USER") or vm.user
         log(f"test VM {vm.id} at {vm.host}:{vm.port}: waiting for SSH")
         wait_for_ssh(vm.host, vm.port, user, key, ssh_timeout_s)
         log("running the checks")

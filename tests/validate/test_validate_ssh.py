@@ -16,63 +16,15 @@ import pytest
 
 from validate_support import ROOT, base_expect, parse_junit
 
-SSHD = "/usr/sbin/sshd"
+from tests.sshd import AVAILABLE, REASON, running_sshd
 
-pytestmark = pytest.mark.skipif(
-    not (os.path.exists(SSHD) and shutil.which("ssh-keygen") and os.geteuid() == 0),
-    reason="needs root, /usr/sbin/sshd and ssh-keygen")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def keygen(path: Path) -> str:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "validate-test",
-                    "-f", str(path)], check=True)
-    return (path.parent / (path.name + ".pub")).read_text().strip()
+pytestmark = pytest.mark.skipif(not AVAILABLE, reason=REASON)
 
 
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("sshd")
-    keygen(tmp / "host_key")
-    pub = keygen(tmp / "client_key")
-    (tmp / "authorized_keys").write_text(pub + "\n")
-    port = free_port()
-    cfg = tmp / "sshd_config"
-    cfg.write_text("\n".join([
-        "ListenAddress 127.0.0.1", f"Port {port}", f"HostKey {tmp / 'host_key'}",
-        f"AuthorizedKeysFile {tmp / 'authorized_keys'}", "PermitRootLogin prohibit-password",
-        "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no",
-        "StrictModes no", f"PidFile {tmp / 'sshd.pid'}", "LogLevel ERROR", "",
-    ]))
-    # Debian's sshd refuses to start without its privilege separation directory.
-    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(cfg)], stdout=subprocess.DEVNULL,
-                            stderr=open(tmp / "sshd.log", "wb"))
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"sshd exited {proc.returncode}: {(tmp / 'sshd.log').read_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("sshd did not listen within 15 s")
-                time.sleep(0.1)
-        yield {"port": port, "key": tmp / "client_key", "pub": pub, "tmp": tmp}
-    finally:
-        proc.terminate()  # our sshd only, by PID
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with running_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
 
 
 @pytest.mark.filterwarnings("ignore:Unknown ssh-ed25519 host key")

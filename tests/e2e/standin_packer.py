@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""A stand-in for `packer` in offline tests: reads the rendered template like Packer would and
+registers the image in the fake cloud (GCE fake, ARM fake, or moto) through the real SDKs.
+
+STANDIN_PACKER_SECONDS: how long the "build" takes (interruptible by SIGINT, like Packer).
+STANDIN_PACKER_FAIL=1: fail mid-build after creating nothing.
+"""
+import json
+import os
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+import hcl2  # noqa: E402
+
+args = sys.argv[1:]
+if args[:1] == ["version"]:
+    print("Packer v1.6.6 (stand-in)")
+    sys.exit(0)
+if args[:1] == ["init"]:
+    sys.exit(0)
+
+variables = {}
+for i, arg in enumerate(args):
+    if arg == "-var":
+        key, _, value = args[i + 1].partition("=")
+        variables[key] = value
+timestamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
+locals_ = {"timestamp": timestamp, "expires": timestamp[:12],
+           "source_image_label": re.sub(r"[^a-z0-9_-]", "-", variables.get("source_image", "").lower())[:63]}
+
+
+def value(text):
+    if not isinstance(text, str):
+        return text
+    text = text[1:-1] if text.startswith('"') and text.endswith('"') else text
+    text = re.sub(r"\$\{var\.([a-z_]+)\}", lambda m: variables.get(m.group(1), ""), text)
+    return re.sub(r"\$\{local\.([a-z_]+)\}", lambda m: locals_[m.group(1)], text)
+
+
+def labels(block):
+    return {value(k): value(v) for k, v in block.items()}
+
+
+interrupted = False
+
+
+def on_int(signum, frame):
+    global interrupted
+    interrupted = True
+
+
+signal.signal(signal.SIGINT, on_int)
+print("==> clara: stand-in build starting", flush=True)
+deadline = time.monotonic() + float(os.environ.get("STANDIN_PACKER_SECONDS", "0"))
+while time.monotonic() < deadline and not interrupted:
+    time.sleep(0.05)
+if interrupted:
+    print("==> clara: interrupted: cleaning up (nothing was created yet)", flush=True)
+    sys.exit(1)
+if os.environ.get("STANDIN_PACKER_FAIL"):
+    print("==> clara: Error: stand-in build failed on purpose", flush=True)
+    sys.exit(1)
+
+template = hcl2.loads(Path("template.pkr.hcl").read_text())
+(builder_key, sources), = template["source"][0].items()
+builder = value(builder_key)
+src = sources['"clara"']
+custom = {value(k): value(v) for k, v in template["build"][0]["post-processor"][0]['"manifest"']["custom_data"].items()}
+
+from clouds import clients  # noqa: E402
+
+if builder == "googlecompute":
+    from google.cloud import compute_v1
+    name = value(src["image_name"])
+    project = value(src["project_id"])
+    image = compute_v1.Image(name=name, labels=labels(src["image_labels"]),
+                             source_image=f"projects/{value(src['source_image_project_id'][0])}/global/images/"
+                                          f"{variables.get('source_image', 'base')}")
+    op = clients.gce("ImagesClient").insert_unary(project=project, image_resource=image)
+    ops = clients.gce("GlobalOperationsClient")
+    while op.status != compute_v1.Operation.Status.DONE:
+        op = ops.wait(project=project, operation=op.name)
+    artifact = name
+elif builder == "azure-arm":
+    from azure.mgmt.compute import models
+    sub = clients.azure_subscription(None)
+    compute = clients.azure("azure.mgmt.compute.ComputeManagementClient", sub)
+    name, group = value(src["managed_image_name"]), value(src["managed_image_resource_group_name"])
+    result = compute.images.begin_create_or_update(group, name, models.Image(
+        location=value(src["location"]), tags=labels(src["azure_tags"]),
+        hyper_v_generation="V2")).result()
+    artifact = result.id
+elif builder == "amazon-ebs":
+    region = value(src["region"])
+    ec2 = clients.aws("ec2", region)
+    filters = src["source_ami_filter"][0]
+    base = sorted(ec2.describe_images(Owners=[value(o) for o in filters["owners"]])["Images"],
+                  key=lambda i: i["CreationDate"])[-1]
+    run = ec2.run_instances(ImageId=base["ImageId"], InstanceType=value(src["instance_type"]), MinCount=1, MaxCount=1)
+    instance = run["Instances"][0]["InstanceId"]
+    ami = ec2.create_image(InstanceId=instance, Name=value(src["ami_name"]))["ImageId"]
+    ec2.create_tags(Resources=[ami], Tags=[{"Key": k, "Value": v} for k, v in labels(src["tags"]).items()])
+    ec2.terminate_instances(InstanceIds=[instance])
+    artifact = f"{region}:{ami}"
+else:
+    sys.exit(f"stand-in packer: builder {builder} not supported")
+
+Path("packer-manifest.json").write_text(json.dumps({"builds": [{
+    "name": "clara", "builder_type": builder, "build_time": int(time.time()), "files": None,
+    "artifact_id": artifact, "packer_run_uuid": "standin", "custom_data": custom}], "last_run_uuid": "standin"}))
+print(f"==> Builds finished. The artifacts of successful builds are:\n--> {builder}.clara: {artifact}", flush=True)

@@ -1,0 +1,109 @@
+"""The whole `invoke bake --cloud gcp|azure` path offline: render, a stand-in Packer that registers
+the image in the fake cloud, the test VM lifecycle (SSH to a local sshd), checks, teardown, and
+the skip decision. Asserts on the fakes' state that nothing the run created is left."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from manifests import load_manifest
+from manifests.fingerprint import fingerprint
+from pipeline import bake as bake_module, cancel
+from tests.fakes.gce import FakeGCE
+from tests.sshd import AVAILABLE, REASON, running_sshd
+
+STANDIN = Path(__file__).with_name("standin_packer.py")
+pytestmark = pytest.mark.skipif(not AVAILABLE, reason=REASON)
+
+
+@pytest.fixture
+def sshd(tmp_path):
+    (tmp_path / "sshd").mkdir()
+    with running_sshd(tmp_path / "sshd") as server:
+        yield server
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch, sshd):
+    monkeypatch.setenv("CLARA_PACKER", str(STANDIN))
+    monkeypatch.setenv("CLARA_RUNNER_CIDR", "198.51.100.7/32")
+    monkeypatch.setenv("CLARA_TEST_VM_ADDRESS", f"127.0.0.1:{sshd['port']}")
+    monkeypatch.setenv("CLARA_TEST_VM_USER", "root")
+    monkeypatch.setenv("CLARA_POLL_INTERVAL", "0")
+    monkeypatch.setenv("CLARA_RECORD_DIR", str(tmp_path / "record"))
+    monkeypatch.setattr(bake_module, "BUILD", tmp_path / "build")
+    cancel.reset()
+    return tmp_path
+
+
+@pytest.fixture
+def gce(env, monkeypatch, sshd):
+    with FakeGCE() as fake:
+        monkeypatch.setenv("CLARA_GCE_ENDPOINT", fake.url)
+        from clouds import gcp
+        launch = gcp.Adapter.launch_test_vm
+
+        def launch_and_authorize(self, image, public_key, bake_id, runner_cidr):
+            # The guest agent's job on a real VM: put the key from metadata into authorized_keys.
+            sshd["authorized_keys"].write_text(public_key + "\n")
+            return launch(self, image, public_key, bake_id, runner_cidr)
+        monkeypatch.setattr(gcp.Adapter, "launch_test_vm", launch_and_authorize)
+        yield fake
+
+
+def built_images(fake):
+    return [name for (project, name) in fake.images if project == "clara-images"]
+
+
+def test_failed_checks_publish_nothing_and_leave_nothing(gce, env):
+    results = bake_module.bake(load_manifest(), ["gcp"])
+    (result,) = results
+    assert result["status"] == "failed"
+    assert "check(s) failed" in result["error"]
+    # GPU checks fail (the "VM" has no GPU), they are not skipped into a pass.
+    summary = json.loads(next((env / "build" / "reports").rglob("checks/summary.json")).read_text())
+    assert summary["failed"] > 0 and any("gpu" in f for f in summary["failures"])
+    assert not gce.instances and not gce.disks and not gce.firewalls
+    assert built_images(gce) == []                       # the unvalidated image was discarded
+    assert not (env / "record").exists()                 # nothing published, record untouched
+    assert gce.count("POST", "/instances") == 1           # one test VM was really launched
+
+
+def test_nothing_changed_means_no_create_calls(gce, env):
+    manifest = load_manifest()
+    from clouds.gcp import Adapter
+    base = Adapter(manifest, log=lambda _: None).resolve_base_image()
+    fp = fingerprint(manifest, "gcp", base_image=base.id)
+    gce.add_image("clara-images", "clara-train-20261101000000",
+                  labels={"clara-fingerprint": fp[:32], "clara-validated": "true"})
+    before = len(gce.requests)
+    (result,) = bake_module.bake(manifest, ["gcp"])
+    assert result["status"] == "skipped"
+    assert result["image"] == "clara-train-20261101000000"
+    creates = [r for r in gce.requests[before:] if r[0] in ("POST", "PUT", "PATCH", "DELETE")]
+    assert creates == []
+
+
+def test_packer_failure_leaves_nothing(gce, env, monkeypatch):
+    monkeypatch.setenv("STANDIN_PACKER_FAIL", "1")
+    (result,) = bake_module.bake(load_manifest(), ["gcp"])
+    assert result["status"] == "failed" and "packer build failed" in result["error"]
+    assert built_images(gce) == [] and not gce.instances and not gce.firewalls
+
+
+def test_interrupt_during_build_stops_packer_and_leaves_nothing(gce, env, monkeypatch):
+    monkeypatch.setenv("STANDIN_PACKER_SECONDS", "60")
+    timer = threading.Timer(2.0, cancel.trigger)
+    timer.start()
+    start = time.monotonic()
+    try:
+        (result,) = bake_module.bake(load_manifest(), ["gcp"])
+    finally:
+        timer.cancel()
+    assert result["status"] == "interrupted"
+    assert time.monotonic() - start < 30
+    assert built_images(gce) == [] and not gce.instances and not gce.firewalls
