@@ -66,17 +66,19 @@ def _read_one(path: Path) -> tuple[dict, dict]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError(shown, f"cannot be read: {exc}") from None
-    loader = _LineLoader(text)
-    loader.key_lines = {}
+    loader = None
     try:
+        loader = _LineLoader(text)      # the reader already refuses control characters here
+        loader.key_lines = {}
         doc = loader.get_single_data()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ManifestError(shown, f"is not valid YAML: {problem}",
                             line=mark.line + 1 if mark else None) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if doc is None:
         raise ManifestError(shown, "is empty", allowed="a YAML mapping with at least `schema` and `name`")
     if not isinstance(doc, dict):
