@@ -14,6 +14,9 @@ def source(manifest, names) -> Block:
     src.set("region", aws.region)
     src.set("instance_type", aws.instance_type)
     src.set("ami_name", names.image_name)
+    # The base the bake resolved (SSM parameter or query); Packer intersects it with the filter
+    # below, so the image is built from exactly what was fingerprinted. Empty: the filter alone.
+    src.set("source_ami", Expr("var.source_image"))
     src.set("ami_description", f"{manifest.name}: Clara Train {manifest.clara.image}")
     src.set("ssh_username", aws.ssh_username)
     # Only the runner's own address may reach the build VM's SSH port (never 0.0.0.0/0).

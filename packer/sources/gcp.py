@@ -21,6 +21,8 @@ def source(manifest, names) -> Block:
     # GPU VMs cannot live-migrate: GCE refuses them with the default MIGRATE.
     src.set("on_host_maintenance", "TERMINATE")
     if gcp.base_image.family:
+        # The image the bake resolved wins over the family, so what is built is what was fingerprinted.
+        src.set("source_image", Expr("var.source_image"))
         src.set("source_image_family", gcp.base_image.family)
     else:
         src.set("source_image", gcp.base_image.name)

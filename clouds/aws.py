@@ -1,0 +1,660 @@
+"""AWS: AMIs, SSM parameters as channels, and a GPU test instance, through boto3.
+
+Channels are SSM parameters: channel X in region R is `<ssm_prefix>/X/image-id` (DataType
+`aws:ec2:image`) holding the AMI ID valid in R, so users launch with
+`resolve:ssm:/clara-train/stable/image-id`. Packer builds the AMI in the manifest's region;
+`publish` copies it to every `copy_regions` region in parallel, waits for each copy, tags every
+AMI and snapshot (`clara-validated`, `clara-channel-<channel>`, `clara-manifest`; copies also
+`clara-source-ami=<built AMI>`), adds launch permissions for `share.accounts` and
+`share.organization_arns`, and only then writes the SSM parameters. Any failure rolls back what
+the call created (copies deregistered with their snapshots, parameters and tags restored).
+
+`revoke` takes an AMI and its copies out of every channel and marks them `clara-revoked=true`
+(find_validated ignores them). `prune` keeps the newest `keep` validated AMIs per channel (and
+`keep` channel-less ones) and never deletes one an SSM channel parameter points at in any region.
+`sweep` looks in the manifest's region, where build and test resources live.
+
+Every client comes from clients.aws (adaptive retries for throttling and 5xx; AWS_ENDPOINT_URL
+points it at a local endpoint). Waits use botocore waiters, bounded; CLARA_POLL_INTERVAL scales
+their delay (tests use 0).
+"""
+from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+
+from pipeline.errors import CloudError, PublishError
+
+from . import clients
+from .base import (TAG_BAKE_ID, TAG_CHANNEL_PREFIX, TAG_EXPIRES, TAG_FINGERPRINT, TAG_ROLE, TAG_VALIDATED,
+                   BaseImage, Image, Log, TestVM)
+
+TAG_SOURCE_AMI = "clara-source-ami"   # on copies: the AMI Packer built in the home region
+TAG_MANIFEST = "clara-manifest"       # manifest.name: what prune looks at
+TAG_REVOKED = "clara-revoked"
+TEST_TTL = timedelta(hours=6)
+CAPACITY_CODES = ("InsufficientInstanceCapacity", "InsufficientHostCapacity", "InsufficientCapacity",
+                  "Unsupported")
+NOT_FOUND_SUFFIXES = (".NotFound", ".Unavailable")
+SWEEP_ROLES = ("build", "test")
+
+
+class AwsError(CloudError):
+    """An AWS call failed after botocore's retries; `code` is the AWS error code."""
+
+    def __init__(self, message: str, code: str = "", status: int | None = None):
+        super().__init__(message)
+        self.code, self.status = code, status
+
+    @property
+    def not_found(self) -> bool:
+        return self.code.endswith(NOT_FOUND_SUFFIXES) or self.code in ("ParameterNotFound",)
+
+    @property
+    def capacity(self) -> bool:
+        return self.code in CAPACITY_CODES
+
+
+def _tags(resource: dict) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in resource.get("Tags", []) or []}
+
+
+def _tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
+    return [{"Key": k, "Value": v} for k, v in tags.items()]
+
+
+def _channels(tags: dict[str, str]) -> tuple[str, ...]:
+    return tuple(sorted(k[len(TAG_CHANNEL_PREFIX):] for k, v in tags.items()
+                        if k.startswith(TAG_CHANNEL_PREFIX) and v == "true"))
+
+
+def _snapshots(ami: dict) -> list[str]:
+    return [m["Ebs"]["SnapshotId"] for m in ami.get("BlockDeviceMappings", [])
+            if m.get("Ebs", {}).get("SnapshotId")]
+
+
+def _age(ami: dict) -> tuple[str, str]:
+    """Sort key: CreationDate (second resolution), then the name ({name}-{timestamp})."""
+    return ami.get("CreationDate", ""), ami.get("Name", "")
+
+
+def _stamp(when: datetime) -> str:
+    return when.astimezone(timezone.utc).strftime("%Y%m%d%H%M")
+
+
+def _as_utc(value) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+class Adapter:
+    name = "aws"
+    running_attempts = 120        # waiter attempts (x delay) for instance_running / terminated
+    image_attempts = 240          # for image_available (copies of a 100 GB AMI take a while)
+    dependency_attempts = 12      # DeleteSecurityGroup while the ENI is still going away
+
+    def __init__(self, manifest, log: Log = print):
+        if manifest.clouds.aws is None:
+            raise CloudError("the manifest has no clouds.aws section")
+        self.manifest, self.a, self.log = manifest, manifest.clouds.aws, log
+        self.region = self.a.region
+        self._clients: dict[tuple[str, str], object] = {}
+        self._lock = threading.Lock()
+
+    # --- plumbing -----------------------------------------------------------------------------
+    def _client(self, service: str, region: str | None = None):
+        key = (service, region or self.region)
+        with self._lock:       # boto3's default session is not thread-safe: build clients one at a time
+            if key not in self._clients:
+                self._clients[key] = clients.aws(*key)
+            return self._clients[key]
+
+    def _call(self, service: str, region: str | None, op: str, what: str, **params):
+        from botocore.exceptions import BotoCoreError, ClientError
+        region = region or self.region
+        try:
+            return getattr(self._client(service, region), op)(**params)
+        except ClientError as exc:
+            err = exc.response.get("Error", {})
+            code, msg = err.get("Code", "Unknown"), err.get("Message", "") or str(exc)
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            attempts = exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0)
+            tail = f" (after {attempts + 1} attempts)" if attempts else ""
+            raise AwsError(f"aws: {what} in {region} failed: {code}: {msg}{tail}", code, status) from None
+        except BotoCoreError as exc:
+            first = str(exc).splitlines()[0][:300]
+            raise AwsError(f"aws: {what} in {region} failed: {first}") from None
+
+    def _wait(self, region: str | None, waiter: str, what: str, attempts: int, **params) -> None:
+        from botocore.exceptions import WaiterError
+        region = region or self.region
+        delay = clients.poll_interval(15.0 if waiter.startswith("image") else 5.0)
+        try:
+            self._client("ec2", region).get_waiter(waiter).wait(
+                WaiterConfig={"Delay": delay, "MaxAttempts": attempts}, **params)
+        except WaiterError as exc:
+            reason = str(exc.last_response.get("Error", {}).get("Message", "")) if exc.last_response else ""
+            raise AwsError(f"aws: waiting for {what} in {region} failed: {exc.kwargs.get('reason', exc)}"
+                           + (f": {reason}" if reason else "")) from None
+
+    def _ec2(self, op: str, what: str, region: str | None = None, **params):
+        return self._call("ec2", region, op, what, **params)
+
+    def _image(self, ami: str, region: str | None = None) -> dict | None:
+        try:
+            found = self._ec2("describe_images", f"describe {ami}", region, ImageIds=[ami])["Images"]
+        except AwsError as exc:
+            if exc.not_found or exc.code == "InvalidAMIID.Malformed":
+                return None
+            raise
+        return found[0] if found else None
+
+    def _images(self, region: str | None = None, **filters) -> list[dict]:
+        """Our own AMIs matching tag filters, newest first."""
+        flt = [{"Name": f"tag:{k}", "Values": [v]} for k, v in filters.items()]
+        images = self._ec2("describe_images", "list images", region, Owners=["self"], Filters=flt)["Images"]
+        return sorted(images, key=_age, reverse=True)
+
+    def _as_image(self, ami: dict, region: str | None = None) -> Image:
+        tags = _tags(ami)
+        return Image("aws", ami["ImageId"], ami.get("Name", ""), region or self.region,
+                     tags.get(TAG_FINGERPRINT, ""), ami.get("CreationDate", ""),
+                     tags.get(TAG_VALIDATED) == "true", _channels(tags))
+
+    def _regions(self) -> list[str]:
+        return list(dict.fromkeys((self.region,) + tuple(self.a.copy_regions)))
+
+    def _param(self, channel: str) -> str:
+        return f"{self.a.ssm_prefix}/{channel}/image-id"
+
+    def _get_param(self, region: str, name: str) -> str | None:
+        try:
+            return self._call("ssm", region, "get_parameter", f"read {name}", Name=name)["Parameter"]["Value"]
+        except AwsError as exc:
+            if exc.not_found:
+                return None
+            raise
+
+    def _put_param(self, region: str, name: str, value: str) -> None:
+        self._call("ssm", region, "put_parameter", f"write {name}", Name=name, Value=value, Type="String",
+                   DataType="aws:ec2:image", Overwrite=True,
+                   Description=f"{self.manifest.name}: current AMI of this channel (clara-bake)")
+
+    def _delete_param(self, region: str, name: str) -> None:
+        try:
+            self._call("ssm", region, "delete_parameter", f"delete {name}", Name=name)
+        except AwsError as exc:
+            if not exc.not_found:
+                raise
+
+    def _channel_params(self, region: str) -> dict[str, str]:
+        """{parameter name: AMI ID} of every channel parameter under the prefix in a region."""
+        found: dict[str, str] = {}
+        kwargs = {"Path": self.a.ssm_prefix, "Recursive": True}
+        while True:
+            page = self._call("ssm", region, "get_parameters_by_path", f"list {self.a.ssm_prefix}", **kwargs)
+            for p in page.get("Parameters", []):
+                if p["Name"].endswith("/image-id"):
+                    found[p["Name"]] = p["Value"]
+            if not page.get("NextToken"):
+                return found
+            kwargs["NextToken"] = page["NextToken"]
+
+    def _create_tags(self, region: str, ids: list[str], tags: dict[str, str], what: str) -> None:
+        if ids and tags:
+            self._ec2("create_tags", f"tag {what}", region, Resources=ids, Tags=_tag_list(tags))
+
+    def _delete_image(self, region: str, ami: str) -> None:
+        """Deregister an AMI and delete its snapshots; already gone is fine."""
+        img = self._image(ami, region)
+        if img is None:
+            return
+        try:
+            self._ec2("deregister_image", f"deregister {ami}", region, ImageId=ami,
+                      DeleteAssociatedSnapshots=True)
+        except AwsError as exc:
+            if not exc.not_found:
+                raise
+        for snap in _snapshots(img):
+            try:
+                self._ec2("delete_snapshot", f"delete snapshot {snap}", region, SnapshotId=snap)
+            except AwsError as exc:
+                if not exc.not_found:
+                    raise
+        self.log(f"aws: deleted {ami} in {region} with {len(_snapshots(img))} snapshot(s)")
+
+    def _delete_images(self, amis: dict[str, str]) -> None:
+        failed = []
+        for region, ami in sorted(amis.items()):
+            try:
+                self._delete_image(region, ami)
+            except CloudError as exc:
+                failed.append(str(exc))
+        if failed:
+            raise AwsError("; ".join(failed))
+
+    # --- base image ---------------------------------------------------------------------------
+    def resolve_base_image(self) -> BaseImage:
+        b = self.a.base_image
+        if b.ssm_parameter:
+            ami = self._get_param(self.region, b.ssm_parameter)
+            img = self._image(ami) if ami else None
+            if img is not None and img.get("Architecture") == b.architecture:
+                self.log(f"aws: base image {img['ImageId']} from {b.ssm_parameter}")
+                return BaseImage(img["ImageId"], img.get("Name", ""), img.get("CreationDate", ""))
+            self.log(f"aws: {b.ssm_parameter} " + ("is not set" if not ami else f"points at {ami}, not a usable "
+                     f"{b.architecture} image") + "; using the name filter")
+        images = self._ec2("describe_images", "find the base image", Owners=list(b.owners), Filters=[
+            {"Name": "name", "Values": [b.name]}, {"Name": "architecture", "Values": [b.architecture]},
+            {"Name": "state", "Values": ["available"]}])["Images"]
+        if not images:
+            raise CloudError(f"aws: no {b.architecture} image named {b.name!r} owned by {', '.join(b.owners)} "
+                             f"in {self.region}")
+        img = max(images, key=lambda i: i.get("CreationDate", ""))
+        self.log(f"aws: base image {img['ImageId']} ({img.get('Name', '')})")
+        return BaseImage(img["ImageId"], img.get("Name", ""), img.get("CreationDate", ""))
+
+    def find_validated(self, fingerprint: str) -> Image | None:
+        images = self._ec2("describe_images", "find a validated image", Owners=["self"], Filters=[
+            {"Name": f"tag:{TAG_FINGERPRINT}", "Values": [fingerprint[:32]]},
+            {"Name": f"tag:{TAG_VALIDATED}", "Values": ["true"]},
+            {"Name": "state", "Values": ["available"]}])["Images"]
+        images = [i for i in images if _tags(i).get(TAG_REVOKED) != "true" and TAG_SOURCE_AMI not in _tags(i)]
+        if not images:
+            return None
+        return self._as_image(max(images, key=_age))
+
+    # --- test VM ------------------------------------------------------------------------------
+    def launch_test_vm(self, image: Image, public_key: str, bake_id: str, runner_cidr: str) -> TestVM:
+        network = ipaddress.ip_network(runner_cidr, strict=False)
+        if network.prefixlen == 0:
+            raise CloudError(f"aws: refusing to open SSH to {runner_cidr}: give the runner's own address")
+        region = image.region or self.region
+        name = f"clara-test-{bake_id}"
+        expires = _stamp(datetime.now(timezone.utc) + TEST_TTL)
+        tags = {**self.manifest.tags, "Name": name, TAG_BAKE_ID: bake_id, TAG_ROLE: "test", TAG_EXPIRES: expires}
+        created: list[str] = []
+        try:
+            self._ec2("import_key_pair", f"import key pair {name}", region, KeyName=name,
+                      PublicKeyMaterial=public_key.strip().encode(),
+                      TagSpecifications=[{"ResourceType": "key-pair", "Tags": _tag_list(tags)}])
+            created.append(f"{region}/key-pair/{name}")
+            sg = self._ec2("create_security_group", f"create security group {name}", region, GroupName=name,
+                           Description=f"clara-bake test VM {bake_id}: SSH from the runner only",
+                           TagSpecifications=[{"ResourceType": "security-group", "Tags": _tag_list(tags)}])["GroupId"]
+            created.append(f"{region}/security-group/{sg}")
+            ranges = ({"Ipv6Ranges": [{"CidrIpv6": str(network), "Description": "clara-bake runner"}]}
+                      if network.version == 6 else
+                      {"IpRanges": [{"CidrIp": str(network), "Description": "clara-bake runner"}]})
+            self._ec2("authorize_security_group_ingress", f"open tcp:22 on {sg}", region, GroupId=sg,
+                      IpPermissions=[{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, **ranges}])
+            self.log(f"aws: security group {sg} admits {network} on tcp:22")
+            instance = self._run_instance(region, image.id, name, sg, tags)
+            created.insert(0, f"{region}/instance/{instance}")
+            self._wait(region, "instance_running", f"{instance} to run", self.running_attempts,
+                       InstanceIds=[instance])
+            desc = self._ec2("describe_instances", f"describe {instance}", region,
+                             InstanceIds=[instance])["Reservations"][0]["Instances"][0]
+            ip = desc.get("PublicIpAddress", "")
+            host, port = clients.test_vm_address(ip, self.manifest.ports.ssh)
+            if not host:
+                raise CloudError(f"aws: test instance {instance} has no public IP (does the default VPC's "
+                                 "subnet assign public addresses?)")
+            self.log(f"aws: test instance {instance} ({desc.get('InstanceType')}) running at {host}")
+            return TestVM("aws", instance, host, port, self.a.ssh_username, tuple(created))
+        except BaseException as exc:
+            if created:
+                self.log(f"aws: launch failed; deleting {len(created)} resource(s) it created")
+                try:
+                    self._teardown(created)
+                except CloudError as cleanup:
+                    self.log(f"aws: cleanup after a failed launch also failed: {cleanup}")
+            if isinstance(exc, CloudError) or not isinstance(exc, Exception):
+                raise
+            raise CloudError(f"aws: launching the test VM failed: {exc}") from None
+
+    def _run_instance(self, region: str, ami: str, name: str, sg: str, tags: dict) -> str:
+        types = list(dict.fromkeys((self.a.instance_type,) + tuple(self.a.fallback_instance_types)))
+        tried: list[str] = []
+        for itype in types:
+            for zone in self._placements(region, itype):
+                params = {}
+                if zone:
+                    params["Placement"] = {"AvailabilityZone": zone}
+                try:
+                    out = self._ec2(
+                        "run_instances", f"run {itype}", region, ImageId=ami, InstanceType=itype,
+                        MinCount=1, MaxCount=1, KeyName=name, SecurityGroupIds=[sg],
+                        InstanceInitiatedShutdownBehavior="terminate",
+                        MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled"},
+                        BlockDeviceMappings=[{"DeviceName": self.a.root_device, "Ebs": {
+                            "VolumeSize": self.a.root_volume_gb, "VolumeType": "gp3",
+                            "DeleteOnTermination": True}}],
+                        TagSpecifications=[{"ResourceType": "instance", "Tags": _tag_list(tags)},
+                                           {"ResourceType": "volume", "Tags": _tag_list(tags)}],
+                        **params)
+                except AwsError as exc:
+                    if not exc.capacity:
+                        raise
+                    tried.append(f"{itype}{' in ' + zone if zone else ''} ({exc.code})")
+                    self.log(f"aws: no capacity for {itype}{' in ' + zone if zone else ''}: {exc.code}; "
+                             "trying the next option")
+                    continue
+                return out["Instances"][0]["InstanceId"]
+        raise CloudError(f"aws: no GPU capacity in {region}: tried " + ", ".join(tried)
+                         + "; add fallback_instance_types or try another region")
+
+    def _placements(self, region: str, itype: str):
+        """No placement first (EC2 picks a zone), then each zone offering the type."""
+        yield None
+        try:
+            offers = self._ec2("describe_instance_type_offerings", f"zones offering {itype}", region,
+                               LocationType="availability-zone",
+                               Filters=[{"Name": "instance-type", "Values": [itype]}])["InstanceTypeOfferings"]
+        except AwsError:
+            return
+        yield from sorted({o["Location"] for o in offers})
+
+    def teardown(self, vm: TestVM) -> None:
+        self._teardown(list(vm.resources) or [f"{self.region}/instance/{vm.id}"])
+
+    def _teardown(self, resources: list[str]) -> None:
+        parsed = [r.split("/", 2) for r in resources]
+        order = {"instance": 0, "security-group": 1, "key-pair": 2}
+        bake_ids = set()
+        for region, kind, rid in sorted(parsed, key=lambda p: order.get(p[1], 9)):
+            if kind == "instance":
+                try:
+                    self._ec2("terminate_instances", f"terminate {rid}", region, InstanceIds=[rid])
+                except AwsError as exc:
+                    if not exc.not_found:
+                        raise
+                    continue
+                self._wait(region, "instance_terminated", f"{rid} to terminate", self.running_attempts,
+                           InstanceIds=[rid])
+                self.log(f"aws: terminated {rid}")
+            elif kind == "security-group":
+                self._delete_security_group(region, rid)
+            elif kind == "key-pair":
+                self._ec2("delete_key_pair", f"delete key pair {rid}", region, KeyName=rid)
+                self.log(f"aws: deleted key pair {rid}")
+                if rid.startswith("clara-test-"):
+                    bake_ids.add((region, rid[len("clara-test-"):]))
+        for region, bake_id in bake_ids:          # volumes that did not go with the instance
+            vols = self._ec2("describe_volumes", "list leftover test volumes", region, Filters=[
+                {"Name": f"tag:{TAG_BAKE_ID}", "Values": [bake_id]}, {"Name": f"tag:{TAG_ROLE}", "Values": ["test"]},
+                {"Name": "status", "Values": ["available"]}])["Volumes"]
+            for vol in vols:
+                self._delete_volume(region, vol["VolumeId"])
+
+    def _delete_security_group(self, region: str, sg: str) -> None:
+        for attempt in range(self.dependency_attempts):
+            try:
+                self._ec2("delete_security_group", f"delete security group {sg}", region, GroupId=sg)
+                self.log(f"aws: deleted security group {sg}")
+                return
+            except AwsError as exc:
+                if exc.not_found:
+                    return
+                if exc.code != "DependencyViolation" or attempt + 1 == self.dependency_attempts:
+                    raise
+                time.sleep(min(clients.poll_interval(5.0) * 2 ** attempt, 30.0))
+
+    def _delete_volume(self, region: str, vol: str) -> None:
+        try:
+            self._ec2("delete_volume", f"delete volume {vol}", region, VolumeId=vol)
+            self.log(f"aws: deleted volume {vol}")
+        except AwsError as exc:
+            if not exc.not_found:
+                raise
+
+    # --- publishing ---------------------------------------------------------------------------
+    def publish(self, image: Image, channel: str) -> dict[str, str]:
+        undo: list = []
+        try:
+            return self._publish(image, channel, undo)
+        except CloudError as exc:
+            self._rollback(undo)
+            raise PublishError(f"aws: publishing {image.id} to {channel} failed; rolled back: {exc}") from None
+
+    def _rollback(self, undo: list) -> None:
+        for step in reversed(undo):
+            try:
+                step()
+            except CloudError as exc:
+                self.log(f"aws: rollback step failed: {exc}")
+
+    def _publish(self, image: Image, channel: str, undo: list) -> dict[str, str]:
+        home = image.region or self.region
+        src = self._image(image.id, home)
+        if src is None:
+            raise AwsError(f"aws: {image.id} does not exist in {home}")
+        if src.get("State") != "available":
+            self._wait(home, "image_available", f"{image.id} to be available", self.image_attempts,
+                       ImageIds=[image.id])
+        src_tags = _tags(src)
+        if src_tags.get(TAG_REVOKED) == "true":
+            raise AwsError(f"aws: {image.id} was revoked; bake a new image instead")
+        marks = {TAG_VALIDATED: "true", f"{TAG_CHANNEL_PREFIX}{channel}": "true", TAG_MANIFEST: self.manifest.name}
+        copies = self._copy_everywhere(src, home, undo)          # {region: ami}, parallel
+        amis = {home: image.id, **copies}
+        # Tag the copies (CopyImage does not carry tags) and their snapshots.
+        inherited = {k: v for k, v in src_tags.items() if not k.startswith("aws:")
+                     and not k.startswith(TAG_CHANNEL_PREFIX) and k not in (TAG_REVOKED,)}
+        for region, ami in copies.items():
+            copy = self._image(ami, region) or {}
+            self._create_tags(region, [ami] + _snapshots(copy),
+                              {**inherited, **marks, TAG_SOURCE_AMI: image.id}, f"copy {ami}")
+        self._share(amis)
+        # The source AMI last: it is what find_validated and prune read.
+        changed = {k: v for k, v in marks.items() if src_tags.get(k) != v}
+        if changed:
+            ids = [image.id] + _snapshots(src)
+            self._create_tags(home, ids, changed, image.id)
+            undo.append(lambda: self._restore_tags(home, ids, changed, src_tags))
+        self.log(f"aws: {image.id} tagged validated, channel {channel}")
+        # Channel pointers only after everything above succeeded.
+        self._point(channel, amis, undo)
+        self.log(f"aws: published {image.id} to {channel} in {', '.join(amis)}")
+        return amis
+
+    def _restore_tags(self, region: str, ids: list[str], changed: dict, before: dict) -> None:
+        gone = [{"Key": k} for k in changed if k not in before]
+        if gone:
+            self._ec2("delete_tags", "restore tags", region, Resources=ids, Tags=gone)
+        self._create_tags(region, ids, {k: before[k] for k in changed if k in before}, "restore tags")
+
+    def _copy_everywhere(self, src: dict, home: str, undo: list) -> dict[str, str]:
+        regions = [r for r in self._regions() if r != home]
+        if not regions:
+            return {}
+        for r in regions:                       # clients before the threads (session not thread-safe)
+            self._client("ec2", r)
+        made: dict[str, str] = {}
+        lock = threading.Lock()
+        undo.append(lambda: self._delete_images(made))
+
+        def one(region: str) -> str:
+            existing = [i for i in self._images(region, **{TAG_SOURCE_AMI: src["ImageId"]})
+                        if i.get("State") in ("available", "pending")]
+            if existing:
+                ami = existing[0]["ImageId"]
+                self.log(f"aws: reusing copy {ami} in {region}")
+            else:
+                ami = self._ec2("copy_image", f"copy {src['ImageId']} to {region}", region,
+                                Name=src.get("Name") or src["ImageId"], SourceImageId=src["ImageId"],
+                                SourceRegion=home, Description=src.get("Description", "")[:255] or
+                                f"copy of {home}:{src['ImageId']}")["ImageId"]
+                with lock:
+                    made[region] = ami
+                self.log(f"aws: copying {src['ImageId']} to {region} as {ami}")
+            self._wait(region, "image_available", f"copy {ami}", self.image_attempts, ImageIds=[ami])
+            return ami
+
+        results: dict[str, str] = {}
+        errors: list[str] = []
+        with ThreadPoolExecutor(max_workers=min(8, len(regions))) as pool:
+            futures = {region: pool.submit(one, region) for region in regions}
+            for region, fut in futures.items():
+                try:
+                    results[region] = fut.result()
+                except CloudError as exc:
+                    errors.append(str(exc))
+                except Exception as exc:      # noqa: BLE001 - reported as one message, not a traceback
+                    errors.append(f"aws: copy to {region} failed: {type(exc).__name__}: {exc}")
+        if errors:
+            raise AwsError("; ".join(errors))
+        return results
+
+    def _share(self, amis: dict[str, str]) -> None:
+        s = self.a.share
+        perms = [{"UserId": a} for a in s.accounts] + [{"OrganizationArn": o} for o in s.organization_arns]
+        if not perms:
+            return
+        for region, ami in amis.items():
+            self._ec2("modify_image_attribute", f"share {ami}", region, ImageId=ami,
+                      LaunchPermission={"Add": perms})
+        self.log(f"aws: shared {len(amis)} AMI(s) with {len(perms)} account(s)/organization(s)")
+
+    def _point(self, channel: str, amis: dict[str, str], undo: list) -> None:
+        name = self._param(channel)
+        for region, ami in amis.items():
+            before = self._get_param(region, name)
+            if before == ami:
+                continue
+            self._put_param(region, name, ami)
+            undo.append(lambda r=region, b=before: self._put_param(r, name, b) if b else self._delete_param(r, name))
+            self.log(f"aws: {name} in {region} -> {ami}" + (f" (was {before})" if before else ""))
+
+    def _lineage(self, image_id: str) -> dict[str, dict]:
+        """{region: AMI description} for an AMI in the home region and its copies."""
+        src = self._image(image_id)
+        if src is None:
+            raise AwsError(f"aws: {image_id} does not exist in {self.region}")
+        found = {self.region: src}
+        for region in self._regions():
+            if region == self.region:
+                continue
+            copies = [i for i in self._images(region, **{TAG_SOURCE_AMI: image_id})
+                      if i.get("State") in ("available", "pending")]
+            if copies:
+                found[region] = copies[0]
+        return found
+
+    def promote(self, image_id: str, channel: str) -> None:
+        undo: list = []
+        try:
+            lineage = self._lineage(image_id)
+            src_tags = _tags(lineage[self.region])
+            if src_tags.get(TAG_VALIDATED) != "true" or src_tags.get(TAG_REVOKED) == "true":
+                raise AwsError(f"aws: {image_id} is not a validated, unrevoked image")
+            missing = [r for r in self._regions() if r not in lineage]
+            if missing:
+                raise AwsError(f"aws: {image_id} has no copy in {', '.join(missing)}; publish it again first")
+            mark = {f"{TAG_CHANNEL_PREFIX}{channel}": "true"}
+            for region, ami in lineage.items():
+                self._create_tags(region, [ami["ImageId"]] + _snapshots(ami), mark, ami["ImageId"])
+            self._point(channel, {r: a["ImageId"] for r, a in lineage.items()}, undo)
+            self.log(f"aws: promoted {image_id} to {channel}")
+        except CloudError as exc:
+            self._rollback(undo)
+            raise PublishError(f"aws: promoting {image_id} to {channel} failed: {exc}") from None
+
+    def revoke(self, image_id: str) -> None:
+        try:
+            lineage = self._lineage(image_id)
+            ours = {a["ImageId"] for a in lineage.values()}
+            for region in self._regions():
+                for name, value in self._channel_params(region).items():
+                    if value in ours:
+                        self._delete_param(region, name)
+                        self.log(f"aws: deleted {name} in {region} (pointed at {value})")
+            for region, ami in lineage.items():
+                ids = [ami["ImageId"]] + _snapshots(ami)
+                channels = [{"Key": f"{TAG_CHANNEL_PREFIX}{c}"} for c in _channels(_tags(ami))]
+                if channels:
+                    self._ec2("delete_tags", f"untag {ami['ImageId']}", region, Resources=ids, Tags=channels)
+                self._create_tags(region, ids, {TAG_REVOKED: "true"}, ami["ImageId"])
+            self.log(f"aws: revoked {image_id} (out of every channel, in {len(lineage)} region(s))")
+        except CloudError as exc:
+            raise PublishError(f"aws: revoking {image_id} failed: {exc}") from None
+
+    def prune(self, keep: int, dry_run: bool) -> list[str]:
+        images = [i for i in self._images(**{TAG_MANIFEST: self.manifest.name, TAG_VALIDATED: "true"})
+                  if TAG_SOURCE_AMI not in _tags(i)]                       # newest first
+        groups: dict[str, list[str]] = {}
+        for img in images:
+            for channel in _channels(_tags(img)) or ("",):
+                groups.setdefault(channel, []).append(img["ImageId"])
+        kept = {ami for members in groups.values() for ami in members[:keep]}
+        pointed = {v for region in self._regions() for v in self._channel_params(region).values()}
+        doomed: list[str] = []
+        plan: list[tuple[str, str]] = []
+        for img in images:
+            ami = img["ImageId"]
+            if ami in kept:
+                continue
+            lineage = self._lineage(ami)
+            if any(a["ImageId"] in pointed for a in lineage.values()):
+                self.log(f"aws: keeping {ami}: a channel parameter points at it")
+                continue
+            doomed.append(ami)
+            plan += [(r, a["ImageId"]) for r, a in lineage.items()]
+        if not dry_run:
+            for region, ami in reversed(plan):               # copies before their source
+                self._delete_image(region, ami)
+        else:
+            for region, ami in plan:
+                self.log(f"aws: would delete {ami} in {region}")
+        return doomed
+
+    def discard(self, image: Image) -> None:
+        """Delete an unpublished built AMI (after failed checks); never a validated one."""
+        region = image.region or self.region
+        img = self._image(image.id, region)
+        if img is None or _tags(img).get(TAG_VALIDATED) == "true" or TAG_BAKE_ID not in _tags(img):
+            return
+        self._delete_image(region, image.id)
+
+    # --- sweep --------------------------------------------------------------------------------
+    def sweep(self, older_than_s: int, dry_run: bool) -> list[str]:
+        now = datetime.now(timezone.utc)
+        stamp, cutoff = _stamp(now), now - timedelta(seconds=older_than_s)
+
+        def stale(tags: dict, created) -> bool:
+            expires = tags.get(TAG_EXPIRES, "")
+            return bool(expires and expires < stamp) or (created is not None and _as_utc(created) < cutoff)
+
+        ours = [{"Name": "tag-key", "Values": [TAG_BAKE_ID]}, {"Name": f"tag:{TAG_ROLE}", "Values": list(SWEEP_ROLES)}]
+        r = self.region
+        instances = [i for res in self._ec2("describe_instances", "list tagged instances", r, Filters=ours + [
+                     {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]
+                     )["Reservations"] for i in res["Instances"] if stale(_tags(i), i.get("LaunchTime"))]
+        groups = [g for g in self._ec2("describe_security_groups", "list tagged security groups", r,
+                                       Filters=ours)["SecurityGroups"] if stale(_tags(g), None)]
+        keys = [k for k in self._ec2("describe_key_pairs", "list tagged key pairs", r, Filters=ours)["KeyPairs"]
+                if stale(_tags(k), k.get("CreateTime"))]
+        volumes = [v for v in self._ec2("describe_volumes", "list tagged volumes", r, Filters=ours + [
+                   {"Name": "status", "Values": ["available"]}])["Volumes"] if stale(_tags(v), v.get("CreateTime"))]
+        found = ([i["InstanceId"] for i in instances] + [g["GroupId"] for g in groups]
+                 + [f"key-pair/{k['KeyName']}" for k in keys] + [v["VolumeId"] for v in volumes])
+        if dry_run or not found:
+            return found
+        ids = [i["InstanceId"] for i in instances]
+        if ids:
+            self._ec2("terminate_instances", "terminate leaked instances", r, InstanceIds=ids)
+            self._wait(r, "instance_terminated", f"{len(ids)} instance(s) to terminate", self.running_attempts,
+                       InstanceIds=ids)
+            self.log(f"aws: terminated {', '.join(ids)}")
+        for g in groups:
+            self._delete_security_group(r, g["GroupId"])
+        for k in keys:
+            self._ec2("delete_key_pair", f"delete key pair {k['KeyName']}", r, KeyName=k["KeyName"])
+            self.log(f"aws: deleted key pair {k['KeyName']}")
+        for v in volumes:
+            self._delete_volume(r, v["VolumeId"])
+        return found
