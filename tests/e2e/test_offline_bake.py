@@ -107,3 +107,27 @@ def test_interrupt_during_build_stops_packer_and_leaves_nothing(gce, env, monkey
     assert result["status"] == "interrupted"
     assert time.monotonic() - start < 30
     assert built_images(gce) == [] and not gce.instances and not gce.firewalls
+
+
+def test_test_vm_that_never_answers_ssh_is_torn_down(gce, env, monkeypatch, tmp_path):
+    from tests.sshd import free_port
+    monkeypatch.setenv("CLARA_TEST_VM_ADDRESS", f"127.0.0.1:{free_port()}")      # nothing listens
+    site = tmp_path / "site.yaml"
+    from manifests import DEFAULT
+    site.write_text(f"extends: {DEFAULT}\nvalidation: {{ssh_timeout_s: 30}}\n")
+    (result,) = bake_module.bake(load_manifest(site), ["gcp"])
+    assert result["status"] == "failed"
+    assert "did not answer SSH" in result["error"]
+    assert not gce.instances and not gce.disks and not gce.firewalls
+    assert built_images(gce) == []
+
+
+def test_secrets_never_reach_logs_renders_or_reports(gce, env, monkeypatch):
+    monkeypatch.setenv("NGC_API_KEY", "nvapi-CANARY-0123456789")
+    monkeypatch.setenv("PKR_VAR_azure_client_secret", "azure-CANARY-9876543210")
+    bake_module.bake(load_manifest(), ["gcp"])
+    hits = []
+    for path in (env / "build").rglob("*"):
+        if path.is_file() and b"CANARY" in path.read_bytes():
+            hits.append(str(path))
+    assert hits == []
