@@ -1,6 +1,9 @@
-"""python3 -m provision --config FILE [--only STEP,...] [--dry-run] [--root DIR] [--summary FILE]"""
+"""python3 -m provision --config FILE [--only STEP,...] [--dry-run] [--root DIR] [--summary FILE]
+
+Exit 0: every chosen step is changed, unchanged or skipped. Exit 1: a step failed (named on
+stderr). Exit 2: bad command line or bad config (the file and key are named).
+"""
 import argparse
-import contextlib
 import os
 import sys
 
@@ -8,33 +11,26 @@ if sys.version_info < (3, 8):
     sys.exit("provision needs python3 3.8 or newer, found {}".format(sys.version.split()[0]))
 
 from . import config as config_module  # noqa: E402
-from . import fsutil, report  # noqa: E402
-from .report import StepError  # noqa: E402
-from .steps import NAMES, ORDER  # noqa: E402
-
-
-class Context:
-    def __init__(self, cfg, root, dry_run):
-        self.config, self.root, self.dry_run = cfg, root, dry_run
-        self.cleanups = contextlib.ExitStack()
-
-    @staticmethod
-    def log(message):
-        print("[provision] " + message, flush=True)
+from . import fsutil, report, runner  # noqa: E402
+from .steps import NAMES  # noqa: E402
 
 
 def parse(argv):
-    parser = argparse.ArgumentParser(prog="python3 -m provision", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python3 -m provision",
+                                     description="Idempotent provisioning of a Clara Train image.")
     parser.add_argument("--config", required=True, help="provision.json written by `invoke render`")
-    parser.add_argument("--only", help="comma-separated steps: " + ",".join(NAMES))
+    parser.add_argument("--only", help="comma-separated steps, run in the usual order: " + ",".join(NAMES))
     parser.add_argument("--dry-run", action="store_true", help="report what would change, change nothing")
-    parser.add_argument("--root", default="/", help="target another root directory (tests, chroots)")
+    parser.add_argument("--root", default="/", help="target another root directory (chroots, tests)")
     parser.add_argument("--summary", help="also write the JSON summary to this file")
     args = parser.parse_args(argv)
+    args.steps = set(NAMES)
     if args.only:
-        unknown = [s for s in args.only.split(",") if s not in NAMES]
-        if unknown:
-            parser.error("--only: unknown step(s) {}; steps are {}".format(", ".join(unknown), ", ".join(NAMES)))
+        args.steps = {s.strip() for s in args.only.split(",") if s.strip()}
+        unknown = sorted(args.steps - set(NAMES))
+        if unknown or not args.steps:
+            parser.error("--only: unknown step(s) {}; steps are {}".format(", ".join(unknown) or "(none)",
+                                                                          ", ".join(NAMES)))
     return args
 
 
@@ -42,35 +38,19 @@ def main(argv=None):
     args = parse(argv)
     try:
         cfg = config_module.load(args.config)
+        digests = config_module.image_digests(os.environ)
     except config_module.ConfigError as exc:
         print("[provision] bad config: {}".format(exc), file=sys.stderr)
         return 2
-    root = fsutil.Root(args.root)
-    if root.running and not args.dry_run and os.geteuid() != 0:
-        print("[provision] must run as root on the running system (sudo -E python3 -m provision ...)", file=sys.stderr)
+    if not os.path.isdir(args.root):
+        print("[provision] --root {}: not a directory".format(args.root), file=sys.stderr)
         return 2
-    chosen = set(args.only.split(",")) if args.only else set(NAMES)
-    ctx = Context(cfg, root, args.dry_run)
-    results, failed = [], None
-    try:
-        with ctx.cleanups:            # registry logout runs here, right after the pull, even on failure
-            for step in ORDER:
-                if step.NAME not in chosen:
-                    continue
-                if step.NAME == "launcher":
-                    ctx.cleanups.close()
-                try:
-                    result = step.run(ctx)
-                except (StepError, OSError) as exc:
-                    failed = step.NAME
-                    print("[provision] {} failed: {}".format(step.NAME, exc), file=sys.stderr, flush=True)
-                    break
-                result.name = step.NAME
-                results.append(result)
-                print(result.line(), flush=True)
-    except StepError as exc:          # a cleanup (logout) itself failed
-        failed = failed or "registry_login"
-        print("[provision] registry logout failed: {}".format(exc), file=sys.stderr, flush=True)
+    root = fsutil.Root(args.root)
+    if not args.dry_run and os.geteuid() != 0 and root.running:
+        print("[provision] must run as root (sudo -E python3 -m provision ...)", file=sys.stderr)
+        return 2
+    ctx = runner.Context(cfg, root, dry_run=args.dry_run, digests=digests)
+    results, failed = runner.run(ctx, args.steps)
     summary = report.summary(results, failed)
     if args.summary:
         fsutil.write_atomic(args.summary, summary + "\n")

@@ -1,52 +1,163 @@
-"""Load and check provision.json (docs/CONTRACTS.md). Bad config: ConfigError naming file and key."""
+"""Load and check provision.json (docs/CONTRACTS.md, schema 1) into frozen dataclasses.
+
+Every problem raises ConfigError naming the config file and the key, so a bad render is
+reported before any step touches the machine (exit 2).
+"""
 import json
 import os
+import re
+import shlex
+from dataclasses import dataclass
+from typing import Optional, Tuple
 
 SCHEMA = 1
-# key path -> allowed types (None allowed where listed)
-_REQUIRED = {
-    ("schema",): (int,), ("cloud",): (str,), ("fingerprint",): (str,), ("umask",): (str,),
-    ("docker", "install_if_missing"): (bool,), ("docker", "packages"): (list,),
-    ("docker", "data_root"): (str,), ("docker", "nvidia_runtime", "path"): (str,),
-    ("docker", "nvidia_runtime", "default"): (bool,), ("docker", "max_concurrent_downloads"): (int,),
-    ("docker", "log", "max_size"): (str,), ("docker", "log", "max_file"): (int,),
-    ("docker", "insecure_registries"): (list,),
-    ("compose", "version"): (str,), ("compose", "sha256"): (str, type(None)),
-    ("compose", "url"): (str, type(None)), ("compose", "file"): (str, type(None)),
-    ("registry_login",): (dict, type(None)), ("images",): (list,),
-    ("pull", "retries"): (int,), ("pull", "backoff_seconds"): (int, float),
-    ("launcher", "image"): (str,), ("launcher", "jupyter_port"): (int,), ("launcher", "aiaa_port"): (int,),
-    ("launcher", "container_jupyter_port"): (int,), ("launcher", "container_aiaa_port"): (int,),
-    ("launcher", "gpus"): (str, type(None)), ("launcher", "workspace"): (str,),
-    ("generalize", "azure_deprovision"): (bool,), ("generalize", "build_user"): (str, type(None)),
-}
+CLOUDS = ("local", "aws", "gcp", "azure")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_MISSING = object()
 
 
 class ConfigError(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class NvidiaRuntime:
+    path: str
+    default: bool
+
+
+@dataclass(frozen=True)
+class Log:
+    max_size: str
+    max_file: int
+
+
+@dataclass(frozen=True)
+class Docker:
+    install_if_missing: bool
+    packages: Tuple[str, ...]
+    data_root: str
+    nvidia_runtime: NvidiaRuntime
+    max_concurrent_downloads: int
+    log: Log
+    insecure_registries: Tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Compose:
+    version: str
+    sha256: Optional[str]
+    url: Optional[str]
+    file: Optional[str]
+
+
+@dataclass(frozen=True)
+class RegistryLogin:
+    registry: str
+    username: str
+    password_env: str
+
+
+@dataclass(frozen=True)
+class Image:
+    ref: str
+    digest: Optional[str]
+
+
+@dataclass(frozen=True)
+class Pull:
+    retries: int
+    backoff_seconds: float
+
+
+@dataclass(frozen=True)
+class Launcher:
+    image: str
+    jupyter_port: int
+    aiaa_port: int
+    container_jupyter_port: int
+    container_aiaa_port: int
+    gpus: Optional[str]
+    workspace: str
+    command: Optional[Tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class Generalize:
+    azure_deprovision: bool
+    build_user: Optional[str]
+
+
+@dataclass(frozen=True)
 class Config:
-    """The checked config; `.data` is the parsed JSON, `.dir` the folder it came from."""
+    path: str           # absolute path of provision.json
+    dir: str            # its folder: compose.file is relative to it
+    schema: int
+    cloud: str
+    fingerprint: str
+    umask: str
+    docker: Docker
+    compose: Compose
+    registry_login: Optional[RegistryLogin]
+    images: Tuple[Image, ...]
+    pull: Pull
+    launcher: Launcher
+    generalize: Generalize
 
-    def __init__(self, data, path):
-        self.data = data
-        self.path = os.path.abspath(path)
-        self.dir = os.path.dirname(self.path)
 
-    def __getitem__(self, key):
-        return self.data[key]
+class _Reader:
+    """Typed access to the parsed JSON; errors say `<file>: <dotted.key>: <problem>`."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def error(self, key, problem):
+        return ConfigError("{}: {}: {}".format(self.path, key, problem))
+
+    def obj(self, parent, name, key, nullable=False):
+        return self.get(parent, name, key, (dict,), nullable=nullable)
+
+    def get(self, parent, name, key, types, nullable=False, default=_MISSING):
+        full = "{}.{}".format(name, key) if name else key
+        if key not in parent:
+            if default is not _MISSING:
+                return default
+            raise self.error(full, "is required but missing")
+        value = parent[key]
+        if value is None and nullable:
+            return None
+        # JSON true/false are ints to Python: never accept them for a number, or a number for a flag.
+        ok = isinstance(value, types) and (bool in types or not isinstance(value, bool))
+        if not ok:
+            wanted = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
+            raise self.error(full, "expected {}{}, got {}".format(
+                wanted, " or null" if nullable else "", json.dumps(value)))
+        return value
+
+    def strings(self, parent, name, key, nullable=False, default=_MISSING):
+        full = "{}.{}".format(name, key) if name else key
+        value = self.get(parent, name, key, (list,), nullable=nullable, default=default)
+        if value is None:
+            return None
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise self.error("{}[{}]".format(full, i), "expected a string, got {}".format(json.dumps(item)))
+        return tuple(value)
+
+    def port(self, parent, name, key):
+        value = self.get(parent, name, key, (int,))
+        if not 1 <= value <= 65535:
+            raise self.error("{}.{}".format(name, key), "expected a TCP port (1-65535), got {}".format(value))
+        return value
 
 
-def _get(data, path):
-    for key in path:
-        if not isinstance(data, dict) or key not in data:
-            raise KeyError(key)
-        data = data[key]
-    return data
+_TYPE_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer",
+               float: "a number", bool: "true/false"}
 
 
 def load(path):
+    """Read, check and return the Config; ConfigError on any problem."""
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
@@ -54,27 +165,140 @@ def load(path):
         raise ConfigError("{}: cannot be read: {}".format(path, exc.strerror or exc))
     except ValueError as exc:
         raise ConfigError("{}: is not valid JSON: {}".format(path, exc))
+    return parse(data, path)
+
+
+def parse(data, path="provision.json"):
+    r = _Reader(path)
     if not isinstance(data, dict):
         raise ConfigError("{}: the top level must be a JSON object".format(path))
-    for key_path, types in sorted(_REQUIRED.items()):
-        name = ".".join(key_path)
-        try:
-            value = _get(data, key_path)
-        except KeyError:
-            raise ConfigError("{}: {}: is required but missing".format(path, name))
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            raise ConfigError("{}: {}: expected {}, got {!r}".format(
-                path, name, " or ".join(t.__name__ for t in types), value))
-    if data["schema"] != SCHEMA:
-        raise ConfigError("{}: schema: expected {}, got {!r}".format(path, SCHEMA, data["schema"]))
-    for i, image in enumerate(data["images"]):
-        if not isinstance(image, dict) or not isinstance(image.get("ref"), str):
-            raise ConfigError("{}: images[{}].ref: expected a string".format(path, i))
-    login = data["registry_login"]
+    schema = r.get(data, "", "schema", (int,))
+    if schema != SCHEMA:
+        raise r.error("schema", "unknown schema {} (this provisioner reads schema {})".format(schema, SCHEMA))
+    cloud = r.get(data, "", "cloud", (str,))
+    if cloud not in CLOUDS:
+        raise r.error("cloud", "expected one of {}, got {}".format(", ".join(CLOUDS), json.dumps(cloud)))
+    fingerprint = r.get(data, "", "fingerprint", (str,))
+    if not _HEX64.match(fingerprint):
+        raise r.error("fingerprint", "expected 64 lowercase hex digits")
+    umask = r.get(data, "", "umask", (str,))
+    if not re.match(r"^0?[0-7]{3}$", umask):
+        raise r.error("umask", "expected an octal umask like \"0002\", got {}".format(json.dumps(umask)))
+    umask = umask.rjust(4, "0")
+
+    d = r.obj(data, "", "docker")
+    nv = r.obj(d, "docker", "nvidia_runtime")
+    log = r.obj(d, "docker", "log")
+    docker = Docker(
+        install_if_missing=r.get(d, "docker", "install_if_missing", (bool,)),
+        packages=r.strings(d, "docker", "packages"),
+        data_root=_abs(r, d, "docker", "data_root"),
+        nvidia_runtime=NvidiaRuntime(path=_abs(r, nv, "docker.nvidia_runtime", "path"),
+                                     default=r.get(nv, "docker.nvidia_runtime", "default", (bool,))),
+        max_concurrent_downloads=_positive(r, d, "docker", "max_concurrent_downloads"),
+        log=Log(max_size=r.get(log, "docker.log", "max_size", (str,)),
+                max_file=_positive(r, log, "docker.log", "max_file")),
+        insecure_registries=r.strings(d, "docker", "insecure_registries"),
+    )
+
+    c = r.obj(data, "", "compose")
+    compose = Compose(version=r.get(c, "compose", "version", (str,)),
+                      sha256=r.get(c, "compose", "sha256", (str,), nullable=True),
+                      url=r.get(c, "compose", "url", (str,), nullable=True),
+                      file=r.get(c, "compose", "file", (str,), nullable=True))
+    if compose.sha256 is not None and not _HEX64.match(compose.sha256):
+        raise r.error("compose.sha256", "expected 64 lowercase hex digits or null")
+    if not compose.file and not compose.url:
+        raise r.error("compose", "give `file` (uploaded with the build) or `url`; both are null")
+    if compose.file and os.path.isabs(compose.file):
+        raise r.error("compose.file", "must be relative to the config's folder")
+
+    login = r.obj(data, "", "registry_login", nullable=True)
+    registry_login = None
     if login is not None:
-        for key in ("registry", "username", "password_env"):
-            if not isinstance(login.get(key), str):
-                raise ConfigError("{}: registry_login.{}: expected a string".format(path, key))
-    if not (data["compose"]["file"] or data["compose"]["url"]):
-        raise ConfigError("{}: compose: give `file` or `url`".format(path))
-    return Config(data, path)
+        registry_login = RegistryLogin(*(r.get(login, "registry_login", k, (str,))
+                                         for k in ("registry", "username", "password_env")))
+
+    images = []
+    for i, item in enumerate(r.get(data, "", "images", (list,))):
+        name = "images[{}]".format(i)
+        if not isinstance(item, dict):
+            raise r.error(name, "expected an object with ref and digest")
+        digest = r.get(item, name, "digest", (str,), nullable=True, default=None)
+        if digest is not None and not _DIGEST.match(digest):
+            raise r.error(name + ".digest", "expected sha256:<64 hex> or null, got {}".format(json.dumps(digest)))
+        images.append(Image(ref=r.get(item, name, "ref", (str,)), digest=digest))
+
+    p = r.obj(data, "", "pull")
+    pull = Pull(retries=_positive(r, p, "pull", "retries"),
+                backoff_seconds=float(r.get(p, "pull", "backoff_seconds", (int, float))))
+    if pull.backoff_seconds < 0:
+        raise r.error("pull.backoff_seconds", "must not be negative")
+
+    la = r.obj(data, "", "launcher")
+    workspace = r.get(la, "launcher", "workspace", (str,))
+    # It lands unquoted-safe in the launcher script: plain path characters only.
+    if not re.match(r"^[A-Za-z0-9._-][A-Za-z0-9._/-]*$", workspace) or ".." in workspace.split("/"):
+        raise r.error("launcher.workspace", "expected a folder relative to $HOME (letters, digits, . _ - /), "
+                      "got {}".format(json.dumps(workspace)))
+    command = la.get("command")
+    if isinstance(command, str):          # a shell-style string is accepted too
+        command = tuple(shlex.split(command))
+    else:
+        command = r.strings(la, "launcher", "command", nullable=True, default=None)
+    launcher = Launcher(
+        image=r.get(la, "launcher", "image", (str,)),
+        jupyter_port=r.port(la, "launcher", "jupyter_port"),
+        aiaa_port=r.port(la, "launcher", "aiaa_port"),
+        container_jupyter_port=r.port(la, "launcher", "container_jupyter_port"),
+        container_aiaa_port=r.port(la, "launcher", "container_aiaa_port"),
+        gpus=r.get(la, "launcher", "gpus", (str,), nullable=True),
+        workspace=workspace,
+        command=command or None,
+    )
+
+    g = r.obj(data, "", "generalize")
+    generalize = Generalize(azure_deprovision=r.get(g, "generalize", "azure_deprovision", (bool,)),
+                            build_user=r.get(g, "generalize", "build_user", (str,), nullable=True))
+
+    full = os.path.abspath(path)
+    return Config(path=full, dir=os.path.dirname(full), schema=schema, cloud=cloud,
+                  fingerprint=fingerprint, umask=umask, docker=docker, compose=compose,
+                  registry_login=registry_login, images=tuple(images), pull=pull,
+                  launcher=launcher, generalize=generalize)
+
+
+def _abs(r, parent, name, key):
+    value = r.get(parent, name, key, (str,))
+    if not value.startswith("/"):
+        raise r.error("{}.{}".format(name, key), "expected an absolute path, got {}".format(json.dumps(value)))
+    return value.rstrip("/") or "/"
+
+
+def _positive(r, parent, name, key):
+    value = r.get(parent, name, key, (int,))
+    if value < 1:
+        raise r.error("{}.{}".format(name, key), "expected a positive integer, got {}".format(value))
+    return value
+
+
+def image_digests(environ):
+    """CLARA_IMAGE_DIGESTS ({ref: digest}, pins decided at bake time); ConfigError if malformed."""
+    text = (environ.get("CLARA_IMAGE_DIGESTS") or "").strip()
+    if not text:
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError("environment CLARA_IMAGE_DIGESTS: is not valid JSON: {}".format(exc))
+    if not isinstance(data, dict):
+        raise ConfigError("environment CLARA_IMAGE_DIGESTS: expected a JSON object {ref: digest}")
+    out = {}
+    for ref, digest in data.items():
+        if digest is None:
+            continue
+        if not isinstance(digest, str) or not _DIGEST.match(digest):
+            raise ConfigError("environment CLARA_IMAGE_DIGESTS: {}: expected sha256:<64 hex>, got {}".format(
+                ref, json.dumps(digest)))
+        out[ref] = digest
+    return out

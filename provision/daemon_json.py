@@ -8,20 +8,29 @@ PATH = "/etc/docker/daemon.json"
 
 
 def read(ctx):
-    path = ctx.root(PATH)
-    text = fsutil.read_text(path)
-    if text is None or not text.strip():
+    """The current settings ({} when the file is missing or empty); StepError if unusable."""
+    try:
+        raw = fsutil.read_bytes(ctx.root(PATH))
+    except OSError as exc:
+        raise StepError("{} cannot be read ({}); fix or remove it".format(PATH, exc.strerror or exc))
+    if raw is None or not raw.strip():
         return {}
     try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise StepError("{} is not valid JSON ({}); fix or remove it, it was left untouched".format(PATH, exc))
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise StepError("{} is not UTF-8 text; fix or remove it".format(PATH))
+    except json.JSONDecodeError as exc:
+        raise StepError("{} is not valid JSON (line {}: {}); fix or remove it".format(PATH, exc.lineno, exc.msg))
     if not isinstance(data, dict):
-        raise StepError("{} must hold a JSON object; it was left untouched".format(PATH))
+        raise StepError("{} must hold a JSON object, not {}; fix or remove it".format(PATH, type(data).__name__))
     return data
 
 
 def write(ctx, data):
     """Atomic, with daemon.json.bak holding the previous content. True if it changed."""
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    return fsutil.write_atomic(ctx.root(PATH), text, backup=True)
+    return fsutil.write_atomic(ctx.root(PATH), text, mode=0o644, backup=True)
+
+
+def changed_keys(old, new):
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))

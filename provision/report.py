@@ -1,6 +1,8 @@
 """What a step reports, and the JSON summary (stdout's last line)."""
 import json
 
+NOT_RUNNING = "not the running system"
+
 
 class StepError(Exception):
     """A step failed; the message names the cause (the runner adds the step's name)."""
@@ -32,9 +34,6 @@ def unchanged(detail=""):
 
 def skipped(reason):
     return Result("skipped", reason)
-
-
-NOT_RUNNING = "not the running system"
 
 
 def summary(results, failed=None):

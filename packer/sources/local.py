@@ -85,7 +85,9 @@ def provision_overrides(manifest) -> dict:
 
 
 def uploads(manifest) -> list:
-    return [(Expr("var.compose_file"), COMPOSE_GUEST_PATH)]
+    # The binary and its checksum sidecar: provisioning verifies the one against the other.
+    return [(Expr("var.compose_file"), COMPOSE_GUEST_PATH),
+            (Template((Expr("var.compose_file"), ".sha256")), COMPOSE_GUEST_PATH + ".sha256")]
 
 
 def plan(manifest) -> dict:

@@ -1,6 +1,7 @@
 """docker compose v2 at the pinned version, checksum-verified, as `docker compose` and `docker-compose`.
 
 Source: a file uploaded with the build (air-gapped sites, the local target) or the release URL.
+A checksum mismatch installs nothing.
 """
 import hashlib
 import os
@@ -15,9 +16,10 @@ from ..report import StepError, changed, unchanged
 NAME = "compose"
 PLUGIN = "/usr/local/lib/docker/cli-plugins/docker-compose"
 LINK = "/usr/local/bin/docker-compose"
+_SHA = re.compile(r"\b([0-9a-fA-F]{64})\b")
 
 
-def _sha256_file(path):
+def sha256_file(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -25,55 +27,91 @@ def _sha256_file(path):
     return h.hexdigest()
 
 
-def _download(url, dest):
-    with urllib.request.urlopen(url, timeout=120) as answer, open(dest, "wb") as out:
-        shutil.copyfileobj(answer, out)
-
-
-def _published_sha256(url):
-    with urllib.request.urlopen(url + ".sha256", timeout=60) as answer:
-        text = answer.read().decode("ascii", "replace")
-    match = re.search(r"\b([0-9a-f]{64})\b", text)
+def _sha_from_text(text, where):
+    match = _SHA.search(text)
     if not match:
-        raise StepError("{}.sha256 holds no sha256".format(url))
-    return match.group(1)
+        raise StepError("{} holds no sha256".format(where))
+    return match.group(1).lower()
+
+
+def _source_file(ctx):
+    return os.path.join(ctx.config.dir, ctx.config.compose.file)
+
+
+def expected_sha256(ctx):
+    """The checksum to verify against: the config's, else the sidecar `<file|url>.sha256`."""
+    cfg = ctx.config.compose
+    if cfg.sha256:
+        return cfg.sha256
+    if cfg.file:
+        sidecar = _source_file(ctx) + ".sha256"
+        text = fsutil.read_text(sidecar)
+        if text is None:
+            raise StepError("compose.sha256 is null and {} does not exist: nothing to verify {} against".format(
+                sidecar, cfg.file))
+        return _sha_from_text(text, sidecar)
+    try:
+        with urllib.request.urlopen(cfg.url + ".sha256", timeout=60) as answer:
+            text = answer.read(4096).decode("ascii", "replace")
+    except (OSError, ValueError) as exc:
+        raise StepError("cannot fetch {}.sha256: {}".format(cfg.url, exc))
+    return _sha_from_text(text, cfg.url + ".sha256")
+
+
+def _fetch(ctx, dest):
+    cfg = ctx.config.compose
+    if cfg.file:
+        try:
+            shutil.copyfile(_source_file(ctx), dest)
+        except OSError as exc:
+            raise StepError("compose.file {}: {}".format(_source_file(ctx), exc.strerror or exc))
+        return
+    try:
+        with urllib.request.urlopen(cfg.url, timeout=120) as answer, open(dest, "wb") as out:
+            shutil.copyfileobj(answer, out)
+    except (OSError, ValueError) as exc:
+        raise StepError("cannot download {}: {}".format(cfg.url, exc))
 
 
 def run(ctx):
-    cfg = ctx.config["compose"]
+    cfg = ctx.config.compose
     plugin, link = ctx.root(PLUGIN), ctx.root(LINK)
-    expected = cfg["sha256"]
-    source = os.path.join(ctx.config.dir, cfg["file"]) if cfg["file"] else None
-    if source and not expected:
-        expected = _sha256_file(source)     # the bake verified the file it uploaded; keep it honest here
-    installed = _sha256_file(plugin) if os.path.exists(plugin) else None
+    expected = expected_sha256(ctx)
+    have = sha256_file(plugin) if os.path.isfile(plugin) else None
+    plugin_ok = have == expected and fsutil.mode_of(plugin) == 0o755
     link_ok = os.path.islink(link) and os.readlink(link) == PLUGIN
-    if installed is not None and installed == expected and link_ok:
-        return unchanged("compose {} ({})".format(cfg["version"], expected[:12]))
+    label = "compose {} ({})".format(cfg.version, expected[:12])
+    if plugin_ok and link_ok:
+        return unchanged(label)
     if ctx.dry_run:
-        return changed("would install compose {}".format(cfg["version"]))
-    tmpdir = tempfile.mkdtemp(prefix="clara-compose-")
+        return changed("would install " + label)
+    if not plugin_ok:
+        _install(ctx, plugin, expected)
+    fsutil.symlink_atomic(PLUGIN, link)
+    return changed(label + ("" if plugin_ok else ", installed") + ("" if link_ok else ", linked " + LINK))
+
+
+def _install(ctx, plugin, expected):
+    # The candidate lands next to its final place: verified there, renamed into place (atomic).
+    directory = os.path.dirname(plugin)
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".docker-compose.", dir=directory)
+    os.close(fd)
     try:
-        candidate = os.path.join(tmpdir, "docker-compose")
-        if source:
-            shutil.copyfile(source, candidate)
-        else:
-            _download(cfg["url"], candidate)
-            expected = expected or _published_sha256(cfg["url"])
-        got = _sha256_file(candidate)
+        _fetch(ctx, tmp)
+        got = sha256_file(tmp)
         if got != expected:
-            raise StepError("docker-compose checksum mismatch: got {}, expected {}; nothing installed".format(got, expected))
-        with open(candidate, "rb") as f:
-            fsutil.write_atomic(plugin, f.read(), mode=0o755)
+            raise StepError("docker-compose checksum mismatch: got {}, expected {}; nothing installed".format(
+                got, expected))
+        os.chmod(tmp, 0o755)
+        if ctx.root.running:
+            out = system.run([tmp, "version"]).stdout
+            if ctx.config.compose.version.lstrip("v") not in out:
+                raise StepError("the verified docker-compose reports {!r}, expected version {}".format(
+                    out.strip(), ctx.config.compose.version))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, plugin)
     finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
-    if not link_ok:
-        fsutil.remove(link)
-        os.makedirs(os.path.dirname(link), exist_ok=True)
-        os.symlink(PLUGIN, link)
-    detail = "compose {} ({})".format(cfg["version"], expected[:12])
-    if ctx.root.running:
-        out = system.run([PLUGIN, "version"]).stdout
-        if cfg["version"] not in out:
-            raise StepError("installed compose reports {!r}, expected version {}".format(out.strip(), cfg["version"]))
-    return changed(detail)
+        if os.path.lexists(tmp):
+            os.unlink(tmp)

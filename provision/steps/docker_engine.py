@@ -1,39 +1,55 @@
 """Docker present and enabled: NVIDIA's base images ship it; elsewhere it comes from the distro."""
 import os
-import shutil
 
 from .. import system
 from ..report import NOT_RUNNING, StepError, changed, skipped, unchanged
 
 NAME = "docker_engine"
+BINARIES = ("/usr/bin/docker", "/usr/local/bin/docker", "/bin/docker")
 
 
-def _installed(ctx):
-    return any(os.path.exists(ctx.root(p)) for p in ("/usr/bin/dockerd", "/usr/sbin/dockerd"))
+def installed(ctx):
+    return any(os.path.exists(ctx.root(p)) for p in BINARIES)
+
+
+def _enabled():
+    return system.run(["systemctl", "is-enabled", "docker"], check=False).stdout.strip() == "enabled"
+
+
+def _active():
+    return system.run(["systemctl", "is-active", "docker"], check=False).stdout.strip() == "active"
 
 
 def run(ctx):
-    docker = ctx.config["docker"]
-    present = _installed(ctx)
+    docker = ctx.config.docker
+    present = installed(ctx)
+    if not present and not docker.install_if_missing:
+        raise StepError("docker is not installed and docker.install_if_missing is false")
     if not ctx.root.running:
-        return unchanged("docker present") if present else skipped(NOT_RUNNING + ": cannot install docker")
+        # apt, systemctl and a daemon belong to the running system; a chroot only gets checked.
+        if present:
+            return unchanged("docker present; enable/start skipped: " + NOT_RUNNING)
+        return skipped(NOT_RUNNING + ": docker missing, install skipped")
+    todo = [] if present else ["install " + " ".join(docker.packages)]
+    if not (present and _enabled()):
+        todo.append("enable")
+    if not (present and _active()):
+        todo.append("start")
+    if not todo:
+        return unchanged("docker installed, enabled and running")
     if ctx.dry_run:
-        return unchanged("docker present") if present else changed("would install " + " ".join(docker["packages"]))
-    did = []
+        return changed("would " + ", ".join(todo))
     if not present:
-        if not docker["install_if_missing"]:
-            raise StepError("docker is not installed and docker.install_if_missing is false")
-        if not shutil.which("apt-get"):
-            raise StepError("docker is not installed and this system has no apt-get to install it")
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         system.run(["apt-get", "update", "-q"], env=env, timeout=900)
-        system.run(["apt-get", "install", "-y", "-q", "--no-install-recommends"] + docker["packages"],
+        system.run(["apt-get", "install", "-y", "-q", "--no-install-recommends"] + list(docker.packages),
                    env=env, timeout=1800)
-        did.append("installed " + " ".join(docker["packages"]))
-    if system.run(["systemctl", "is-enabled", "docker"], check=False).stdout.strip() != "enabled":
+        if not installed(ctx):
+            raise StepError("apt-get installed {} but there is still no docker binary".format(
+                " ".join(docker.packages)))
+    if "enable" in todo:
         system.run(["systemctl", "enable", "docker"])
-        did.append("enabled")
-    if system.run(["systemctl", "is-active", "docker"], check=False).stdout.strip() != "active":
+    if "start" in todo:
         system.run(["systemctl", "start", "docker"])
-        did.append("started")
-    return changed(", ".join(did)) if did else unchanged("docker installed, enabled and running")
+    system.wait_for_docker()
+    return changed(", ".join(todo))

@@ -1,8 +1,10 @@
 """Last: nothing secret or instance-specific stays in the image.
 
-SSH host keys, machine-id, cloud-init state, package caches, logs, shell histories, build keys and
-registry credentials go; the provisioning upload itself goes (its code is already loaded); on Azure
-the agent's deprovision runs last of all.
+SSH host keys, machine-id, cloud-init state, package caches, logs, shell histories, build keys
+and registry credentials go (clouds and the local target inject keys at boot); on Azure the
+agent's deprovision runs last of all. The uploaded /tmp/clara-provision goes too (on the running
+system): every module is already loaded, and Packer uploads nothing more; it must go before the
+deprovision, which deletes the build user that could still remove it.
 """
 import glob
 import os
@@ -12,72 +14,106 @@ from .. import fsutil, system
 from ..report import NOT_RUNNING, changed, unchanged
 
 NAME = "generalize"
-GUEST_UPLOAD = "/tmp/clara-provision"
+HOME_FILES = (".bash_history", ".python_history", ".lesshst", ".viminfo", ".ssh/authorized_keys",
+              ".docker/config.json")
+GUEST_UPLOAD = "/tmp/clara-provision"     # where the templates upload this package and its config
+CLOUD_STATE = ("/var/lib/cloud/instances", "/var/lib/cloud/instance", "/var/lib/cloud/data")
 
 
-def _targets(ctx):
+def _homes(ctx):
+    r = ctx.root
+    homes = [r("/root")] + sorted(glob.glob(r("/home/*")))
+    user = ctx.config.generalize.build_user
+    if user:       # the build user's home may live outside /home
+        for line in (fsutil.read_text(r("/etc/passwd")) or "").splitlines():
+            fields = line.split(":")
+            if len(fields) >= 6 and fields[0] == user and fields[5].startswith("/"):
+                homes.append(r(fields[5]))
+    return sorted(set(homes))
+
+
+def files_to_remove(ctx):
     r = ctx.root
     files = glob.glob(r("/etc/ssh/ssh_host_*"))
-    files += [p for p in glob.glob(r("/var/cache/apt/archives/*.deb"))]
+    files += glob.glob(r("/var/cache/apt/archives/*.deb")) + glob.glob(r("/var/cache/apt/*.bin"))
     files += [p for p in glob.glob(r("/var/lib/apt/lists/*")) if os.path.isfile(p) and not p.endswith("/lock")]
-    for home in [r("/root")] + glob.glob(r("/home/*")):
-        files += [p for p in (os.path.join(home, ".bash_history"), os.path.join(home, ".ssh/authorized_keys"),
-                              os.path.join(home, ".docker/config.json"), os.path.join(home, ".python_history"),
-                              os.path.join(home, ".lesshst"), os.path.join(home, ".viminfo"))
-                  if os.path.lexists(p)]
+    for home in _homes(ctx):
+        files += [os.path.join(home, name) for name in HOME_FILES if os.path.lexists(os.path.join(home, name))]
+    dbus_id = r("/var/lib/dbus/machine-id")
+    if os.path.isfile(dbus_id) and not os.path.islink(dbus_id):   # usually a link to /etc/machine-id
+        files.append(dbus_id)
+    if not ctx.root.running:     # under another root nothing is writing the journal: delete it
+        files += [p for p in glob.glob(r("/var/log/journal/*/*")) if os.path.isfile(p)]
     return sorted(set(files))
 
 
-def _logs(ctx):
+def logs_to_truncate(ctx):
     found = []
+    journal = ctx.root("/var/log/journal")
     for dirpath, _, names in os.walk(ctx.root("/var/log")):
+        if dirpath == journal or dirpath.startswith(journal + "/"):
+            continue
         for name in names:
             path = os.path.join(dirpath, name)
             if os.path.isfile(path) and not os.path.islink(path) and os.path.getsize(path) > 0:
                 found.append(path)
-    return found
+    return sorted(found)
 
 
 def run(ctx):
-    cfg = ctx.config["generalize"]
-    files, logs = _targets(ctx), _logs(ctx)
-    machine_id = ctx.root("/etc/machine-id")
-    mid = fsutil.read_text(machine_id)
-    dbus_id = ctx.root("/var/lib/dbus/machine-id")
-    dbus_file = os.path.isfile(dbus_id) and not os.path.islink(dbus_id)
-    cloud_init = os.path.isdir(ctx.root("/var/lib/cloud/instances")) or os.path.isdir(ctx.root("/var/lib/cloud/instance"))
-    upload = os.path.isdir(ctx.root(GUEST_UPLOAD)) and ctx.root.running
-    work = len(files) + len(logs) + bool(mid) + dbus_file + cloud_init + upload + cfg["azure_deprovision"]
-    if not work:
+    cfg = ctx.config.generalize
+    r = ctx.root
+    files, logs = files_to_remove(ctx), logs_to_truncate(ctx)
+    machine_id = r("/etc/machine-id")
+    reset_id = bool(fsutil.read_bytes(machine_id))
+    cloud = [p for p in CLOUD_STATE if os.path.lexists(r(p))]
+    cloud_init = os.path.exists(r("/usr/bin/cloud-init"))
+    azure = cfg.azure_deprovision
+    todo = []
+    if files:
+        todo.append("{} files".format(len(files)))
+    if logs:
+        todo.append("{} logs".format(len(logs)))
+    if reset_id:
+        todo.append("machine-id")
+    if cloud:
+        todo.append("cloud-init state")
+    upload = ctx.root.running and os.path.isdir(GUEST_UPLOAD)
+    if upload:
+        todo.append(GUEST_UPLOAD)
+    if azure:
+        todo.append("waagent deprovision")
+    if not todo:
         return unchanged("nothing instance-specific left")
     if ctx.dry_run:
-        return changed("would remove {} files, truncate {} logs".format(len(files), len(logs)))
+        return changed("would clear " + ", ".join(todo))
+    if ctx.root.running:
+        # The journal belongs to journald: let it drop its files instead of truncating under it.
+        system.run(["journalctl", "--rotate"], check=False)
+        system.run(["journalctl", "--vacuum-time=1s"], check=False)
+        if cloud_init and cloud:
+            system.run(["cloud-init", "clean", "--logs"], check=False)
     for path in files:
         fsutil.remove(path)
     for path in logs:
-        with open(path, "w"):
-            pass
-    if mid:
-        fsutil.write_atomic(machine_id, "", mode=0o444)    # empty: systemd makes a new one at first boot
-    if dbus_file:
-        fsutil.remove(dbus_id)
-    if cloud_init:
-        if ctx.root.running and shutil.which("cloud-init"):
-            system.run(["cloud-init", "clean", "--logs"], check=False)
-        for path in (ctx.root("/var/lib/cloud/instances"), ctx.root("/var/lib/cloud/instance")):
-            if os.path.islink(path):
-                os.unlink(path)
-            elif os.path.isdir(path):
-                shutil.rmtree(path, ignore_errors=True)
-    detail = ["{} files removed".format(len(files)), "{} logs truncated".format(len(logs))]
+        with open(path, "r+b") as f:      # truncate in place: owner, mode and open writers are kept
+            f.truncate(0)
+    if reset_id:
+        # Empty, not missing: systemd then treats the first boot as first boot and makes a new one.
+        fsutil.write_atomic(machine_id, "", mode=fsutil.mode_of(machine_id))
+    for path in cloud:
+        full = r(path)
+        if os.path.islink(full) or os.path.isfile(full):
+            os.unlink(full)
+        elif os.path.isdir(full):
+            shutil.rmtree(full)
     if upload:
-        shutil.rmtree(ctx.root(GUEST_UPLOAD), ignore_errors=True)
-        detail.append("removed " + GUEST_UPLOAD)
-    if cfg["azure_deprovision"]:
+        shutil.rmtree(GUEST_UPLOAD, ignore_errors=True)
+    detail = "cleared " + ", ".join(todo)
+    if azure:
         if ctx.root.running:
-            system.run(["/usr/sbin/waagent", "-force", "-deprovision+user"])
-            system.run(["sync"])
-            detail.append("waagent deprovisioned")
+            system.run(["/usr/sbin/waagent", "-force", "-deprovision+user"], timeout=300)
+            system.run(["sync"], check=False)
         else:
-            detail.append("waagent deprovision skipped: " + NOT_RUNNING)
-    return changed(", ".join(detail))
+            detail += "; waagent deprovision skipped: " + NOT_RUNNING
+    return changed(detail)

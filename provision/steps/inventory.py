@@ -1,61 +1,75 @@
-"""/etc/clara-image-release: a machine-readable inventory of what is in the image."""
+"""/etc/clara-image-release: a machine-readable inventory of what is in the image.
+
+Collected from the running system; under another root, what needs a command is null.
+"""
 import json
 import os
 import platform
 
 from .. import fsutil, system
-from ..report import StepError, changed, unchanged
+from ..report import changed, unchanged
 from .compose import PLUGIN
-from .pull import _repo, images
+from .pull import images, repository
 
 NAME = "inventory"
 PATH = "/etc/clara-image-release"
 
 
-def _out(cmd):
+def _env(ctx, name):
+    return ctx.environ.get(name) or None
+
+
+def _first_line(text):
+    return text.splitlines()[0].strip() if text else None
+
+
+def _image_digest(ref, digest):
+    out = system.output(["docker", "image", "inspect", "--format", "{{json .RepoDigests}}", ref])
     try:
-        result = system.run(cmd, check=False, timeout=60)
-    except StepError:             # the tool is not installed (no GPU driver on the local target)
-        return None
-    return result.stdout.strip() if result.returncode == 0 else None
+        found = json.loads(out) if out else []
+    except ValueError:
+        found = []
+    for entry in found or []:
+        name, _, got = entry.partition("@")
+        if name == repository(ref) and (digest is None or got == digest):
+            return got
+    return digest
 
 
 def collect(ctx):
     cfg = ctx.config
     running = ctx.root.running
-    nvidia_path = cfg["docker"]["nvidia_runtime"]["path"]
-    pulled = []
-    for ref, digest in images(ctx):
-        found = None
-        if running:
-            repo_digests = _out(["docker", "image", "inspect", "--format", "{{json .RepoDigests}}", ref])
-            for entry in json.loads(repo_digests or "[]"):
-                if entry.startswith(_repo(ref) + "@"):
-                    found = entry.split("@", 1)[1]
-        pulled.append({"ref": ref, "digest": found or digest})
-    compose = _out([PLUGIN, "version", "--short"]) if running else None
+    nvidia_path = cfg.docker.nvidia_runtime.path
+    compose = None
+    if running:
+        compose = system.output([PLUGIN, "version", "--short"])
+    elif os.path.isfile(ctx.root(PLUGIN)):
+        compose = cfg.compose.version      # installed by the compose step, verified by checksum
     return {
         "schema": 1,
-        "fingerprint": cfg["fingerprint"],
-        "cloud": cfg["cloud"],
-        "git_commit": os.environ.get("CLARA_GIT_COMMIT"),
-        "build_time": os.environ.get("CLARA_BUILD_TIME"),
-        "source_image": os.environ.get("CLARA_SOURCE_IMAGE"),
+        "fingerprint": cfg.fingerprint,
+        "git_commit": _env(ctx, "CLARA_GIT_COMMIT"),
+        "build_time": _env(ctx, "CLARA_BUILD_TIME"),
+        "source_image": _env(ctx, "CLARA_SOURCE_IMAGE"),
+        "cloud": cfg.cloud,
         "kernel": platform.release() if running else None,
-        "nvidia_driver": _out(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]) if running else None,
+        "nvidia_driver": _first_line(system.output(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])) if running else None,
         "container_runtime": {"nvidia": nvidia_path if os.path.exists(ctx.root(nvidia_path)) else None},
-        "docker_version": _out(["docker", "version", "--format", "{{.Server.Version}}"]) if running else None,
-        "compose_version": (compose or cfg["compose"]["version"]).lstrip("v"),
-        "umask": cfg["umask"],
-        "images": pulled,
+        "docker_version": system.output(["docker", "version", "--format", "{{.Server.Version}}"]) if running else None,
+        "compose_version": compose.lstrip("v") if compose else None,
+        "umask": cfg.umask,
+        "images": [{"ref": ref, "digest": _image_digest(ref, digest) if running else digest}
+                   for ref, digest in images(ctx)],
     }
 
 
 def run(ctx):
     text = json.dumps(collect(ctx), indent=2, sort_keys=True) + "\n"
-    if fsutil.read_text(ctx.root(PATH)) == text:
+    path = ctx.root(PATH)
+    if not fsutil.differs(path, text, 0o644):
         return unchanged(PATH)
     if ctx.dry_run:
         return changed("would write " + PATH)
-    fsutil.write_atomic(ctx.root(PATH), text)
+    fsutil.write_atomic(path, text, mode=0o644)
     return changed(PATH)

@@ -56,6 +56,7 @@ def packer_vars(cloud: str, tmp: Path) -> list[str]:
     base.write_bytes(b"")
     compose = tmp / "docker-compose"
     compose.write_bytes(b"")
+    (tmp / "docker-compose.sha256").write_text("0" * 64 + "\n")
     return ["-var", f"base_image={base}", "-var", "base_image_checksum=sha256:" + "0" * 64,
             "-var", f"output_directory={tmp / 'out'}", "-var", f"ssh_private_key_file={key}",
             "-var", f"ssh_public_key_file={key}.pub", "-var", f"serial_log={tmp / 'serial.log'}",
