@@ -77,7 +77,11 @@ def provision_overrides(manifest) -> dict:
         # checks see it) but not made default, or every `docker run` would fail.
         "docker": {"insecure_registries": [registry], "nvidia_runtime": {"default": False}},
         "compose": {"file": COMPOSE_GUEST_PATH, "url": None},
-        "registry_login": None,
+        # The local registry needs no login, but logging in exercises the same path as nvcr.io:
+        # the secret from the environment, then logout and the credential file removed.
+        "registry_login": ({"registry": registry, "username": "clara",
+                            "password_env": manifest.registry_login.password_env}
+                           if manifest.registry_login else None),
         "images": [{"ref": image, "digest": None}],
         "launcher": {"image": image, "gpus": None, "command": None},
         "generalize": {"build_user": SSH_USER},
