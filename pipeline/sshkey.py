@@ -1,13 +1,23 @@
-"""An ephemeral ed25519 key pair for one build or test run; the caller removes its folder."""
+"""An ephemeral ed25519 key pair for one local build or test VM; the caller removes the folder."""
 from __future__ import annotations
 
 import subprocess
 from pathlib import Path
 
+from pipeline.errors import PipelineError
+
 
 def ephemeral_keypair(folder: Path, name: str = "id_ed25519") -> tuple[Path, Path]:
-    private = folder / name
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "clara-bake", "-f", str(private)],
-                   check=True, stdin=subprocess.DEVNULL)
+    """(private, public) key files in `folder`, both mode 0600, comment `clara-bake`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    private, public = folder / name, folder / (name + ".pub")
+    if private.exists() or public.exists():
+        raise PipelineError(f"{private} already exists; an ephemeral key needs a fresh folder")
+    result = subprocess.run(["ssh-keygen", "-t", "ed25519", "-N", "", "-q", "-C", "clara-bake", "-f", str(private)],
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise PipelineError(f"ssh-keygen failed: {result.stderr.strip() or result.returncode}")
     private.chmod(0o600)
-    return private, folder / (name + ".pub")
+    public.chmod(0o600)
+    return private, public

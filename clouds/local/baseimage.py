@@ -1,68 +1,100 @@
 """The local stand-in for NVIDIA's GPU base image: Debian with Docker, bootable, built without
-loop devices or mounts, cached by its own fingerprint so only the first bake pays for it.
+loop devices or mounts, cached by a fingerprint so only the first bake pays for it.
 
-mmdebstrap makes the root filesystem; `mkfs.ext4 -d` writes it into a partition of a raw file;
-GRUB's core image goes after the MBR; `qemu-img convert -c` compacts it. SSH keys are not baked
-in: `clara-metadata.service` reads one from QEMU's fw_cfg at boot (the local analog of cloud-init)
-and regenerates the host keys that generalization removes.
+mmdebstrap makes the root filesystem; `mkfs.ext4 -d` writes it into the one partition of a raw
+file; GRUB's core image goes between the MBR and the partition; `qemu-img convert -c` compacts
+it into the cache. No SSH key is baked in: `clara-metadata.service` reads one from QEMU's fw_cfg
+at boot (the local analog of cloud-init) and regenerates the host keys removed here (ed25519 and
+ECDSA; RSA is left out because generating it under TCG holds SSH up by ~17 s on every boot).
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import tempfile
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 from pipeline import cancel
 from pipeline.errors import PipelineError
 
+from . import procs
+
 PACKAGES = ("linux-image-amd64", "initramfs-tools", "systemd-sysv", "udev", "dbus", "iproute2", "netbase",
             "openssh-server", "python3", "sudo", "ca-certificates", "curl", "docker.io", "apparmor")
+COMPONENTS = "main contrib non-free non-free-firmware"
+GRUB_DIR = Path("/usr/lib/grub/i386-pc")
 GRUB_MODULES = ("biosdisk", "part_msdos", "ext2", "normal", "linux", "search", "search_label",
                 "configfile", "gzio", "serial", "terminal")
-GRUB_DIR = Path("/usr/lib/grub/i386-pc")
-PARTITION_OFFSET = 1 << 20            # the partition starts at sector 2048
+SECTOR = 512
+PARTITION_START = 2048                       # sectors: the partition starts at 1 MiB
+PARTITION_OFFSET = PARTITION_START * SECTOR
+HOSTNAME = "clara-base"
+HOST_TOOLS = {"mmdebstrap": "mmdebstrap", "mkfs.ext4": "e2fsprogs", "sfdisk": "fdisk",
+              "grub-mkimage": "grub-pc-bin", "qemu-img": "qemu-utils"}
 
 METADATA_SCRIPT = r"""#!/bin/sh
-# The local target's metadata agent: the SSH key the VM's launcher passed through fw_cfg,
-# and fresh host keys (generalization removed the build's).
-set -eu
+# clara-metadata: the local target's metadata agent (the analog of cloud-init). Installs the SSH
+# key QEMU passed with -fw_cfg name=opt/clara/authorized_keys and makes fresh host keys.
+set -u
+user=__USER__
 modprobe qemu_fw_cfg 2>/dev/null || true
 key=/sys/firmware/qemu_fw_cfg/by_name/opt/clara/authorized_keys/raw
-user=__USER__
 if [ -r "$key" ]; then
   home=$(getent passwd "$user" | cut -d: -f6)
   install -d -m 700 -o "$user" -g "$user" "$home/.ssh"
   install -m 600 -o "$user" -g "$user" "$key" "$home/.ssh/authorized_keys"
+  echo "clara-metadata: authorized_keys for $user from fw_cfg"
+else
+  echo "clara-metadata: no key in fw_cfg"
 fi
-ssh-keygen -A
+# ed25519 and ECDSA only: a 3072-bit RSA key takes ~17 s to generate under TCG and would hold up
+# ssh.service on every boot. sshd skips missing default host keys silently (debug level).
+for kt in ed25519 ecdsa; do
+  file=/etc/ssh/ssh_host_${kt}_key
+  [ -s "$file" ] || ssh-keygen -q -N '' -t "$kt" -f "$file"
+done
+echo "clara-metadata: host keys $(ls /etc/ssh/ssh_host_*_key.pub | tr '\n' ' ')"
 """
 
 METADATA_UNIT = """[Unit]
-Description=Local target metadata: SSH key from QEMU fw_cfg, fresh host keys
+Description=Clara local metadata: SSH key from QEMU fw_cfg, fresh SSH host keys
+After=local-fs.target systemd-modules-load.service
 Before=ssh.service
-After=local-fs.target
 
 [Service]
 Type=oneshot
+RemainAfterExit=yes
 ExecStart=/usr/local/sbin/clara-metadata
+StandardOutput=journal+console
 
 [Install]
 WantedBy=multi-user.target
 """
 
-GRUB_CFG = """set timeout=0
-serial --unit=0 --speed=115200
+# No menu: the commands run in order. /vmlinuz and /initrd.img are the symlinks Debian's kernel
+# packages keep current, so a kernel upgraded during the bake is the one that boots.
+GRUB_CFG = """serial --unit=0 --speed=115200
 terminal_input serial console
 terminal_output serial console
 search --no-floppy --label rootfs --set=root
-linux /vmlinuz root=LABEL=rootfs ro console=ttyS0,115200 quiet
+linux /vmlinuz root=LABEL=rootfs ro console=tty0 console=ttyS0,115200n8
 initrd /initrd.img
 boot
+"""
+
+NETWORK = """[Match]
+Name=en*
+
+[Network]
+DHCP=yes
 """
 
 
@@ -70,120 +102,224 @@ boot
 class BaseImageSpec:
     suite: str = "bookworm"
     mirror: str = "http://deb.debian.org/debian"
-    disk_size_gb: int = 8
+    disk_size_gb: int = 8                    # the raw disk; the ext4 root fills its one partition
     user: str = "clara"
-    extra_packages: tuple = field(default=())
+    extra_packages: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "extra_packages", tuple(self.extra_packages))
+        if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", self.user):
+            raise ValueError(f"not a valid user name: {self.user!r}")
+        if int(self.disk_size_gb) < 2:
+            raise ValueError("disk_size_gb must be at least 2")
+        for name in (self.suite, *self.extra_packages):
+            if not re.fullmatch(r"[a-z0-9][a-z0-9+.:=~_-]*", name):
+                raise ValueError(f"not a valid suite or package name: {name!r}")
 
     def fingerprint(self) -> str:
-        h = hashlib.sha256(repr(sorted(asdict(self).items())).encode())
-        h.update(Path(__file__).read_bytes())
-        return h.hexdigest()
+        return fingerprint(self)
+
+
+def fingerprint(spec: BaseImageSpec) -> str:
+    """sha256 over the spec's fields and this module's source (a change to the recipe rebuilds)."""
+    h = hashlib.sha256(json.dumps(asdict(spec), sort_keys=True).encode())
+    h.update(b"\0")
+    h.update(Path(__file__).read_bytes())
+    return h.hexdigest()
 
 
 def cached_path(spec: BaseImageSpec, cache_dir: Path) -> Path:
-    return cache_dir / f"base-{spec.suite}-{spec.fingerprint()[:12]}.qcow2"
+    return Path(cache_dir) / f"base-{fingerprint(spec)[:12]}.qcow2"
 
 
 def build_base_image(spec: BaseImageSpec, cache_dir: Path, log: Callable[[str], None] = print) -> Path:
+    """The cached base image for `spec`, built first if missing (about 2-3 minutes).
+
+    Builds in a temporary folder inside `cache_dir` and renames the finished qcow2 into place,
+    so the cache never holds a partial image; on any failure or interrupt the folder is removed.
+    """
+    cache_dir = Path(cache_dir)
     final = cached_path(spec, cache_dir)
     if final.exists():
-        log(f"base image cached: {final}")
+        log(f"base image: cached {final}")
         return final
     cache_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".base-build-", dir=cache_dir))
+    _remove_stale_builds(cache_dir)
+    work = Path(tempfile.mkdtemp(prefix=f".base-build-{os.getpid()}-", dir=cache_dir))
     try:
-        log(f"building the base image (Debian {spec.suite} with Docker; about a minute)")
-        rootfs = work / "rootfs"
-        _mmdebstrap(spec, rootfs, work, log)
-        raw = work / "disk.raw"
-        _disk(rootfs, raw, spec.disk_size_gb, work, log)
-        shutil.rmtree(rootfs)
-        tmp_qcow = work / "base.qcow2"
-        _run(["qemu-img", "convert", "-c", "-O", "qcow2", str(raw), str(tmp_qcow)], work, "qemu-img convert")
-        os.replace(tmp_qcow, final)              # the cache only ever holds complete images
-        log(f"base image built: {final} ({final.stat().st_size / 2**20:.0f} MiB)")
+        built = _build(spec, work, log)
+        os.replace(built, final)             # same folder: atomic
+        log(f"base image: built {final} ({final.stat().st_size / 2**20:.0f} MiB)")
         return final
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        _remove_work(work)
 
 
-def _run(cmd: list[str], work: Path, what: str) -> None:
-    cancel.check(what)
-    log_path = work / "build.log"
-    with open(log_path, "a") as log:
-        log.write("$ " + " ".join(cmd) + "\n")
-        log.flush()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        with cancel.on_cancel(proc.terminate):
-            rc = proc.wait()
-    cancel.check(what)
-    if rc != 0:
-        tail = log_path.read_text(errors="replace").splitlines()[-15:]
-        raise PipelineError(f"{what} failed (exit {rc}):\n  " + "\n  ".join(tail))
+# --- steps --------------------------------------------------------------------------------------
+def _build(spec: BaseImageSpec, work: Path, log: Callable[[str], None]) -> Path:
+    _check_host()
+    rootfs, raw, qcow = work / "rootfs", work / "disk.raw", work / "base.qcow2"
+    log(f"base image: mmdebstrap Debian {spec.suite} with Docker from {spec.mirror} (about a minute)")
+    t = time.monotonic()
+    _mmdebstrap(spec, rootfs, work)
+    log(f"base image: mmdebstrap {time.monotonic() - t:.1f} s, root filesystem {_du_mib(rootfs):.0f} MiB")
+    t = time.monotonic()
+    _make_disk(rootfs, raw, spec.disk_size_gb, work)
+    log(f"base image: partitioned {spec.disk_size_gb} GiB disk with ext4 and GRUB {time.monotonic() - t:.1f} s")
+    shutil.rmtree(rootfs)
+    t = time.monotonic()
+    _run(["qemu-img", "convert", "-c", "-O", "qcow2", str(raw), str(qcow)], work, "qemu-img convert")
+    raw.unlink()
+    log(f"base image: qemu-img convert -c {time.monotonic() - t:.1f} s")
+    return qcow
 
 
-def _mmdebstrap(spec: BaseImageSpec, rootfs: Path, work: Path, log) -> None:
+def _check_host() -> None:
+    if os.geteuid() != 0:
+        raise PipelineError("building the local base image needs root (mmdebstrap --mode=root)")
+    missing = [f"{tool} (apt-get install {pkg})" for tool, pkg in HOST_TOOLS.items() if not shutil.which(tool)]
+    if not (GRUB_DIR / "boot.img").exists():
+        missing.append(f"{GRUB_DIR} (apt-get install grub-pc-bin)")
+    if missing:
+        raise PipelineError("building the local base image needs: " + ", ".join(missing))
+
+
+def _mmdebstrap(spec: BaseImageSpec, rootfs: Path, work: Path) -> None:
     hook = work / "customize.sh"
-    hook.write_text(_customize_script(spec))
-    packages = ",".join(PACKAGES + tuple(spec.extra_packages))
-    _run(["mmdebstrap", "--mode=root", "--variant=apt", "--components=main contrib non-free non-free-firmware",
-          f"--include={packages}", f"--customize-hook=sh {hook} \"$1\"", spec.suite, str(rootfs), spec.mirror],
+    hook.write_text(customize_script(spec))
+    packages = ",".join(PACKAGES + spec.extra_packages)
+    _run(["mmdebstrap", "--mode=root", "--variant=apt", f"--components={COMPONENTS}", f"--include={packages}",
+          f'--customize-hook=sh {shlex.quote(str(hook))} "$1"', spec.suite, str(rootfs), spec.mirror],
          work, "mmdebstrap")
 
 
-def _customize_script(spec: BaseImageSpec) -> str:
+def customize_script(spec: BaseImageSpec) -> str:
+    """The shell run by mmdebstrap on the host with the finished root filesystem as $1."""
     user = spec.user
-    modules = GRUB_DIR
     return f"""set -eu
 R="$1"
-echo clara-base > "$R/etc/hostname"
-printf '127.0.0.1 localhost\\n127.0.1.1 clara-base\\n' > "$R/etc/hosts"
+echo {HOSTNAME} > "$R/etc/hostname"
+printf '127.0.0.1\\tlocalhost\\n127.0.1.1\\t{HOSTNAME}\\n::1\\tlocalhost ip6-localhost ip6-loopback\\n' > "$R/etc/hosts"
 echo 'LABEL=rootfs / ext4 defaults,errors=remount-ro 0 1' > "$R/etc/fstab"
 mkdir -p "$R/etc/systemd/network"
-printf '[Match]\\nName=en*\\n\\n[Network]\\nDHCP=yes\\n' > "$R/etc/systemd/network/80-dhcp.network"
+cat > "$R/etc/systemd/network/80-clara-dhcp.network" <<'NET'
+{NETWORK}NET
 chroot "$R" systemctl enable systemd-networkd
 rm -f "$R/etc/resolv.conf"
 echo 'nameserver 10.0.2.3' > "$R/etc/resolv.conf"
-chroot "$R" useradd -m -s /bin/bash -G sudo,docker {user}
+chroot "$R" useradd --create-home --shell /bin/bash --groups sudo,docker {user}
 echo '{user} ALL=(ALL) NOPASSWD:ALL' > "$R/etc/sudoers.d/{user}"
-chmod 440 "$R/etc/sudoers.d/{user}"
+chmod 0440 "$R/etc/sudoers.d/{user}"
+chroot "$R" visudo -cf /etc/sudoers.d/{user}
 cat > "$R/usr/local/sbin/clara-metadata" <<'SCRIPT'
 {METADATA_SCRIPT.replace("__USER__", user)}SCRIPT
-chmod 755 "$R/usr/local/sbin/clara-metadata"
+chmod 0755 "$R/usr/local/sbin/clara-metadata"
 cat > "$R/etc/systemd/system/clara-metadata.service" <<'UNIT'
 {METADATA_UNIT}UNIT
 chroot "$R" systemctl enable clara-metadata.service
 rm -f "$R"/etc/ssh/ssh_host_*
+rm -rf "$R/root/.ssh" "$R/home/{user}/.ssh"
 : > "$R/etc/machine-id"
-rm -f "$R/var/lib/dbus/machine-id"
+[ -L "$R/var/lib/dbus/machine-id" ] || rm -f "$R/var/lib/dbus/machine-id"
+test -e "$R/vmlinuz" && test -e "$R/initrd.img"
 mkdir -p "$R/boot/grub/i386-pc"
-cp {modules}/*.mod {modules}/*.lst "$R/boot/grub/i386-pc/"
+cp {GRUB_DIR}/*.mod {GRUB_DIR}/*.lst "$R/boot/grub/i386-pc/"
 cat > "$R/boot/grub/grub.cfg" <<'CFG'
 {GRUB_CFG}CFG
 rm -rf "$R"/var/cache/apt/archives/*.deb "$R"/var/lib/apt/lists/*
 """
 
 
-def _disk(rootfs: Path, raw: Path, size_gb: int, work: Path, log) -> None:
-    size = size_gb << 30
+def _make_disk(rootfs: Path, raw: Path, size_gb: int, work: Path) -> None:
+    """One MBR partition from 1 MiB to the end, ext4 filling it, GRUB before it: no loop devices."""
+    size = int(size_gb) << 30
     with open(raw, "wb") as f:
-        f.truncate(size)
-    sfdisk = subprocess.run(["sfdisk", "--quiet", str(raw)], input="start=2048, type=83, bootable\n",
-                            capture_output=True, text=True)
-    if sfdisk.returncode != 0:
-        raise PipelineError(f"sfdisk failed: {sfdisk.stderr.strip()}")
+        f.truncate(size)                                   # sparse
+    _run(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", str(raw)], work, "sfdisk",
+         stdin=f"label: dos\nstart={PARTITION_START}, type=83, bootable\n")
     fs_kib = (size - PARTITION_OFFSET) // 1024
     _run(["mkfs.ext4", "-q", "-F", "-L", "rootfs", "-E", f"offset={PARTITION_OFFSET}", "-d", str(rootfs),
           str(raw), f"{fs_kib}k"], work, "mkfs.ext4")
     core = work / "core.img"
     _run(["grub-mkimage", "-O", "i386-pc", "-o", str(core), "-p", "(hd0,msdos1)/boot/grub", *GRUB_MODULES],
          work, "grub-mkimage")
-    boot = (GRUB_DIR / "boot.img").read_bytes()
-    core_bytes = core.read_bytes()
-    if len(core_bytes) > PARTITION_OFFSET - 512:
-        raise PipelineError(f"GRUB's core image ({len(core_bytes)} bytes) does not fit before the partition")
+    boot_img, core_img = (GRUB_DIR / "boot.img").read_bytes(), core.read_bytes()
+    if len(core_img) > PARTITION_OFFSET - SECTOR:
+        raise PipelineError(f"GRUB's core image ({len(core_img)} bytes) does not fit before the partition")
     with open(raw, "r+b") as f:
         f.seek(0)
-        f.write(boot[:440])                       # keep the partition table written by sfdisk
-        f.seek(512)
-        f.write(core_bytes)
+        f.write(boot_img[:440])                            # keeps sfdisk's partition table
+        f.seek(SECTOR)
+        f.write(core_img)
+    core.unlink()
+
+
+# --- helpers ------------------------------------------------------------------------------------
+def _run(cmd: list[str], work: Path, what: str, stdin: str | None = None) -> None:
+    """Run one build step, output appended to work/build.log; its tail is in the error."""
+    cancel.check(f"building the base image ({what})")
+    log_path = work / "build.log"
+    with open(log_path, "ab") as out:
+        out.write(("$ " + shlex.join(cmd) + "\n").encode())
+        out.flush()
+        proc = procs.register(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                               stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                                               start_new_session=True), what, group=True)
+    try:
+        with cancel.on_cancel(lambda: procs.terminate(proc)):
+            if stdin is not None:
+                proc.stdin.write(stdin.encode())
+                proc.stdin.close()
+            while proc.poll() is None:
+                time.sleep(0.2)
+    finally:
+        procs.stop(proc, grace=60)           # mmdebstrap unmounts on SIGTERM; give it time
+    cancel.check(f"building the base image ({what})")
+    if proc.returncode != 0:
+        tail = log_path.read_text(errors="replace").splitlines()[-15:]
+        raise PipelineError(f"base image: {what} failed (exit {proc.returncode}):\n  " + "\n  ".join(tail))
+
+
+def _du_mib(path: Path) -> float:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total / 2**20
+
+
+def _mounts_under(path: Path) -> list[str]:
+    prefix = str(path.resolve()).rstrip("/") + "/"
+    found = []
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                point = line.split()[4].encode().decode("unicode_escape")
+                if point.startswith(prefix):
+                    found.append(point)
+    except OSError:
+        pass
+    return sorted(found, key=len, reverse=True)
+
+
+def _remove_work(work: Path) -> None:
+    """Remove a build folder, first detaching anything an interrupted mmdebstrap left mounted."""
+    for point in _mounts_under(work):
+        subprocess.run(["umount", "-l", point], capture_output=True)
+    if _mounts_under(work):
+        raise PipelineError(f"cannot unmount what is mounted under {work}; remove it by hand")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _remove_stale_builds(cache_dir: Path) -> None:
+    """Build folders of processes that no longer exist (killed with SIGKILL, machine crash)."""
+    for d in cache_dir.glob(".base-build-*"):
+        m = re.match(r"\.base-build-(\d+)-", d.name)
+        if not m or not d.is_dir():
+            continue
+        pid = int(m.group(1))
+        if pid != os.getpid() and not Path(f"/proc/{pid}").exists():
+            _remove_work(d)
