@@ -94,7 +94,7 @@ def _build(manifest: Manifest, target, fp: str) -> Block:
     run.set("skip_clean", manifest.clouds.azure is not None and target.NAME == "azure")
     post = build.add(Block("post-processor", ("manifest",)))
     post.set("output", "packer-manifest.json")
-    post.set("strip_path", True)
+    post.set("strip_path", False)      # the qemu artifact is a file path: keep it whole
     post.set("custom_data", {"cloud": target.NAME, "fingerprint": fp, "bake_id": Expr("var.bake_id"),
                              "source_image": Expr("var.source_image"),
                              "build_time": Expr("local.timestamp"), "pipeline": PIPELINE_VERSION})

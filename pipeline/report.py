@@ -16,6 +16,8 @@ from rich.markup import escape
 
 _print_lock = threading.Lock()
 console = Console(stderr=True, highlight=False)
+if not console.is_terminal:        # logs and CI: wide enough that the summary table stays readable
+    console.width = 150
 
 
 class CloudRun:

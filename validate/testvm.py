@@ -56,7 +56,11 @@ def runner_cidr() -> str:
 
 
 def wait_for_ssh(host: str, port: int, user: str, key: Path, timeout_s: float) -> None:
+    import logging
     import paramiko
+    # While sshd is still starting, paramiko's transport thread logs every refused banner with a
+    # traceback; the last error is reported below if the wait runs out.
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
     deadline = time.monotonic() + timeout_s
     last = "no answer"
     while time.monotonic() < deadline:

@@ -1,0 +1,64 @@
+"""A real local bake with a fake NGC key (the local registry login uses it, as nvcr.io would) and a
+fake cloud secret: zero hits in every log, rendered file, report, the record and the golden image's
+bytes. Slow: it bakes and boots a real image."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CANARIES = (b"nvapi-CANARY-5f2c9e", b"azure-CANARY-7d41b0")
+TOOLS = ("packer", "qemu-system-x86_64", "qemu-img", "mmdebstrap", "docker-registry")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(any(shutil.which(t) is None for t in TOOLS) or os.geteuid() != 0,
+                                 reason="needs root and " + ", ".join(TOOLS) + " (./setup.sh installs them)")]
+
+
+def data_extents(path: Path):
+    """The allocated parts of a sparse file: holes read as zeros and hold no secret."""
+    with open(path, "rb") as f:
+        end = os.fstat(f.fileno()).st_size
+        offset = 0
+        while offset < end:
+            try:
+                start = os.lseek(f.fileno(), offset, os.SEEK_DATA)
+            except OSError:
+                return
+            stop = os.lseek(f.fileno(), start, os.SEEK_HOLE)
+            f.seek(start)
+            while start < stop:
+                chunk = f.read(min(8 << 20, stop - start))
+                yield chunk
+                start += len(chunk)
+            offset = stop
+
+
+def test_secrets_never_reach_logs_reports_record_or_the_image(tmp_path):
+    env = {**os.environ, "CLARA_BUILD_DIR": str(tmp_path / "build"), "CLARA_RECORD_DIR": str(tmp_path / "record"),
+           "NGC_API_KEY": CANARIES[0].decode(), "PKR_VAR_azure_client_secret": CANARIES[1].decode()}
+    result = subprocess.run([sys.executable, "-m", "invoke", "bake", "--cloud", "local", "--force"], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for canary in CANARIES:
+        assert canary.decode() not in result.stdout + result.stderr
+    hits = [str(p) for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".qcow2"
+            and any(c in p.read_bytes() for c in CANARIES)]
+    assert hits == []
+    record = json.loads((tmp_path / "record" / "clara-train.local.json").read_text())
+    golden = Path(record["clouds"]["local"]["channels"]["candidate"])
+    raw = tmp_path / "golden.raw"
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(golden), str(raw)], check=True)
+    tail = b""
+    for chunk in data_extents(raw):
+        window = tail + chunk
+        assert not any(c in window for c in CANARIES), "a secret is in the golden image"
+        tail = chunk[-64:]
+    # The login really happened in the VM, so the test proves the logout and removal, not an absence.
+    log = next((tmp_path / "build" / "reports").rglob("local/bake.log")).read_text()
+    assert "registry_login: changed" in log
