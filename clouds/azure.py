@@ -361,8 +361,8 @@ class Adapter:
             created.append(net_id("virtualNetworks", vnet_name))
             vnet = self._lro(f"create VNet {vnet_name}", lambda: self.network.virtual_networks.begin_create_or_update(
                 self.rg, vnet_name, nm.VirtualNetwork(
-                    location=loc, tags=tags, address_space=nm.AddressSpace(address_prefixes=["10.77.0.0/24"]),
-                    subnets=[nm.Subnet(name="test", address_prefix="10.77.0.0/26")])))
+                    location=loc, tags=tags, address_space=nm.AddressSpace(address_prefixes=[self.cfg.test_vnet_cidr]),
+                    subnets=[nm.Subnet(name="test", address_prefix=self.cfg.test_vnet_cidr)])))
             subnet_id = next(s.id for s in vnet.subnets if s.name == "test")
 
             ip_name = f"{prefix}-ip"

@@ -230,6 +230,8 @@ class Azure(Model):
     os_disk_gb: int = Field(128, ge=30, le=4095)
     ssh_username: str = Field("packer", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
     gallery: AzureGallery
+    # The test VM's own VNet (created and deleted per test run); private range, inside Azure only.
+    test_vnet_cidr: str = Field(pattern=r"^\d{1,3}(\.\d{1,3}){3}/(1[6-9]|2[0-9])$")
     gpu: Optional[GpuDeclaration] = None
 
 

