@@ -1,0 +1,47 @@
+"""`invoke bake --cloud aws` offline: moto's server, the stand-in Packer registering the AMI in moto,
+the test VM lifecycle with SSH to a local sshd, the checks, teardown and discard."""
+from __future__ import annotations
+
+import pytest
+
+from pipeline import bake as bake_module, cancel
+from tests.clouds.aws_fixtures import aws_env, boto, moto_url, site_manifest  # noqa: F401 (fixtures)
+from tests.e2e.test_offline_bake import STANDIN
+from tests.sshd import AVAILABLE, REASON, running_sshd
+
+pytestmark = pytest.mark.skipif(not AVAILABLE, reason=REASON)
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch, aws_env):
+    (tmp_path / "sshd").mkdir()
+    with running_sshd(tmp_path / "sshd") as sshd:
+        monkeypatch.setenv("CLARA_PACKER", str(STANDIN))
+        monkeypatch.setenv("CLARA_RUNNER_CIDR", "198.51.100.7/32")
+        monkeypatch.setenv("CLARA_TEST_VM_ADDRESS", f"127.0.0.1:{sshd['port']}")
+        monkeypatch.setenv("CLARA_TEST_VM_USER", "root")
+        monkeypatch.setenv("CLARA_RECORD_DIR", str(tmp_path / "record"))
+        monkeypatch.setattr(bake_module, "BUILD", tmp_path / "build")
+        from clouds import aws
+        launch = aws.Adapter.launch_test_vm
+
+        def launch_and_authorize(self, image, public_key, bake_id, runner_cidr):
+            sshd["authorized_keys"].write_text(public_key + "\n")     # cloud-init's job on a real VM
+            return launch(self, image, public_key, bake_id, runner_cidr)
+        monkeypatch.setattr(aws.Adapter, "launch_test_vm", launch_and_authorize)
+        cancel.reset()
+        yield tmp_path
+
+
+def test_aws_bake_with_failing_checks_leaves_nothing_in_moto(env, boto):
+    manifest = site_manifest(env, '    base_image: {owners: ["898082745236"], ssm_parameter: null}\n'
+                                  '    copy_regions: []\n')
+    (result,) = bake_module.bake(manifest, ["aws"])
+    assert result["status"] == "failed" and "check(s) failed" in result["error"]
+    ec2 = boto("ec2")
+    assert ec2.describe_images(Owners=["self"])["Images"] == []          # built AMI discarded
+    states = [i["State"]["Name"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
+    assert states and set(states) <= {"terminated", "shutting-down"}      # build and test VMs
+    assert not [k for k in ec2.describe_key_pairs()["KeyPairs"] if k["KeyName"].startswith("clara-test-")]
+    assert not [g for g in ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"].startswith("clara-test-")]
+    assert not (env / "record").exists()
