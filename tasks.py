@@ -53,6 +53,14 @@ def _load(manifest):
     return load_manifest(manifest)
 
 
+def _one_cloud(manifest, cloud):
+    """The loaded manifest and the one cloud a task acts on (which the manifest must configure)."""
+    m = _load(manifest)
+    (name,) = _clouds([cloud])
+    _require_section(m, name, manifest)
+    return m, name
+
+
 def _require_section(m, cloud: str, manifest) -> None:
     from manifests import DEFAULT, ManifestError
     if getattr(m.clouds, cloud) is None:
@@ -147,9 +155,7 @@ def bake(c, cloud, manifest=None, force=False, keep_failed=False):
 def test(c, cloud, image, manifest=None):
     """Launch a test VM from an image, run the validate/ checks, tear it down."""
     from pipeline.testonly import test_existing_image
-    m = _load(manifest)
-    (name,) = _clouds([cloud])
-    _require_section(m, name, manifest)
+    m, name = _one_cloud(manifest, cloud)
     result = test_existing_image(m, name, image)
     if not result.ok:
         raise Exit(f"checks failed: {result.failed} failed, {result.passed} passed", code=1)
@@ -189,8 +195,7 @@ def images(c, cloud=None, json=False, manifest=None):
 def promote(c, cloud, to="stable", image=None, manifest=None):
     """Point a channel (SSM parameter, GCE family, gallery latest, local link) at a validated image."""
     from publish.channels import promote as do_promote
-    m = _load(manifest)
-    (name,) = _clouds([cloud])
+    m, name = _one_cloud(manifest, cloud)
     print(do_promote(m, name, to, image))
 
 
@@ -200,8 +205,7 @@ def promote(c, cloud, to="stable", image=None, manifest=None):
 def revoke(c, image, cloud, manifest=None):
     """Take an image out of every channel (it stays in the record, marked revoked)."""
     from publish.channels import revoke as do_revoke
-    m = _load(manifest)
-    (name,) = _clouds([cloud])
+    m, name = _one_cloud(manifest, cloud)
     print(do_revoke(m, name, image))
 
 
@@ -211,8 +215,7 @@ def revoke(c, image, cloud, manifest=None):
 def prune(c, cloud, dry_run=False, manifest=None):
     """Retire old images: keep the newest N validated per channel (manifest retention.keep)."""
     from publish.channels import prune as do_prune
-    m = _load(manifest)
-    (name,) = _clouds([cloud])
+    m, name = _one_cloud(manifest, cloud)
     for line in do_prune(m, name, dry_run):
         print(line)
 
@@ -224,9 +227,7 @@ def sweep(c, cloud, older_than="6h", dry_run=False, manifest=None):
     """Find and delete leaked build and test resources (by tag) older than --older-than."""
     from clouds.base import adapter
     from pipeline.durations import seconds
-    m = _load(manifest)
-    (name,) = _clouds([cloud])
-    _require_section(m, name, manifest)
+    m, name = _one_cloud(manifest, cloud)
     found = adapter(name, m).sweep(seconds(older_than), dry_run)
     verb = "would delete" if dry_run else "deleted"
     print(f"{name}: {verb} {len(found)} resource(s)" + "".join(f"\n  {r}" for r in found))

@@ -91,7 +91,8 @@ def _build(manifest: Manifest, target, fp: str) -> Block:
     run.set("use_env_var_file", True)
     run.set("execute_command", "chmod +x {{ .Path }}; sudo -E sh -c '. {{ .EnvVarFile }} && {{ .Path }}'")
     run.set("inline", [f"cd {GUEST_DIR} && python3 -m provision --config {CONFIG}"])
-    run.set("skip_clean", manifest.clouds.azure is not None and target.NAME == "azure")
+    # Azure: the deprovision deleted the build user, who can no longer remove the script.
+    run.set("skip_clean", target.NAME == "azure")
     post = build.add(Block("post-processor", ("manifest",)))
     post.set("output", "packer-manifest.json")
     post.set("strip_path", False)      # the qemu artifact is a file path: keep it whole
