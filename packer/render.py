@@ -87,9 +87,12 @@ def _build(manifest: Manifest, target, fp: str) -> Block:
     if manifest.registry_login:
         env.append(Template((f"{manifest.registry_login.password_env}=", Expr("var.registry_password"))))
     run.set("environment_vars", env)
-    # Secrets go through a file the script sources and Packer removes, not the command line.
+    # Secrets go through a file the script sources and Packer removes, never the command line
+    # (sudo would log it), and in /dev/shm (RAM): a deleted file on disk leaves its bytes in the
+    # image's free blocks.
     run.set("use_env_var_file", True)
-    run.set("execute_command", "chmod +x {{ .Path }}; sudo -E sh -c '. {{ .EnvVarFile }} && {{ .Path }}'")
+    run.set("remote_folder", "/dev/shm")
+    run.set("execute_command", "sudo -E sh -c '. {{ .EnvVarFile }} && sh {{ .Path }}'")
     run.set("inline", [f"cd {GUEST_DIR} && python3 -m provision --config {CONFIG}"])
     # Azure: the deprovision deleted the build user, who can no longer remove the script.
     run.set("skip_clean", target.NAME == "azure")

@@ -5,9 +5,10 @@ import time
 
 from .report import StepError
 
-# docker login/pull/logout all use root's client config, whatever HOME `sudo -E` kept: the
-# credential then lands in one known file, which registry_login and generalize remove.
-DOCKER_CONFIG_DIR = "/root/.docker"
+# docker login/pull/logout all use one client config, whatever HOME `sudo -E` kept, and it lives
+# in /run (tmpfs): the credential never touches the disk, so not even the free blocks of the
+# image can hold it after the file is removed.
+DOCKER_CONFIG_DIR = "/run/clara-docker"
 
 
 def is_running_system(root_path):

@@ -39,7 +39,7 @@ class FakeDocker:
         return subprocess.CompletedProcess(cmd, rc, out, err)
 
     def answer(self, cmd, input_text):
-        config = self.root / "root/.docker/config.json"
+        config = self.root / "run/clara-docker/config.json"
         if cmd[:2] == ["docker", "login"]:
             config.parent.mkdir(parents=True, exist_ok=True)
             config.write_text(json.dumps({"auths": {cmd[-1]: {"auth": "x"}}, "HttpHeaders": {"a": "b"}}))
@@ -108,9 +108,9 @@ def test_login_pull_logout(make_config, guest, fake, capsys):
     assert fake.calls[login][1] == SECRET + "\n"
     assert all(SECRET not in " ".join(c) for c in cmds)
     assert SECRET not in capsys.readouterr().out
-    assert all(c[2]["DOCKER_CONFIG"] == "/root/.docker" for c in fake.calls if c[0][0] == "docker")
+    assert all(c[2]["DOCKER_CONFIG"] == "/run/clara-docker" for c in fake.calls if c[0][0] == "docker")
     # The registry's auth is gone; other settings in root's docker config stay.
-    left = json.loads((guest / "root/.docker/config.json").read_text())
+    left = json.loads((guest / "run/clara-docker/config.json").read_text())
     assert left == {"auths": {}, "HttpHeaders": {"a": "b"}}
 
 
@@ -128,27 +128,29 @@ def test_logout_happens_even_when_the_pull_fails(make_config, guest, fake, capsy
     err = capsys.readouterr().err
     assert "[provision] pull failed: docker pull nvcr.io/nvidia/clara-train-sdk@" in err
     assert "failed 3 time(s)" in err and "TLS handshake timeout" in err
-    assert "auths" not in (guest / "root/.docker/config.json").read_text() or \
-        json.loads((guest / "root/.docker/config.json").read_text())["auths"] == {}
+    assert "auths" not in (guest / "run/clara-docker/config.json").read_text() or \
+        json.loads((guest / "run/clara-docker/config.json").read_text())["auths"] == {}
 
 
 def test_credential_file_holding_only_the_registry_is_deleted(make_config, guest, fake):
     def login_only(cmd, input_text):
         if cmd[:2] == ["docker", "login"]:
-            path = guest / "root/.docker/config.json"
+            path = guest / "run/clara-docker/config.json"
+            path.parent.mkdir(parents=True, exist_ok=True)     # the docker CLI makes its config dir
             path.write_text(json.dumps({"auths": {"https://nvcr.io": {"auth": "x"}}}))
             return 0, "", ""
         return FakeDocker.answer(fake, cmd, input_text)
     fake.answer = login_only
     ctx = context(make_config(), guest, environ={"NGC_API_KEY": SECRET})
     assert runner.run(ctx, {"registry_login", "pull"})[1] is None
-    assert not (guest / "root/.docker/config.json").exists()
+    assert not (guest / "run/clara-docker/config.json").exists()
 
 
 def test_failed_login_still_cleans_up(make_config, guest, fake, capsys):
     def refuse(cmd, input_text):
         if cmd[:2] == ["docker", "login"]:
-            (guest / "root/.docker/config.json").write_text(json.dumps({"auths": {"nvcr.io": {}}}))
+            (guest / "run/clara-docker").mkdir(parents=True, exist_ok=True)
+            (guest / "run/clara-docker/config.json").write_text(json.dumps({"auths": {"nvcr.io": {}}}))
             return 1, "", "Error response from daemon: unauthorized: " + SECRET
         return FakeDocker.answer(fake, cmd, input_text)
     fake.answer = refuse
@@ -156,7 +158,7 @@ def test_failed_login_still_cleans_up(make_config, guest, fake, capsys):
     results, failed = runner.run(ctx, {"registry_login", "pull"})
     assert failed == "registry_login" and results == []
     assert commands(fake)[-1] == ["docker", "logout", "nvcr.io"]
-    assert not (guest / "root/.docker/config.json").exists()
+    assert not (guest / "run/clara-docker/config.json").exists()
     err = capsys.readouterr().err
     assert "[provision] registry_login failed: docker login nvcr.io failed" in err and SECRET not in err
 
