@@ -30,9 +30,11 @@ def _bake(tmp: Path, name: str, cache: Path) -> dict:
     env = {**os.environ, "CLARA_CACHE_DIR": str(cache), "CLARA_BUILD_DIR": str(tmp / name),
            "CLARA_RECORD_DIR": str(tmp / name / "record")}
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "invoke", "bake", "--cloud", "local", "--force"], cwd=ROOT, env=env,
-                   check=True, capture_output=True)
+    result = subprocess.run([sys.executable, "-m", "invoke", "bake", "--cloud", "local", "--force"], cwd=ROOT,
+                            env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"the {name} bake failed:\n{result.stderr[-3000:]}")
     summary = json.loads(next((tmp / name / "reports").rglob("local/summary.json")).read_text())
     golden = Path(summary["image"])
     return {"wall_s": round(wall, 1), "stages_s": summary["stages"], "golden": str(golden),
