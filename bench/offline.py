@@ -49,6 +49,15 @@ def _quiet_bake(manifest, clouds, force=False):
 
 
 def run(quick: bool) -> dict:
+    saved = dict(os.environ)
+    try:
+        return _run(quick)
+    finally:                      # the stand-in Packer and the fakes' endpoints must not leak into later benchmarks
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _run(quick: bool) -> dict:
     from manifests import load_manifest
     from manifests.fingerprint import fingerprint
     from clouds.base import adapter
