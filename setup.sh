@@ -27,4 +27,6 @@ fi
 
 PYTHON=${PYTHON:-python3}
 "$PYTHON" -m pip install -q --disable-pip-version-check -e '.[dev]'
+# pyenv (as on these machines) makes the `invoke` command visible only after a rehash.
+if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
 echo "setup: done ($("$PYTHON" --version), $(packer version | head -1))"
