@@ -299,3 +299,15 @@ def test_inventory_off_the_running_system(make_config, guest, capsys):
         "container_runtime": {"nvidia": "/usr/bin/nvidia-container-runtime"}, "docker_version": None,
         "compose_version": "2.29.7", "umask": "0002",
         "images": [{"ref": "nvcr.io/nvidia/clara-train-sdk:v4.1", "digest": digest}]}
+
+
+def test_inventory_rerun_without_the_bake_environment_keeps_provenance(make_config, guest):
+    """Re-provisioning a baked VM (no CLARA_* variables) changes nothing in its release file."""
+    cfg = make_config()
+    baked = {"CLARA_GIT_COMMIT": "abc123", "CLARA_BUILD_TIME": "20240101000000"}
+    run_cli("--root", guest, "--config", cfg, "--only", "inventory", env=baked, check_rc=0)
+    before = (guest / "etc/clara-image-release").read_text()
+    out = run_cli("--root", guest, "--config", cfg, "--only", "inventory", env={}, check_rc=0)
+    assert json.loads(out.stdout.strip().splitlines()[-1])["changed"] == 0
+    assert (guest / "etc/clara-image-release").read_text() == before
+    assert json.loads(before)["git_commit"] == "abc123"
