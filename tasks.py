@@ -185,7 +185,8 @@ def images(c, cloud=None, json=False, manifest=None):
             v = img.get("validation", {})
             table.add_row(name, img["id"], " ".join(f"{r}={i}" for r, i in (img.get("regions") or {}).items()),
                           ",".join(channels), img.get("fingerprint", "")[:12], img.get("build_time", ""),
-                          f"{v.get('passed', '')} passed" if isinstance(v.get("passed"), int) else "")
+                          f"{v['checks']['passed']} passed, {v['checks']['skipped']} skipped"
+                          if "checks" in v else ("passed" if v.get("passed") else ""))
     console.print(table)
 
 

@@ -24,7 +24,7 @@ def test_every_task_is_listed_with_help():
 def test_images_prints_the_record_as_json_and_as_a_table(tmp_path):
     record = {"schema": 1, "manifest": "clara-train", "clouds": {"aws": {
         "images": [{"id": "ami-0abc", "regions": {"us-east-1": "ami-0abc", "us-west-2": "ami-0def"},
-                    "fingerprint": "f" * 64, "build_time": "20261128120000", "validation": {"passed": 18}}],
+                    "fingerprint": "f" * 64, "build_time": "20261128120000", "validation": {"passed": True, "checks": {"passed": 18, "skipped": 5}}}],
         "channels": {"candidate": "ami-0abc"}}}}
     (tmp_path / "clara-train.json").write_text(json.dumps(record))
     env = {"CLARA_RECORD_DIR": str(tmp_path)}
@@ -32,7 +32,8 @@ def test_images_prints_the_record_as_json_and_as_a_table(tmp_path):
     assert data["aws"]["channels"] == {"candidate": "ami-0abc"}
     table = invoke("images", env=env)
     assert table.returncode == 0
-    assert "ami-0abc" in table.stderr + table.stdout and "candidate" in table.stderr + table.stdout
+    shown = table.stderr + table.stdout
+    assert "ami-0abc" in shown and "candidate" in shown and "18 passed, 5 skipped" in shown
 
 
 def test_unknown_cloud_and_missing_section_are_clear_errors(tmp_path):
