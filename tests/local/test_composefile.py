@@ -34,7 +34,8 @@ def test_real_fetch_gives_the_known_binary(real_compose):
     assert hashlib.sha256(real_compose.path.read_bytes()).hexdigest() == SHA
     assert real_compose.path.stat().st_mode & 0o777 == 0o755
     sidecar = real_compose.path.with_name(real_compose.path.name + ".sha256")
-    assert sidecar.read_text() == f"{SHA}  docker-compose-{VERSION}\n"
+    # sha256sum's format; a cache written by an older version may hold the bare hex.
+    assert sidecar.read_text().split()[0] == SHA
     out = REAL_RUN([str(real_compose.path), "version"], capture_output=True, text=True, timeout=60).stdout
     assert f"v{VERSION}" in out
 
