@@ -26,7 +26,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
-from pipeline.errors import CloudError, PublishError
+from pipeline import cancel
+from pipeline.errors import CloudError, Interrupted, PublishError
 
 from . import clients
 from .base import (TAG_BAKE_ID, TAG_CHANNEL_PREFIX, TAG_EXPIRES, TAG_FINGERPRINT, TAG_ROLE, TAG_VALIDATED,
@@ -130,16 +131,23 @@ class Adapter:
             raise AwsError(f"aws: {what} in {region} failed: {first}") from None
 
     def _wait(self, region: str | None, waiter: str, what: str, attempts: int, **params) -> None:
+        """A botocore waiter, one poll at a time, so a cancelled bake stops waiting at once."""
         from botocore.exceptions import WaiterError
         region = region or self.region
         delay = clients.poll_interval(15.0 if waiter.startswith("image") else 5.0)
-        try:
-            self._client("ec2", region).get_waiter(waiter).wait(
-                WaiterConfig={"Delay": delay, "MaxAttempts": attempts}, **params)
-        except WaiterError as exc:
-            reason = str(exc.last_response.get("Error", {}).get("Message", "")) if exc.last_response else ""
-            raise AwsError(f"aws: waiting for {what} in {region} failed: {exc.kwargs.get('reason', exc)}"
-                           + (f": {reason}" if reason else "")) from None
+        poll = self._client("ec2", region).get_waiter(waiter)
+        for attempt in range(1, attempts + 1):
+            cancel.check(f"waiting for {what}")
+            try:
+                poll.wait(WaiterConfig={"Delay": 0, "MaxAttempts": 1}, **params)
+                return
+            except WaiterError as exc:
+                pending = exc.kwargs.get("reason") == "Max attempts exceeded"
+                if not pending or attempt == attempts:
+                    reason = str(exc.last_response.get("Error", {}).get("Message", "")) if exc.last_response else ""
+                    raise AwsError(f"aws: waiting for {what} in {region} failed: "
+                                   f"{exc.kwargs.get('reason', exc)}" + (f": {reason}" if reason else "")) from None
+            cancel.sleep(delay)
 
     def _ec2(self, op: str, what: str, region: str | None = None, **params):
         return self._call("ec2", region, op, what, **params)
@@ -313,7 +321,7 @@ class Adapter:
                     self._teardown(created)
                 except CloudError as cleanup:
                     self.log(f"aws: cleanup after a failed launch also failed: {cleanup}")
-            if isinstance(exc, CloudError) or not isinstance(exc, Exception):
+            if isinstance(exc, (CloudError, Interrupted)) or not isinstance(exc, Exception):
                 raise
             raise CloudError(f"aws: launching the test VM failed: {exc}") from None
 
@@ -363,6 +371,10 @@ class Adapter:
         self._teardown(list(vm.resources) or [f"{self.region}/instance/{vm.id}"])
 
     def _teardown(self, resources: list[str]) -> None:
+        with cancel.shielded():                 # cleanup finishes even in a cancelled bake
+            self._delete_resources(resources)
+
+    def _delete_resources(self, resources: list[str]) -> None:
         parsed = [r.split("/", 2) for r in resources]
         order = {"instance": 0, "security-group": 1, "key-pair": 2}
         bake_ids = set()
@@ -417,16 +429,18 @@ class Adapter:
         undo: list = []
         try:
             return self._publish(image, channel, undo)
-        except CloudError as exc:
+        except (CloudError, Interrupted) as exc:
             self._rollback(undo)
-            raise PublishError(f"aws: publishing {image.id} to {channel} failed; rolled back: {exc}") from None
+            error = Interrupted if isinstance(exc, Interrupted) else PublishError
+            raise error(f"aws: publishing {image.id} to {channel} failed; rolled back: {exc}") from None
 
     def _rollback(self, undo: list) -> None:
-        for step in reversed(undo):
-            try:
-                step()
-            except CloudError as exc:
-                self.log(f"aws: rollback step failed: {exc}")
+        with cancel.shielded():
+            for step in reversed(undo):
+                try:
+                    step()
+                except CloudError as exc:
+                    self.log(f"aws: rollback step failed: {exc}")
 
     def _publish(self, image: Image, channel: str, undo: list) -> dict[str, str]:
         home = image.region or self.region
@@ -506,6 +520,7 @@ class Adapter:
                     errors.append(str(exc))
                 except Exception as exc:      # noqa: BLE001 - reported as one message, not a traceback
                     errors.append(f"aws: copy to {region} failed: {type(exc).__name__}: {exc}")
+        cancel.check("copying to the regions")       # an interrupt is not reported as a copy failure
         if errors:
             raise AwsError("; ".join(errors))
         return results
@@ -560,7 +575,7 @@ class Adapter:
                 self._create_tags(region, [ami["ImageId"]] + _snapshots(ami), mark, ami["ImageId"])
             self._point(channel, {r: a["ImageId"] for r, a in lineage.items()}, undo)
             self.log(f"aws: promoted {image_id} to {channel}")
-        except CloudError as exc:
+        except (CloudError, Interrupted) as exc:
             self._rollback(undo)
             raise PublishError(f"aws: promoting {image_id} to {channel} failed: {exc}") from None
 

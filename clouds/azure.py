@@ -24,7 +24,8 @@ import re
 import time
 from typing import Callable
 
-from pipeline.errors import CloudError, PublishError
+from pipeline import cancel
+from pipeline.errors import CloudError, Interrupted, PublishError
 
 from . import clients
 from .base import (TAG_BAKE_ID, TAG_CHANNEL_PREFIX, TAG_EXPIRES, TAG_FINGERPRINT, TAG_ROLE, TAG_VALIDATED,
@@ -139,7 +140,7 @@ def _reported(error_class=CloudError):
         def inner(self, *args, **kwargs):
             try:
                 return method(self, *args, **kwargs)
-            except (CloudError, PublishError):
+            except (CloudError, PublishError, Interrupted):
                 raise
             except Exception as exc:  # noqa: BLE001
                 module = type(exc).__module__ or ""
@@ -200,13 +201,14 @@ class Adapter:
                 delay = min(60.0, self.retry_base_s * 2 ** (attempt - 1))
                 self.log(f"azure: {what}: transient error ({_short(exc)}); retry {attempt}/{self.attempts - 1}"
                          f" in {delay:.0f}s")
-                time.sleep(delay)
+                cancel.sleep(delay)
 
     def _wait(self, poller, what: str, timeout_s: float):
         """Wait for a long-running operation, bounded, with a progress line now and then."""
         start = time.monotonic()
         last = start
         while not poller.done():
+            cancel.check(what)
             now = time.monotonic()
             if now - start > timeout_s:
                 raise TimeoutError(f"{what} did not finish within {timeout_s:.0f}s")
@@ -217,6 +219,7 @@ class Adapter:
         return poller.result()
 
     def _lro(self, what: str, begin: Callable, timeout_s: float | None = None):
+        cancel.check(what)                  # a cancelled bake starts nothing new (cleanup is shielded)
         return self._retry(what, lambda: self._wait(begin(), what, timeout_s or self.vm_timeout_s))
 
     def _tags(self, bake_id: str, role: str) -> dict:
@@ -441,7 +444,7 @@ class Adapter:
                 self._delete_ids(created)
             except Exception as cleanup:  # noqa: BLE001 - report both
                 self.log(f"azure: cleanup after the failed launch also failed: {cleanup}")
-            if isinstance(exc, (CloudError, KeyboardInterrupt, SystemExit)):
+            if isinstance(exc, (CloudError, Interrupted, KeyboardInterrupt, SystemExit)):
                 raise
             if isinstance(exc, Exception):
                 raise CloudError(f"azure: could not launch the test VM: {_short(exc)}") from exc
@@ -510,7 +513,8 @@ class Adapter:
             parsed = _parse_id(rid)
             begin = self._delete_begin(parsed)
             try:
-                self._lro(f"delete {parsed['name']}", begin, self.delete_timeout_s)
+                with cancel.shielded():         # cleanup finishes even in a cancelled bake
+                    self._lro(f"delete {parsed['name']}", begin, self.delete_timeout_s)
                 deleted.append(rid)
                 self.log(f"azure: deleted {parsed['name']}")
             except Exception as exc:  # noqa: BLE001
@@ -624,7 +628,7 @@ class Adapter:
                     self._delete_ids([version_id])
                 except Exception as cleanup:  # noqa: BLE001
                     self.log(f"azure: could not delete {name} after the failure: {cleanup}")
-            if isinstance(exc, PublishError) or not isinstance(exc, Exception):
+            if isinstance(exc, (PublishError, Interrupted)) or not isinstance(exc, Exception):
                 raise
             raise PublishError(f"azure: publishing {image.id} as gallery version {name} failed: {_short(exc)}") from exc
         self._move_channel(channel, version_id)

@@ -28,7 +28,8 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
-from pipeline.errors import CloudError, PublishError
+from pipeline import cancel
+from pipeline.errors import CloudError, Interrupted, PublishError
 
 from . import clients
 from .base import (TAG_BAKE_ID, TAG_CHANNEL_PREFIX, TAG_EXPIRES, TAG_FINGERPRINT, TAG_ROLE, TAG_VALIDATED,
@@ -107,7 +108,7 @@ class Adapter:
                     raise GceError(f"gcp: {what}: still failing after {self.attempts} attempts: "
                                    f"{exc.message}", exc.code) from None
                 delay = min(clients.poll_interval(1.0) * 2 ** attempt, 30.0)
-                time.sleep(delay * (0.5 + random.random() / 2))
+                cancel.sleep(delay * (0.5 + random.random() / 2))
             except gexc.GoogleAPICallError as exc:
                 raise GceError(f"gcp: {what}: {exc.message}", exc.code) from None
 
@@ -117,6 +118,7 @@ class Adapter:
         done = c.Operation.Status.DONE
         deadline = time.monotonic() + self.operation_timeout_s
         while op.status != done:
+            cancel.check(what)
             if time.monotonic() > deadline:
                 raise GceError(f"gcp: {what}: operation {op.name} still not done after "
                                f"{self.operation_timeout_s:.0f}s")
@@ -133,6 +135,7 @@ class Adapter:
         return op
 
     def _do(self, client: str, method: str, request, what: str, zone: str | None = None):
+        cancel.check(what)                  # a cancelled bake starts nothing new (cleanup is shielded)
         return self._wait(self._call(client, method, request, what), what, zone)
 
     def _images(self, filter_: str = "", project: str | None = None) -> list:
@@ -200,9 +203,10 @@ class Adapter:
                 allowed=[c.Allowed(I_p_protocol="tcp", ports=["22"])], source_ranges=[str(network)],
                 target_tags=[name],
                 description=f"clara-bake test VM SSH; {TAG_BAKE_ID}={_label(bake_id)} {TAG_EXPIRES}={expires}")
+            # Recorded before the call: an interrupt or timeout while waiting must still delete it.
+            created.append(f"projects/{self.project}/global/firewalls/{name}")
             self._do("FirewallsClient", "insert_unary", c.InsertFirewallRequest(
                 project=self.project, firewall_resource=fw, request_id=str(uuid.uuid4())), f"create firewall {name}")
-            created.append(f"projects/{self.project}/global/firewalls/{name}")
             self.log(f"gcp: firewall {name} admits {network} on tcp:22")
             zone = self._insert_instance(image, public_key, name, labels, created)
             inst = self._wait_running(zone, name)
@@ -273,7 +277,7 @@ class Adapter:
             if time.monotonic() > deadline:
                 raise CloudError(f"gcp: test VM {name} not RUNNING after {self.running_timeout_s:.0f}s "
                                  f"(status {inst.status})")
-            time.sleep(clients.poll_interval(5.0))
+            cancel.sleep(clients.poll_interval(5.0))
 
     def teardown(self, vm: TestVM) -> None:
         self._delete_all(list(vm.resources))
@@ -285,7 +289,8 @@ class Adapter:
         errors = []
         for path in sorted(paths, key=lambda p: order.get(p.split("/")[-2], 3)):
             try:
-                self._delete(path)
+                with cancel.shielded():         # cleanup finishes even in a cancelled bake
+                    self._delete(path)
             except GceError as exc:
                 if not exc.not_found:
                     errors.append(str(exc))
@@ -360,36 +365,38 @@ class Adapter:
         copy = c.Image(name=name, source_image=self._image_path(source.name), family=family, labels=labels,
                        description=f"{self.manifest.name} ({channel}) from {source.name}",
                        storage_locations=list(self.g.storage_locations))
+        undo.append(("delete", name))      # before the call: an interrupted wait must still undo it
         self._do("ImagesClient", "insert_unary", c.InsertImageRequest(
             project=self.project, image_resource=copy, request_id=str(uuid.uuid4())), f"create image {name}")
-        undo.append(("delete", name))
         self.log(f"gcp: {name} created in family {family}")
         self._share(name)
         link = self._image(name).self_link or self._image_path(name)
         for old in previous:
             if old.name == name:
                 continue
-            self._deprecate(old.name, "DEPRECATED", link)
             undo.append(("activate", old.name))
+            self._deprecate(old.name, "DEPRECATED", link)
             self.log(f"gcp: {old.name} deprecated (replaced by {name})")
         return name
 
     def _rollback(self, undo: list, what: str, exc: Exception):
         problems = []
-        for action, target in reversed(undo):
-            try:
-                if action == "delete":
-                    self._delete(self._image_path(target))
-                elif action == "activate":
-                    self._deprecate(target, "ACTIVE")
-                elif action == "labels":
-                    self._set_labels(target[0], target[1])
-            except GceError as err:
-                if not err.not_found:
-                    problems.append(str(err))
+        with cancel.shielded():
+            for action, target in reversed(undo):
+                try:
+                    if action == "delete":
+                        self._delete(self._image_path(target))
+                    elif action == "activate":
+                        self._deprecate(target, "ACTIVE")
+                    elif action == "labels":
+                        self._set_labels(target[0], target[1])
+                except GceError as err:
+                    if not err.not_found:
+                        problems.append(str(err))
         note = f"; rollback incomplete: {'; '.join(problems)}" if problems else "; rolled back"
         self.log(f"gcp: {what} failed{note}")
-        raise PublishError(f"gcp: {what} failed: {exc}{note}") from None
+        error = Interrupted if isinstance(exc, Interrupted) else PublishError
+        raise error(f"gcp: {what} failed: {exc}{note}") from None
 
     def publish(self, image: Image, channel: str) -> dict[str, str]:
         self.family(channel)
@@ -404,7 +411,7 @@ class Adapter:
             self.log(f"gcp: {built.name} marked validated")
             built = self._image(built.name)
             name = self._join_family(built, channel, undo)
-        except CloudError as exc:
+        except (CloudError, Interrupted) as exc:
             self._rollback(undo, f"publishing {image.id} to {channel}", exc)
         return {image.region or self.g.zone: name}
 
@@ -421,7 +428,7 @@ class Adapter:
                 self.log(f"gcp: {channel} already at {heads[0].name}")
                 return
             self._join_family(source, channel, undo)
-        except GceError as exc:
+        except (GceError, Interrupted) as exc:
             self._rollback(undo, f"promoting {image_id} to {channel}", exc)
 
     def revoke(self, image_id: str) -> None:

@@ -145,7 +145,8 @@ def _bake_cloud(manifest: Manifest, run: CloudRun, *, force: bool, keep_failed: 
         finally:
             if not published and not keep_failed and hasattr(adapter, "discard"):
                 run.say(f"discarding unvalidated image {image.id}")
-                adapter.discard(image)
+                with cancel.shielded():
+                    adapter.discard(image)
     details = adapter.describe(published_id) if hasattr(adapter, "describe") else {}
     return run.finish("published", image=published_id, regions=regions, fingerprint=fp,
                       checks=result.summary(), **details)

@@ -48,3 +48,22 @@ def _no_real_endpoints():
     socket.socket.connect_ex = _guarded(_real_connect_ex)
     yield
     socket.socket.connect, socket.socket.connect_ex = _real_connect, _real_connect_ex
+
+
+@pytest.fixture
+def cancel_when():
+    """cancel_when("text") -> a log callback that triggers the bake's cancel switch (as Ctrl-C would)
+    the first time a log line contains the text; the switch is reset after the test."""
+    from pipeline import cancel
+    cancel.reset()
+    seen: list[str] = []
+
+    def make(text: str):
+        def log(line: str) -> None:
+            seen.append(line)
+            if text in line:
+                cancel.trigger()
+        log.lines = seen
+        return log
+    yield make
+    cancel.reset()

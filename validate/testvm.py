@@ -143,6 +143,7 @@ def check_image(adapter, image, *, expect_for, bake_id: str, user_override: str 
         try:
             if vm is not None:
                 log(f"tearing down test VM {vm.id}")
-                adapter.teardown(vm)
+                with cancel.shielded():
+                    adapter.teardown(vm)
         finally:
             shutil.rmtree(keydir, ignore_errors=True)

@@ -11,7 +11,7 @@ import pytest
 from clouds.aws import Adapter
 from clouds.base import Image
 from manifests import load_manifest
-from pipeline.errors import CloudError, PublishError
+from pipeline.errors import CloudError, Interrupted, PublishError
 from tests.clouds.aws_fixtures import (ACCOUNT, SSM_BASE, aws_env, boto, ec2_http_error,  # noqa: F401
                                        error_response, moto_url, query_params, site_manifest)
 
@@ -501,3 +501,26 @@ def test_discard_deletes_an_unvalidated_build_but_never_a_validated_one(adapter,
     adapter.discard(good)
     adapter.discard(bad)                                     # already gone is fine
     assert bad.id not in own_images(boto) and good.id in own_images(boto)
+
+
+# --- Ctrl-C / SIGTERM (the bake's cancel switch) ------------------------------------------------
+
+def test_interrupt_while_the_test_vm_starts_deletes_what_was_created(manifest, aws_env, boto, cancel_when):
+    log = cancel_when("admits")             # Ctrl-C after the key pair and security group exist
+    with pytest.raises(Interrupted):
+        Adapter(manifest, log=log).launch_test_vm(build(boto), KEY, "b9", CIDR)
+    assert live_test_resources(boto) == ([], [], [])
+
+
+def test_interrupt_during_region_copies_rolls_back_and_leaves_channels(manifest, adapter, aws_env, boto,
+                                                                       cancel_when):
+    published = adapter.publish(build(boto, fingerprint="ab" * 32), "candidate")
+    west_before, eu_before = set(own_images(boto, WEST)), set(own_images(boto, EU))
+    image = build(boto)
+    log = cancel_when("copying")            # Ctrl-C while the copies are on their way
+    with pytest.raises(Interrupted, match="rolled back"):
+        Adapter(manifest, log=log).publish(image, "candidate")
+    assert set(own_images(boto, WEST)) == west_before and set(own_images(boto, EU)) == eu_before
+    for region in (HOME, WEST, EU):
+        assert param(boto, region) == published[region]
+    assert "clara-validated" not in tags_of(own_images(boto)[image.id])

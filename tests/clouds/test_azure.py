@@ -7,7 +7,7 @@ import json
 import pytest
 
 from clouds.base import Image
-from pipeline.errors import CloudError, PublishError
+from pipeline.errors import CloudError, Interrupted, PublishError
 from tests.fakes.azure import FakeArm
 
 SUB = "00000000-0000-0000-0000-0000000000a1"
@@ -499,3 +499,26 @@ def test_sdk_errors_become_pipeline_errors(adapter, fake):
         adapter.find_validated(FP)
     with pytest.raises(PublishError, match="no gallery version"):
         adapter.promote(f"{RG}/providers/Microsoft.Compute/images/x", "stable")
+
+
+# --- Ctrl-C / SIGTERM (the bake's cancel switch) ------------------------------------------------
+
+def test_interrupt_while_the_test_vm_starts_deletes_what_was_created(fake, manifest, cancel_when):
+    from clouds.azure import Adapter
+    log = cancel_when("admits")             # Ctrl-C right after the NSG exists
+    with pytest.raises(Interrupted):
+        Adapter(manifest, log=log).launch_test_vm(managed_image(fake), PUBKEY, "bake40", "203.0.113.7/32")
+    assert leftovers(fake) == []
+
+
+def test_interrupt_during_replication_deletes_the_version_and_keeps_channels(fake, manifest, cancel_when):
+    from clouds.azure import Adapter
+    fake.stall_operation("/versions/")      # replication would run until the timeout
+    image = managed_image(fake)
+    log = cancel_when("still running")      # Ctrl-C during the replication wait
+    a = Adapter(manifest, log=log)
+    a.replication_timeout_s, a.progress_every_s = 60, 0.1
+    with pytest.raises(Interrupted):
+        a.publish(image, "candidate")
+    assert fake.ids("galleries/images/versions") == []
+    assert "clara-validated" not in fake.get(image.id)["tags"]

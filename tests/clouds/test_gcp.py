@@ -8,7 +8,7 @@ import pytest
 
 from clouds.base import Image
 from manifests import DEFAULT, load_manifest
-from pipeline.errors import CloudError, PublishError
+from pipeline.errors import CloudError, Interrupted, PublishError
 from tests.fakes.gce import FakeGCE
 
 PROJECT = "clara-images"
@@ -372,3 +372,28 @@ def test_sweep_catches_a_leaked_test_vm(fake, manifest):
     assert a.sweep(6 * 3600, dry_run=False) == []            # not expired yet
     assert len(a.sweep(0, dry_run=False)) == 2               # older than 0 s: instance + firewall
     nothing_left(fake)
+
+
+# --- Ctrl-C / SIGTERM (the bake's cancel switch) ------------------------------------------------
+
+def test_interrupt_while_the_test_vm_starts_deletes_what_was_created(fake, manifest, cancel_when):
+    fake.hold_instances = True              # it would wait for RUNNING until the timeout
+    from clouds.gcp import Adapter
+    log = cancel_when("admits")             # Ctrl-C right after the firewall exists
+    with pytest.raises(Interrupted):
+        Adapter(manifest, log=log).launch_test_vm(built(fake), KEY, "b1", CIDR)
+    assert fake.count("POST", "/firewalls") == 1
+    nothing_left(fake)
+
+
+def test_interrupt_during_publish_rolls_back_and_keeps_the_family_head(fake, shared_manifest, cancel_when):
+    from clouds.gcp import Adapter
+    adapter(shared_manifest).publish(built(fake, "clara-train-1"), "candidate")
+    image = built(fake, "clara-train-2")
+    before = {k: dict(v) for k, v in fake.images.items()}
+    log = cancel_when("marked validated")   # Ctrl-C while the family copy is being made
+    with pytest.raises(Interrupted, match="rolled back"):
+        Adapter(shared_manifest, log=log).publish(image, "candidate")
+    assert set(fake.images) == set(before)
+    assert fake.family_head(PROJECT, "clara-train-candidate")["name"] == "clara-train-1-candidate"
+    assert fake.images[(PROJECT, "clara-train-2")]["labels"] == before[(PROJECT, "clara-train-2")]["labels"]

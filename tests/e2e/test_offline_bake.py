@@ -109,6 +109,27 @@ def test_interrupt_during_build_stops_packer_and_leaves_nothing(gce, env, monkey
     assert built_images(gce) == [] and not gce.instances and not gce.firewalls
 
 
+def test_interrupt_while_the_test_vm_starts_tears_it_down_and_discards_the_image(gce, env):
+    gce.hold_instances = True               # the test VM never reaches RUNNING by itself
+
+    def interrupt_once_the_vm_exists():
+        deadline = time.monotonic() + 60
+        while not gce.instances and time.monotonic() < deadline:
+            time.sleep(0.05)
+        cancel.trigger()                    # what the main thread does on Ctrl-C or SIGTERM
+    watcher = threading.Thread(target=interrupt_once_the_vm_exists, daemon=True)
+    watcher.start()
+    start = time.monotonic()
+    (result,) = bake_module.bake(load_manifest(), ["gcp"])
+    watcher.join()
+    assert result["status"] == "interrupted", result
+    assert time.monotonic() - start < 60
+    assert gce.count("POST", "/instances") == 1
+    assert not gce.instances and not gce.disks and not gce.firewalls
+    assert built_images(gce) == []                       # the unvalidated image was discarded
+    assert not (env / "record").exists()
+
+
 def test_test_vm_that_never_answers_ssh_is_torn_down(gce, env, monkeypatch, tmp_path):
     from tests.sshd import free_port
     monkeypatch.setenv("CLARA_TEST_VM_ADDRESS", f"127.0.0.1:{free_port()}")      # nothing listens
