@@ -15,6 +15,9 @@ Gallery scheme (one image definition, `clouds.azure.gallery.name/image_definitio
   A version is always created excluded and is included only once its replication Succeeded.
 - The managed image (the pipeline's image ID in the record) is tagged `clara-validated=true` at publish,
   `clara-revoked=true` at revoke; promote/revoke accept the managed image ID or the version ID.
+
+Sweep: expired build/test resources in the manifest's resource group, and the temporary resource
+groups `clara-build-<bake id>` that Packer builds in (it deletes them itself unless it was killed).
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import re
 import time
 from typing import Callable
 
+from packer.sources.azure import BUILD_RESOURCE_GROUP_PREFIX
 from pipeline import cancel
 from pipeline.errors import CloudError, Interrupted, PublishError
 
@@ -43,12 +47,14 @@ TRANSIENT_CODES = {"InternalServerError", "InternalExecutionError", "InternalOpe
                    "GatewayTimeout", "RequestTimeout", "Throttled", "OperationTimedOut"}
 COMPUTE = "azure.mgmt.compute.ComputeManagementClient"
 NETWORK = "azure.mgmt.network.NetworkManagementClient"
+RESOURCES = "azure.mgmt.resource.resources.ResourceManagementClient"
+RESOURCE_GROUP = "microsoft.resources/resourcegroups"
 MARKETPLACE = "azure.mgmt.marketplaceordering.MarketplaceOrderingAgreements"
 
 # Teardown/sweep order: what uses a resource goes before it.
 _DELETE_ORDER = ["microsoft.compute/virtualmachines", "microsoft.network/networkinterfaces",
                  "microsoft.network/publicipaddresses", "microsoft.network/networksecuritygroups",
-                 "microsoft.network/virtualnetworks", "microsoft.compute/disks"]
+                 "microsoft.network/virtualnetworks", "microsoft.compute/disks", RESOURCE_GROUP]
 
 
 def _utcnow() -> dt.datetime:
@@ -106,6 +112,8 @@ def _parse_id(resource_id: str) -> dict:
         rest = parts[lower.index("providers") + 1:]
         out["type"] = "/".join([rest[0]] + rest[1::2]).lower()
         out["names"] = rest[2::2]
+    elif lower[-2:-1] == ["resourcegroups"]:
+        out["type"] = RESOURCE_GROUP
     return out
 
 
@@ -167,7 +175,7 @@ class Adapter:
         self.log = log
         self.subscription = clients.azure_subscription(self.cfg.subscription_id)
         self.rg = self.cfg.resource_group
-        self._compute = self._network = None
+        self._compute = self._network = self._resources = None
         # Bounds (seconds); tests shrink them.
         self.vm_timeout_s = 1800.0
         self.delete_timeout_s = 1800.0
@@ -189,6 +197,12 @@ class Adapter:
         if self._network is None:
             self._network = clients.azure(NETWORK, self.subscription)
         return self._network
+
+    @property
+    def resources(self):
+        if self._resources is None:
+            self._resources = clients.azure(RESOURCES, self.subscription)
+        return self._resources
 
     def _retry(self, what: str, call: Callable):
         """call() with exponential back-off on throttling, 5xx and transient operation failures."""
@@ -495,6 +509,8 @@ class Adapter:
             "microsoft.network/networksecuritygroups": lambda: self.network.network_security_groups.begin_delete(rg, name),
             "microsoft.network/virtualnetworks": lambda: self.network.virtual_networks.begin_delete(rg, name),
         }
+        if kind == RESOURCE_GROUP:         # a Packer build's temporary group, with all inside it
+            return lambda: self.resources.resource_groups.begin_delete(name)
         if kind == "microsoft.compute/galleries/images/versions":
             g, d, v = parsed["names"]
             return lambda: self.compute.gallery_image_versions.begin_delete(rg, g, d, v)
@@ -758,21 +774,27 @@ class Adapter:
             lambda: self.compute.disks.list_by_resource_group(self.rg),
         ]
         found = []
+
+        def stale(res) -> bool:
+            tags = res.tags or {}
+            expires = _parse_time(tags.get(TAG_EXPIRES, ""))
+            created = _parse_time(str(getattr(res, "time_created", "") or ""))
+            if created is None and expires is not None:
+                created = expires - TEST_TTL
+            expired = expires is not None and expires <= now
+            return expired or (created is not None and (now - created).total_seconds() > older_than_s)
+
         for lister in listers:
             for res in self._retry("list resources", lambda: list(lister())):
                 tags = res.tags or {}
-                if TAG_BAKE_ID not in tags or tags.get(TAG_ROLE) not in ("build", "test"):
-                    continue
-                expires = _parse_time(tags.get(TAG_EXPIRES, ""))
-                created = None
-                for attr in ("time_created",):
-                    created = created or _parse_time(str(getattr(res, attr, "") or ""))
-                if created is None and expires is not None:
-                    created = expires - TEST_TTL
-                expired = expires is not None and expires <= now
-                old = created is not None and (now - created).total_seconds() > older_than_s
-                if expired or old:
+                if TAG_BAKE_ID in tags and tags.get(TAG_ROLE) in ("build", "test") and stale(res):
                     found.append(res.id)
+        # Packer's temporary resource groups (named after the bake, tagged by azure_tags) that a
+        # killed Packer left behind, with the build VM inside.
+        for group in self._retry("list resource groups", lambda: list(self.resources.resource_groups.list())):
+            if (group.name.lower().startswith(BUILD_RESOURCE_GROUP_PREFIX) and group.name.lower() != self.rg.lower()
+                    and TAG_BAKE_ID in (group.tags or {}) and stale(group)):
+                found.append(group.id)
         if found and not dry_run:
             self.log(f"azure: sweeping {len(found)} leaked resource(s)")
             self._delete_ids(found)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..hcl import Block, Expr
+from .common import RUNNER_CIDR, runner_cidr_variable
 
 NAME = "aws"
 BUILDER = "amazon-ebs"
@@ -20,7 +21,7 @@ def source(manifest, names) -> Block:
     src.set("ami_description", f"{manifest.name}: Clara Train {manifest.clara.image}")
     src.set("ssh_username", aws.ssh_username)
     # Only the runner's own address may reach the build VM's SSH port (never 0.0.0.0/0).
-    src.set("temporary_security_group_source_cidrs", [Expr("var.ssh_source_cidr")])
+    src.set("temporary_security_group_source_cidrs", [Expr(f"var.{RUNNER_CIDR}")])
     src.set("tags", names.labels)
     src.set("snapshot_tags", names.labels)
     src.set("run_tags", names.run_labels)
@@ -45,10 +46,7 @@ def source(manifest, names) -> Block:
 
 
 def variables(manifest) -> list[Block]:
-    cidr = Block("variable", ("ssh_source_cidr",))
-    cidr.set("type", Expr("string"))
-    cidr.set("description", "The runner's own address as a /32; the bake fills it in.")
-    return [cidr]
+    return [runner_cidr_variable()]
 
 
 def provision_overrides(manifest) -> dict:

@@ -1,9 +1,11 @@
 """Azure: a managed image from NVIDIA's marketplace VMI (the gallery version comes at publish)."""
 from __future__ import annotations
 
-from ..hcl import Block, Expr
+from ..hcl import Block, Expr, Template
+from .common import RUNNER_CIDR, runner_cidr_variable
 
 NAME = "azure"
+BUILD_RESOURCE_GROUP_PREFIX = "clara-build-"
 BUILDER = "azure-arm"
 PLUGIN = ("azure", "github.com/hashicorp/azure", ">= 2.6.3")
 
@@ -17,6 +19,9 @@ def source(manifest, names) -> Block:
     src.set("client_secret", Expr("var.azure_client_secret"))
     src.set("tenant_id", Expr("var.azure_tenant_id"))
     src.set("location", azure.location)
+    # Packer builds in a temporary resource group and deletes it; named after the bake (and tagged
+    # by azure_tags), so `invoke sweep` finds it if Packer was killed before it could clean up.
+    src.set("temp_resource_group_name", Template((BUILD_RESOURCE_GROUP_PREFIX, Expr("var.bake_id"))))
     src.set("vm_size", azure.vm_size)
     src.set("os_type", "Linux")
     src.set("image_publisher", base.publisher)
@@ -27,6 +32,8 @@ def source(manifest, names) -> Block:
     src.set("managed_image_name", names.image_name)
     src.set("managed_image_resource_group_name", azure.resource_group)
     src.set("ssh_username", azure.ssh_username)
+    # Packer's build VM gets an NSG that admits SSH from this runner only, not from anywhere.
+    src.set("allowed_inbound_ip_addresses", [Expr(f"var.{RUNNER_CIDR}")])
     src.set("azure_tags", {**names.labels, **names.run_labels, "clara-role": "image"})
     if base.plan:
         # Marketplace images carry a purchase plan; the terms must be accepted once per subscription.
@@ -52,7 +59,7 @@ def variables(manifest) -> list[Block]:
             var.set("sensitive", True)
         var.set("description", text)
         blocks.append(var)
-    return blocks
+    return blocks + [runner_cidr_variable()]
 
 
 def provision_overrides(manifest) -> dict:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..hcl import Expr, Template
+from ..hcl import Block, Expr, Template
 
 PIPELINE_VERSION = "0.1.0"
 
@@ -32,3 +32,14 @@ def names(manifest, fingerprint: str) -> Names:
     run_labels = {"clara-bake-id": Expr("var.bake_id"), "clara-expires": Expr("local.expires"),
                   "clara-role": "build"}
     return Names(image_name, labels, run_labels)
+
+
+RUNNER_CIDR = "ssh_source_cidr"
+
+
+def runner_cidr_variable() -> Block:
+    """For builders that open SSH to their build VM: the bake fills in the runner's own /32."""
+    var = Block("variable", (RUNNER_CIDR,))
+    var.set("type", Expr("string"))
+    var.set("description", "The runner's own address as a /32; the bake fills it in.")
+    return var

@@ -522,3 +522,24 @@ def test_interrupt_during_replication_deletes_the_version_and_keeps_channels(fak
         a.publish(image, "candidate")
     assert fake.ids("galleries/images/versions") == []
     assert "clara-validated" not in fake.get(image.id)["tags"]
+
+
+def test_sweep_deletes_a_killed_packer_builds_resource_group_with_its_vm(adapter, fake):
+    sub = f"/subscriptions/{SUB}/resourceGroups"
+    leaked = f"{sub}/clara-build-b20200101000000-abc123"
+    fake.put_resource(leaked, {"location": "eastus", "tags": {
+        "clara-bake-id": "b20200101000000-abc123", "clara-role": "image", "clara-expires": "202001010000"}})
+    # What Packer had made inside it: the build VM and its disk.
+    vm = f"{leaked}/providers/Microsoft.Compute/virtualMachines/pkrvmabc123"
+    fake.put_resource(vm, {"location": "eastus", "tags": {}})
+    running = f"{sub}/clara-build-b29990101000000-def456"             # a build in progress
+    fake.put_resource(running, {"location": "eastus", "tags": {
+        "clara-bake-id": "b29990101000000-def456", "clara-role": "image", "clara-expires": "299901010000"}})
+    foreign = f"{sub}/clara-build-someone-elses"                        # not tagged by a bake
+    fake.put_resource(foreign, {"location": "eastus", "tags": {"clara-expires": "202001010000"}})
+
+    assert adapter.sweep(6 * 3600, dry_run=True) == [leaked]
+    assert fake.count("DELETE") == 0
+    assert adapter.sweep(6 * 3600, dry_run=False) == [leaked]
+    assert fake.get(leaked) is None and fake.get(vm) is None
+    assert fake.get(running) is not None and fake.get(foreign) is not None

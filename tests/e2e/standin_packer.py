@@ -4,6 +4,7 @@ registers the image in the fake cloud (GCE fake, ARM fake, or moto) through the 
 
 STANDIN_PACKER_SECONDS: how long the "build" takes (interruptible by SIGINT, like Packer).
 STANDIN_PACKER_FAIL=1: fail mid-build after creating nothing.
+Like real Packer, it refuses an unset variable that has no default and an undeclared -var.
 """
 import json
 import os
@@ -68,6 +69,14 @@ if os.environ.get("STANDIN_PACKER_FAIL"):
     sys.exit(1)
 
 template = hcl2.loads(Path("template.pkr.hcl").read_text())
+# Like real Packer: a variable without a default must be given; an undeclared one is an error.
+declared = {value(name): block for entry in template.get("variable", []) for name, block in entry.items()}
+for name, block in declared.items():
+    if "default" not in block and name not in variables:
+        sys.exit(f'Error: Unset variable "{name}": a value for it must be given (stand-in packer)')
+for name in variables:
+    if name not in declared:
+        sys.exit(f'Error: Undefined -var variable "{name}" (stand-in packer)')
 (builder_key, sources), = template["source"][0].items()
 builder = value(builder_key)
 src = sources['"clara"']

@@ -45,3 +45,6 @@ def test_aws_bake_with_failing_checks_leaves_nothing_in_moto(env, boto):
     assert not [k for k in ec2.describe_key_pairs()["KeyPairs"] if k["KeyName"].startswith("clara-test-")]
     assert not [g for g in ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"].startswith("clara-test-")]
     assert not (env / "record").exists()
+    # Packer's temporary security group admits the runner only: the bake gave it the address.
+    log = next((env / "build" / "reports").rglob("aws/bake.log")).read_text()
+    assert " -var ssh_source_cidr=198.51.100.7/32 " in log

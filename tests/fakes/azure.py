@@ -12,6 +12,7 @@ What it does:
   IDs; network resources and disks still referenced by another resource refuse deletion (InUse...);
   a nested resource needs its parent (ParentResourceNotFound).
 - Marketplace image versions (`virtual_machine_images.list`) and marketplace agreements.
+- Resource groups (list, create, read, delete with everything in them), as Packer's temporary ones.
 - Fault injection: `fail(method, path_part, status, ...)` for the next N matching requests,
   `fail_operation(path_part, message, code)` makes the next matching PUT's async operation end Failed,
   `stall_operation(path_part)` keeps it InProgress (until the resource is deleted). `requests` logs
@@ -273,6 +274,9 @@ class FakeArm:
                           r"vmimage/offers/([^/]+)/skus/([^/]+)/versions(?:/([^/]+))?$", lower)
             if m:
                 return self._marketplace_versions(path, *m.groups())
+            m = re.fullmatch(r"/subscriptions/[^/]+/resourcegroups(/[^/]+)?", lower)
+            if m:
+                return self._resource_groups(method, path, body, is_collection=m.group(1) is None)
             if "/providers/" not in lower:
                 return self._error(404, "NotFound", f"the fake does not serve {path}")
             rest = re.split(r"/providers/", path, flags=re.I)[-1].strip("/").split("/")
@@ -371,6 +375,20 @@ class FakeArm:
         op_id, _ = self._new_operation(path, "async", "PATCH", path)
         headers = {"Azure-AsyncOperation": f"{self.endpoint}/fake/ops/{op_id}", "Retry-After": "0"}
         return 200, headers, copy.deepcopy(res)
+
+    def _resource_groups(self, method: str, path: str, body: dict, is_collection: bool):
+        """Resource groups: list, create, read; deleting one deletes everything in it."""
+        if is_collection:
+            return self._list(path) if method == "GET" else self._error(405, "MethodNotAllowed", method)
+        if method == "PUT":
+            existed = path.lower() in self.resources
+            self.resources[path.lower()] = {
+                "id": path, "name": path.rsplit("/", 1)[-1], "type": "Microsoft.Resources/resourceGroups",
+                "location": body.get("location", ""), "tags": body.get("tags", {}),
+                "properties": {"provisioningState": "Succeeded"}}
+            return (200 if existed else 201), {}, copy.deepcopy(self.resources[path.lower()])
+        handler = {"GET": self._get, "DELETE": self._delete}.get(method)
+        return handler(path, body) if handler else self._error(405, "MethodNotAllowed", method)
 
     def _references(self, resource_id: str) -> list[str]:
         """Other resources whose body mentions resource_id (or one of its sub-resources)."""

@@ -46,7 +46,7 @@ def source_of(folder: Path) -> dict:
 
 
 def packer_vars(cloud: str, tmp: Path) -> list[str]:
-    if cloud == "aws":
+    if cloud in ("aws", "azure"):
         return ["-var", "ssh_source_cidr=203.0.113.7/32"]
     if cloud != "local":
         return []
@@ -105,6 +105,8 @@ def test_values_come_from_the_manifest(manifest, tmp_path, cloud):
         azure = manifest.clouds.azure
         assert unquote(src["vm_size"]) == azure.vm_size
         assert src["os_disk_size_gb"] == azure.os_disk_gb
+        assert src["allowed_inbound_ip_addresses"] == ["${var.ssh_source_cidr}"]
+        assert unquote(src["temp_resource_group_name"]) == "clara-build-${var.bake_id}"    # sweep finds it
         plan = src["plan_info"][0]
         assert unquote(plan["plan_product"]) == azure.base_image.offer
         assert unquote(plan["plan_name"]) == azure.base_image.sku
