@@ -33,8 +33,11 @@ class Rendered:
     fingerprint: str
 
 
-def _common_variables(manifest: Manifest) -> list[Block]:
+def _common_variables(manifest: Manifest, fp: str) -> list[Block]:
     specs = [
+        # The bake passes its own, which adds the resolved base image and the pinned digests to
+        # this content hash; the image's labels, release file and the published record carry it.
+        ("fingerprint", fp, False, "The image's fingerprint (the bake gives it; default: manifest + provisioning)."),
         ("bake_id", "manual", False, "Tags the build VM and image so `invoke sweep` finds leaks."),
         ("git_commit", "unknown", False, "The pipeline's git commit, for provenance."),
         ("source_image", "", False, "The base image ID the bake resolved, for provenance."),
@@ -58,6 +61,8 @@ def _common_variables(manifest: Manifest) -> list[Block]:
 def _locals() -> Block:
     block = Block("locals")
     block.set("timestamp", Expr('formatdate("YYYYMMDDhhmmss", timestamp())'))
+    block.set("fingerprint_label", Expr("substr(var.fingerprint, 0, 32)"))
+    block.set("fingerprint_short", Expr("substr(var.fingerprint, 0, 12)"))
     block.set("expires", Expr('formatdate("YYYYMMDDhhmm", timeadd(timestamp(), "6h"))'))
     # Label values allow only [a-z0-9_-] on GCE: the same sanitised value everywhere.
     block.set("source_image_label",
@@ -80,7 +85,8 @@ def _build(manifest: Manifest, target, fp: str) -> Block:
         upload.set("source", source)
         upload.set("destination", f"{GUEST_DIR}/{dest}")
     run = build.add(Block("provisioner", ("shell",)))
-    env = [Template(("CLARA_GIT_COMMIT=", Expr("var.git_commit"))),
+    env = [Template(("CLARA_FINGERPRINT=", Expr("var.fingerprint"))),
+           Template(("CLARA_GIT_COMMIT=", Expr("var.git_commit"))),
            Template(("CLARA_SOURCE_IMAGE=", Expr("var.source_image"))),
            Template(("CLARA_BUILD_TIME=", Expr("local.timestamp"))),
            Template(("CLARA_IMAGE_DIGESTS=", Expr("var.image_digests")))]
@@ -99,7 +105,7 @@ def _build(manifest: Manifest, target, fp: str) -> Block:
     post = build.add(Block("post-processor", ("manifest",)))
     post.set("output", "packer-manifest.json")
     post.set("strip_path", False)      # the qemu artifact is a file path: keep it whole
-    post.set("custom_data", {"cloud": target.NAME, "fingerprint": fp, "bake_id": Expr("var.bake_id"),
+    post.set("custom_data", {"cloud": target.NAME, "fingerprint": Expr("var.fingerprint"), "bake_id": Expr("var.bake_id"),
                              "source_image": Expr("var.source_image"),
                              "build_time": Expr("local.timestamp"), "pipeline": PIPELINE_VERSION})
     return build
@@ -107,14 +113,14 @@ def _build(manifest: Manifest, target, fp: str) -> Block:
 
 def template_text(manifest: Manifest, cloud: str, fp: str) -> str:
     target = get_target(cloud)
-    blocks = _common_variables(manifest) + target.variables(manifest)
-    blocks += [_locals(), target.source(manifest, make_names(manifest, fp)), _build(manifest, target, fp)]
+    blocks = _common_variables(manifest, fp) + target.variables(manifest)
+    blocks += [_locals(), target.source(manifest, make_names(manifest)), _build(manifest, target, fp)]
     return hcl.render(blocks, HEADER)
 
 
 def declared_variables(manifest: Manifest, cloud: str) -> set[str]:
     """The template's variable names: the bake gives values only to those (Packer refuses others)."""
-    blocks = _common_variables(manifest) + get_target(cloud).variables(manifest)
+    blocks = _common_variables(manifest, "") + get_target(cloud).variables(manifest)
     return {block.labels[0] for block in blocks}
 
 

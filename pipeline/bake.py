@@ -110,7 +110,7 @@ def _bake_cloud(manifest: Manifest, run: CloudRun, *, force: bool, keep_failed: 
     config = json.loads((folder / CONFIG).read_text())
     session = adapter.build_session(run) if hasattr(adapter, "build_session") else nullcontext({})
     with session as extra:
-        variables = {"bake_id": run.bake_id, "git_commit": git_commit(), "source_image": base.id,
+        variables = {"bake_id": run.bake_id, "fingerprint": fp, "git_commit": git_commit(), "source_image": base.id,
                      "image_digests": json.dumps(digests, sort_keys=True), **extra.get("vars", {})}
         if RUNNER_CIDR_VAR in declared_variables(manifest, cloud):
             # The build VM's temporary firewall admits this runner only (AWS, Azure).
@@ -128,8 +128,8 @@ def _bake_cloud(manifest: Manifest, run: CloudRun, *, force: bool, keep_failed: 
             with run.stage("test"):
                 result = check_image(
                     adapter, image, bake_id=run.bake_id, ssh_timeout_s=manifest.validation.ssh_timeout_s,
-                    expect_for=lambda key: expectations(manifest, cloud, config, digests=digests,
-                                                        test_public_key=key),
+                    expect_for=lambda key: expectations(manifest, cloud, config, fingerprint=fp,
+                                                        digests=digests, test_public_key=key),
                     out_dir=run.dir / "checks", log_file=run.log_file, log=run.say)
                 run.say(f"checks: {result.passed} passed, {result.failed} failed, {result.skipped} skipped")
                 for reason in result.skip_reasons:

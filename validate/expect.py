@@ -26,13 +26,13 @@ def expected_gpu(manifest: Manifest, cloud: str) -> dict:
             "reason_if_absent": f"the {cloud} test VM has no GPU"}
 
 
-def expectations(manifest: Manifest, cloud: str, config: dict, *, digests: dict[str, str],
+def expectations(manifest: Manifest, cloud: str, config: dict, *, fingerprint: str, digests: dict[str, str],
                  test_public_key: str) -> dict:
-    """`config` is the rendered provision.json; `digests` the pins decided at bake time."""
+    """`config` is the rendered provision.json; `fingerprint` and `digests` are the bake's."""
     images = [{"ref": i["ref"], "digest": digests.get(i["ref"]) or i.get("digest")} for i in config["images"]]
     return {
         "cloud": cloud,
-        "fingerprint": config["fingerprint"],
+        "fingerprint": fingerprint,
         "umask": config["umask"],
         "data_root": config["docker"]["data_root"],
         "nvidia_runtime": config["docker"]["nvidia_runtime"],

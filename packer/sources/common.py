@@ -15,14 +15,15 @@ class Names:
     run_labels: dict            # for the build VM: bake id and expiry, so `sweep` finds leaks
 
 
-def names(manifest, fingerprint: str) -> Names:
-    pattern = (manifest.image_name.replace("{name}", manifest.name)
-               .replace("{fingerprint}", fingerprint[:12]))
-    before, _, after = pattern.partition("{timestamp}")
-    image_name = Template((before, Expr("local.timestamp"), after))
+def names(manifest) -> Names:
+    """The fingerprint comes from var.fingerprint (the bake's), through locals, never a constant."""
+    parts: list = [manifest.image_name.replace("{name}", manifest.name)]
+    for placeholder, local in (("{timestamp}", "local.timestamp"), ("{fingerprint}", "local.fingerprint_short")):
+        parts = [piece for part in parts for piece in _split(part, placeholder, Expr(local))]
+    image_name = Template(tuple(p for p in parts if p != ""))
     labels = dict(sorted(manifest.tags.items()))
     labels.update({
-        "clara-fingerprint": fingerprint[:32],
+        "clara-fingerprint": Expr("local.fingerprint_label"),
         "clara-git-commit": Expr("var.git_commit"),
         "clara-build-time": Expr("local.timestamp"),
         "clara-source-image": Expr("local.source_image_label"),
@@ -32,6 +33,16 @@ def names(manifest, fingerprint: str) -> Names:
     run_labels = {"clara-bake-id": Expr("var.bake_id"), "clara-expires": Expr("local.expires"),
                   "clara-role": "build"}
     return Names(image_name, labels, run_labels)
+
+
+def _split(part, placeholder: str, expr: Expr) -> list:
+    if not isinstance(part, str):
+        return [part]
+    pieces = part.split(placeholder)
+    out: list = [pieces[0]]
+    for piece in pieces[1:]:
+        out += [expr, piece]
+    return out
 
 
 RUNNER_CIDR = "ssh_source_cidr"

@@ -47,7 +47,10 @@ def collect(ctx):
         compose = cfg.compose.version      # installed by the compose step, verified by checksum
     return {
         "schema": 1,
-        "fingerprint": cfg.fingerprint,
+        # The bake's fingerprint (content + resolved base image + pinned digests), as on the image's
+        # labels; content_fingerprint is the rendered config's (manifest + provisioning code).
+        "fingerprint": _env(ctx, "CLARA_FINGERPRINT"),
+        "content_fingerprint": cfg.fingerprint,
         "git_commit": _env(ctx, "CLARA_GIT_COMMIT"),
         "build_time": _env(ctx, "CLARA_BUILD_TIME"),
         "source_image": _env(ctx, "CLARA_SOURCE_IMAGE"),
@@ -64,7 +67,7 @@ def collect(ctx):
     }
 
 
-PROVENANCE = ("git_commit", "build_time", "source_image")
+PROVENANCE = ("fingerprint", "git_commit", "build_time", "source_image")
 
 
 def _keep_provenance(data, path):
@@ -73,11 +76,13 @@ def _keep_provenance(data, path):
         with open(path, encoding="utf-8") as f:
             old = json.load(f)
     except (OSError, ValueError):
-        return data
-    if isinstance(old, dict) and old.get("fingerprint") == data.get("fingerprint"):
-        for key in PROVENANCE:
-            if data.get(key) is None and old.get(key) is not None:
-                data[key] = old[key]
+        old = None
+    same = isinstance(old, dict) and old.get("content_fingerprint") == data["content_fingerprint"]
+    for key in PROVENANCE:
+        if same and data.get(key) is None and old.get(key) is not None:
+            data[key] = old[key]
+    if data["fingerprint"] is None:        # run by hand: the content is all there is to name
+        data["fingerprint"] = data["content_fingerprint"]
     return data
 
 

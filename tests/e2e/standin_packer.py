@@ -33,6 +33,8 @@ for i, arg in enumerate(args):
         variables[key] = value
 timestamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
 locals_ = {"timestamp": timestamp, "expires": timestamp[:12],
+           "fingerprint_label": variables.get("fingerprint", "")[:32],
+           "fingerprint_short": variables.get("fingerprint", "")[:12],
            "source_image_label": re.sub(r"[^a-z0-9_-]", "-", variables.get("source_image", "").lower())[:63]}
 
 

@@ -73,17 +73,24 @@ def test_failed_checks_publish_nothing_and_leave_nothing(gce, env):
     assert gce.count("POST", "/instances") == 1           # one test VM was really launched
 
 
-def test_nothing_changed_means_no_create_calls(gce, env):
+def test_a_second_bake_with_nothing_changed_builds_nothing(gce, env):
+    """The round trip: the image Packer labels, once published, is what the next bake finds."""
     manifest = load_manifest()
+    (first,) = bake_module.bake(manifest, ["gcp"], keep_failed=True)     # no GPU here: checks fail, image kept
+    assert first["status"] == "failed"
+    (name,) = built_images(gce)
+    from clouds.base import Image
     from clouds.gcp import Adapter
-    base = Adapter(manifest, log=lambda _: None).resolve_base_image()
-    fp = fingerprint(manifest, "gcp", base_image=base.id)
-    gce.add_image("clara-images", "clara-train-20261101000000",
-                  labels={"clara-fingerprint": fp[:32], "clara-validated": "true"})
+    adapter = Adapter(manifest, log=lambda _: None)
+    base = adapter.resolve_base_image()
+    assert gce.images[("clara-images", name)]["labels"]["clara-fingerprint"] == \
+        fingerprint(manifest, "gcp", base_image=base.id)[:32]            # the bake's, not the render's
+    # What a passing validation does next (a GPU VM would pass): publish to candidate.
+    (published,) = adapter.publish(Image("gcp", name, name, manifest.clouds.gcp.zone), "candidate").values()
     before = len(gce.requests)
     (result,) = bake_module.bake(manifest, ["gcp"])
-    assert result["status"] == "skipped"
-    assert result["image"] == "clara-train-20261101000000"
+    assert result["status"] == "skipped", result
+    assert result["image"] == published
     creates = [r for r in gce.requests[before:] if r[0] in ("POST", "PUT", "PATCH", "DELETE")]
     assert creates == []
 

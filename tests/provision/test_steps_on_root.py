@@ -289,12 +289,14 @@ def test_inventory_off_the_running_system(make_config, guest, capsys):
     (guest / "usr/bin/nvidia-container-runtime").write_text("")
     digest = "sha256:" + "12" * 32
     env = {"CLARA_GIT_COMMIT": "abc123", "CLARA_BUILD_TIME": "20240101000000", "CLARA_SOURCE_IMAGE": "debian-12",
-           "CLARA_IMAGE_DIGESTS": json.dumps({"nvcr.io/nvidia/clara-train-sdk:v4.1": digest})}
+           "CLARA_IMAGE_DIGESTS": json.dumps({"nvcr.io/nvidia/clara-train-sdk:v4.1": digest}),
+           "CLARA_FINGERPRINT": "cd" * 32}
     cfg = make_config()
     run_cli("--root", guest, "--config", cfg, "--only", "compose,inventory", env=env, check_rc=0)
     data = json.loads((guest / "etc/clara-image-release").read_text())
     assert data == {
-        "schema": 1, "fingerprint": "ab" * 32, "git_commit": "abc123", "build_time": "20240101000000",
+        "schema": 1, "fingerprint": "cd" * 32, "content_fingerprint": "ab" * 32,     # the bake's; the config's
+        "git_commit": "abc123", "build_time": "20240101000000",
         "source_image": "debian-12", "cloud": "local", "kernel": None, "nvidia_driver": None,
         "container_runtime": {"nvidia": "/usr/bin/nvidia-container-runtime"}, "docker_version": None,
         "compose_version": "2.29.7", "umask": "0002",
@@ -304,10 +306,16 @@ def test_inventory_off_the_running_system(make_config, guest, capsys):
 def test_inventory_rerun_without_the_bake_environment_keeps_provenance(make_config, guest):
     """Re-provisioning a baked VM (no CLARA_* variables) changes nothing in its release file."""
     cfg = make_config()
-    baked = {"CLARA_GIT_COMMIT": "abc123", "CLARA_BUILD_TIME": "20240101000000"}
+    baked = {"CLARA_GIT_COMMIT": "abc123", "CLARA_BUILD_TIME": "20240101000000", "CLARA_FINGERPRINT": "cd" * 32}
     run_cli("--root", guest, "--config", cfg, "--only", "inventory", env=baked, check_rc=0)
     before = (guest / "etc/clara-image-release").read_text()
     out = run_cli("--root", guest, "--config", cfg, "--only", "inventory", env={}, check_rc=0)
     assert json.loads(out.stdout.strip().splitlines()[-1])["changed"] == 0
     assert (guest / "etc/clara-image-release").read_text() == before
-    assert json.loads(before)["git_commit"] == "abc123"
+    assert json.loads(before)["git_commit"] == "abc123" and json.loads(before)["fingerprint"] == "cd" * 32
+
+
+def test_inventory_run_by_hand_names_the_content_fingerprint(make_config, guest):
+    run_cli("--root", guest, "--config", make_config(), "--only", "inventory", env={}, check_rc=0)
+    data = json.loads((guest / "etc/clara-image-release").read_text())
+    assert data["fingerprint"] == data["content_fingerprint"] == "ab" * 32

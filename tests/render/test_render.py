@@ -117,7 +117,11 @@ def test_values_come_from_the_manifest(manifest, tmp_path, cloud):
     tags = src.get("tags") or src.get("image_labels") or src.get("azure_tags") or {}
     if cloud != "local":
         assert unquote(tags['"project"']) == "clara-train"
-        assert unquote(tags['"clara-fingerprint"']) == json.loads((folder / "plan.json").read_text())["fingerprint"][:32]
+        # From the bake's fingerprint (var.fingerprint), whose default is the rendered content hash.
+        assert tags['"clara-fingerprint"'] == "${local.fingerprint_label}"
+    doc = hcl2.loads((folder / "template.pkr.hcl").read_text())
+    variables = {k.strip('"'): v for entry in doc["variable"] for k, v in entry.items()}
+    assert unquote(variables["fingerprint"]["default"]) == json.loads((folder / "plan.json").read_text())["fingerprint"]
 
 
 def test_provision_config_follows_the_manifest(manifest, tmp_path):
