@@ -66,7 +66,7 @@ def _locals() -> Block:
     block.set("expires", Expr('formatdate("YYYYMMDDhhmm", timeadd(timestamp(), "6h"))'))
     # Label values allow only [a-z0-9_-] on GCE: the same sanitised value everywhere.
     block.set("source_image_label",
-              Expr('substr(replace(lower(var.source_image), "/[^a-z0-9_-]/", "-"), 0, 63)'))
+              Expr('substr(regex_replace(lower(var.source_image), "[^a-z0-9_-]", "-"), 0, 63)'))
     return block
 
 
