@@ -4,6 +4,7 @@ Imports stay inside the tasks so `invoke --list`, `render` and `plan` never load
 """
 from __future__ import annotations
 
+import shlex
 import sys
 from functools import wraps
 from pathlib import Path
@@ -234,7 +235,8 @@ def sweep(c, cloud, older_than="6h", dry_run=False, manifest=None):
     print(f"{name}: {verb} {len(found)} resource(s)" + "".join(f"\n  {r}" for r in found))
 
 
-@task(help={"quick": "only check that every benchmark still runs (for CI)"})
-def bench(c, quick=False):
+@task(help={"quick": "only check that every benchmark still runs (for CI)", "out": "also write the figures (JSON) to this file"})
+def bench(c, quick=False, out=""):
     """Run the benchmarks under bench/ and print their figures (docs/BENCHMARKS.md)."""
-    c.run(f"{sys.executable} -m bench {'--quick' if quick else ''}", pty=False)
+    args = (["--quick"] if quick else []) + (["--out", shlex.quote(out)] if out else [])
+    c.run(" ".join([sys.executable, "-m", "bench", *args]), pty=False)
