@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 import re
+import shutil
 import time
+from contextlib import contextmanager
 from typing import Callable
 
 from packer.sources.azure import BUILD_RESOURCE_GROUP_PREFIX
@@ -279,6 +282,25 @@ class Adapter:
             parameters=terms))
         self.log(f"azure: accepted marketplace terms for {base.publisher}:{base.offer}:{base.sku}")
         return True
+
+    # --- build ---------------------------------------------------------------------------------
+
+    @contextmanager
+    def build_session(self, run):
+        """What Packer's azure-arm needs before it starts: the base image's marketplace terms
+        accepted, the image's resource group present, and credentials for Packer."""
+        self.ensure_marketplace_terms()
+        self._ensure_resource_group()
+        yield packer_credentials(self.subscription, os.environ, shutil.which("az"))
+
+    def _ensure_resource_group(self) -> None:
+        from azure.mgmt.resource.resources.models import ResourceGroup
+        groups = self.resources.resource_groups
+        if self._get_or_none(lambda: groups.get(self.rg)) is not None:
+            return
+        self._retry("create resource group", lambda: groups.create_or_update(
+            self.rg, ResourceGroup(location=self.cfg.location, tags=dict(self.manifest.tags))))
+        self.log(f"azure: created resource group {self.rg} in {self.cfg.location}")
 
     def _plan(self):
         from azure.mgmt.compute import models as cm
@@ -799,3 +821,19 @@ class Adapter:
             self.log(f"azure: sweeping {len(found)} leaked resource(s)")
             self._delete_ids(found)
         return found
+
+
+def packer_credentials(subscription: str, environ, az_cli: str | None) -> dict:
+    """Packer variables (and the secret, as env only) for the credentials this runner has."""
+    def first(*names: str) -> str:
+        return next((environ[n] for n in names if environ.get(n)), "")
+    variables = {"azure_subscription_id": subscription}
+    env = {}
+    secret = first("AZURE_CLIENT_SECRET", "ARM_CLIENT_SECRET")
+    if secret:
+        variables["azure_client_id"] = first("AZURE_CLIENT_ID", "ARM_CLIENT_ID")
+        variables["azure_tenant_id"] = first("AZURE_TENANT_ID", "ARM_TENANT_ID")
+        env["PKR_VAR_azure_client_secret"] = secret
+    elif az_cli:                    # e.g. azure/login with OIDC in CI
+        variables["azure_use_cli_auth"] = "true"
+    return {"vars": variables, "env": env}

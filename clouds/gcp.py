@@ -26,8 +26,10 @@ import random
 import re
 import time
 import uuid
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
+from packer.sources.gcp import BUILD_TAG_PREFIX
 from pipeline import cancel
 from pipeline.errors import CloudError, Interrupted, PublishError
 
@@ -198,16 +200,7 @@ class Adapter:
         labels = {**self.manifest.tags, TAG_BAKE_ID: _label(bake_id), TAG_ROLE: "test", TAG_EXPIRES: expires}
         created: list[str] = []
         try:
-            fw = c.Firewall(
-                name=name, network="global/networks/default", direction="INGRESS", priority=1000,
-                allowed=[c.Allowed(I_p_protocol="tcp", ports=["22"])], source_ranges=[str(network)],
-                target_tags=[name],
-                description=f"clara-bake test VM SSH; {TAG_BAKE_ID}={_label(bake_id)} {TAG_EXPIRES}={expires}")
-            # Recorded before the call: an interrupt or timeout while waiting must still delete it.
-            created.append(f"projects/{self.project}/global/firewalls/{name}")
-            self._do("FirewallsClient", "insert_unary", c.InsertFirewallRequest(
-                project=self.project, firewall_resource=fw, request_id=str(uuid.uuid4())), f"create firewall {name}")
-            self.log(f"gcp: firewall {name} admits {network} on tcp:22")
+            self._ssh_firewall(name, network, bake_id, expires, "test VM", created)
             zone = self._insert_instance(image, public_key, name, labels, created)
             inst = self._wait_running(zone, name)
             ip = next((ac.nat_i_p for nic in inst.network_interfaces for ac in nic.access_configs if ac.nat_i_p), "")
@@ -223,6 +216,37 @@ class Adapter:
             except Exception as cleanup:     # report both; the original error wins
                 self.log(f"gcp: cleanup after the failed launch also failed: {cleanup}")
             raise
+
+    def _ssh_firewall(self, name: str, network, bake_id: str, expires: str, what: str, created: list) -> None:
+        """A rule admitting `network` on tcp:22 to instances tagged `name`; sweep reads its description."""
+        from google.cloud import compute_v1 as c
+        fw = c.Firewall(
+            name=name, network="global/networks/default", direction="INGRESS", priority=1000,
+            allowed=[c.Allowed(I_p_protocol="tcp", ports=["22"])], source_ranges=[str(network)],
+            target_tags=[name],
+            description=f"clara-bake {what} SSH; {TAG_BAKE_ID}={_label(bake_id)} {TAG_EXPIRES}={expires}")
+        # Recorded before the call: an interrupt or timeout while waiting must still delete it.
+        created.append(f"projects/{self.project}/global/firewalls/{name}")
+        self._do("FirewallsClient", "insert_unary", c.InsertFirewallRequest(
+            project=self.project, firewall_resource=fw, request_id=str(uuid.uuid4())), f"create firewall {name}")
+        self.log(f"gcp: firewall {name} admits {network} on tcp:22")
+
+    @contextmanager
+    def build_session(self, run):
+        """Packer's build VM (network tag clara-build-<bake id>) is reachable on SSH from this
+        runner only, through a rule that lives as long as the build."""
+        from validate.testvm import runner_cidr
+        name = f"{BUILD_TAG_PREFIX}{run.bake_id}"
+        network = ipaddress.ip_network(runner_cidr(), strict=False)
+        if network.prefixlen == 0:
+            raise CloudError("gcp: refusing to open SSH to the whole internet: give the runner's own address")
+        expires = (datetime.now(timezone.utc) + TEST_TTL).strftime("%Y%m%d%H%M")
+        created: list[str] = []
+        try:
+            self._ssh_firewall(name, network, run.bake_id, expires, "build VM", created)
+            yield {}
+        finally:
+            self._delete_all(created)
 
     def _insert_instance(self, image: Image, public_key: str, name: str, labels: dict, created: list) -> str:
         from google.cloud import compute_v1 as c
@@ -501,7 +525,7 @@ class Adapter:
         for fw in self._call("FirewallsClient", "list", c.ListFirewallsRequest(project=self.project),
                              "list firewalls"):
             m = re.search(rf"{TAG_EXPIRES}=(\d{{12}})", fw.description or "")
-            if fw.name.startswith("clara-test-") and stale(m.group(1) if m else "", fw.creation_timestamp):
+            if fw.name.startswith(("clara-test-", BUILD_TAG_PREFIX)) and stale(m.group(1) if m else "", fw.creation_timestamp):
                 found.append(f"projects/{self.project}/global/firewalls/{fw.name}")
         if not dry_run and found:
             self._delete_all(found)

@@ -1,7 +1,10 @@
 """Run Packer on a rendered folder and read back what it built.
 
 Packer 1.6.6 (Debian) has every builder built in and rejects `required_plugins`, so it builds
-template.pkr.hcl alone; Packer >= 1.7 gets the folder (with plugins.pkr.hcl) after `packer init`.
+template.pkr.hcl alone; Packer >= 1.14.1 gets the folder (with plugins.pkr.hcl) after `packer init`.
+Packer 1.7 to 1.14.0 is refused: HashiCorp's plugins moved to releases.hashicorp.com in 2025 and
+those versions' `packer init` cannot fetch them. A target may refuse the built-in builders too
+(Azure: see packer/sources/azure.py).
 An interrupt reaches Packer as SIGINT, which lets it delete its build VM, disks and keys, and we
 wait for that; only if it hangs is it killed.
 """
@@ -22,6 +25,7 @@ from pipeline import cancel
 from pipeline.errors import Interrupted, PackerError, PrerequisiteError
 
 CLEANUP_GRACE_S = 300
+MIN_PLUGIN_PACKER = (1, 14, 1)     # the first whose `packer init` reads releases.hashicorp.com
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,15 @@ def build(folder: Path, variables: dict[str, str], *, env: dict[str, str], log_f
           on_line: Callable[[str], None] = lambda line: None) -> Artifact:
     """Build and return the artifact of this run. Secrets travel only in `env` (PKR_VAR_*)."""
     binary = packer_binary()
-    modern = packer_version(binary) >= (1, 7, 0)
+    version = packer_version(binary)
+    modern = version >= (1, 7, 0)
+    if modern and version < MIN_PLUGIN_PACKER:
+        raise PrerequisiteError(
+            f"Packer {'.'.join(map(str, version))} cannot `packer init` HashiCorp's plugins (they moved to "
+            f"releases.hashicorp.com in 2025): install Packer >= {'.'.join(map(str, MIN_PLUGIN_PACKER))} "
+            "(https://developer.hashicorp.com/packer/install), or Debian's 1.6.6 with its built-in builders")
+    if not modern:
+        _refuse_builtin_if_retired(folder)
     args = []
     for name, value in sorted(variables.items()):
         args += ["-var", f"{name}={value}"]
@@ -65,6 +77,17 @@ def build(folder: Path, variables: dict[str, str], *, env: dict[str, str], log_f
         target = "." if modern else "template.pkr.hcl"
         _run([binary, "build", "-color=false", *args, target], folder, full_env, log, on_line)
     return _artifact(manifest_path, log_file)
+
+
+def _refuse_builtin_if_retired(folder: Path) -> None:
+    from .sources import target
+    try:
+        cloud = json.loads((folder / "plan.json").read_text())["cloud"]
+    except (OSError, ValueError, KeyError):
+        return                               # not a rendered folder (tests): nothing to check
+    reason = getattr(target(cloud), "BUILTIN_PACKER_REFUSED", None)
+    if reason:
+        raise PrerequisiteError(reason)
 
 
 def _run(cmd, cwd, env, log, on_line) -> None:

@@ -1,7 +1,7 @@
 """Render one target's Packer folder from the manifest. Pure: same manifest, same bytes.
 
 The folder holds template.pkr.hcl (all Packer 1.6.6 needs), plugins.pkr.hcl (required_plugins for
-Packer >= 1.7, which needs `packer init`), provision.json, a copy of provision/, and plan.json.
+Packer >= 1.14.1, which needs `packer init`), provision.json, a copy of provision/, and plan.json.
 """
 from __future__ import annotations
 
@@ -127,10 +127,10 @@ def declared_variables(manifest: Manifest, cloud: str) -> set[str]:
 def plugins_text(cloud: str) -> str:
     name, source, version = get_target(cloud).PLUGIN
     packer = Block("packer")
-    packer.set("required_version", ">= 1.7.0")
+    packer.set("required_version", ">= 1.14.1")     # older `packer init` cannot fetch the plugins
     required = packer.add(Block("required_plugins"))
     required.set(name, {"source": source, "version": version})
-    return hcl.render([packer], HEADER + "# Read by Packer >= 1.7 (after `packer init`); Packer 1.6.6 "
+    return hcl.render([packer], HEADER + "# Read by Packer >= 1.14.1 (after `packer init`); Packer 1.6.6 "
                       "builds template.pkr.hcl alone, with its built-in builders.\n")
 
 

@@ -322,6 +322,20 @@ def gpu_mismatches(names: Sequence[str], model: str, count: int) -> list[str]:
     return problems
 
 
+def driver_problems(text: str, low: int, high: int) -> list[str]:
+    """nvidia-smi's driver_version lines (e.g. 570.172.08) against the supported branch range."""
+    problems = []
+    for line in gpu_names(text):
+        match = re.match(r"(\d+)\.", line)
+        if not match:
+            raise CheckError(f"cannot read a driver version from nvidia-smi: {line!r}")
+        branch = int(match.group(1))
+        if not low <= branch <= high:
+            problems.append(f"host driver {line} (branch {branch}) is outside the Clara image's "
+                            f"supported range {low}-{high}")
+    return problems
+
+
 def valid_machine_id(text: str) -> bool:
     return bool(re.fullmatch(r"[0-9a-f]{32}", (text or "").strip()))
 

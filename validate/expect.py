@@ -23,6 +23,7 @@ def expected_gpu(manifest: Manifest, cloud: str) -> dict:
     else:
         gpu = declared or gpus.azure_gpu(section.vm_size)
     return {"expected": True, "model": gpu.family if gpu else None, "count": gpu.count if gpu else None,
+            "driver": {"min": manifest.clara.driver.min, "max": manifest.clara.driver.max},
             "reason_if_absent": f"the {cloud} test VM has no GPU"}
 
 

@@ -36,6 +36,18 @@ def test_gpu_model_and_count(gpu, remote):
     require(not problems, "; ".join(problems))
 
 
+def test_host_driver_in_the_supported_range(gpu, remote, expect):
+    # The base image's driver comes with it (a "latest" AMI or family moves): one outside the
+    # manifest's range is refused here, before any team launches it.
+    driver = (expect.get("gpu") or {}).get("driver")
+    if not driver:
+        pytest.skip("expect gives no driver range for this target")
+    r = remote.run("nvidia-smi --query-gpu=driver_version --format=csv,noheader")
+    require(r.rc == 0, explain(r))
+    problems = checks.driver_problems(r.stdout, driver["min"], driver["max"])
+    require(not problems, "; ".join(problems))
+
+
 def test_docker_lists_nvidia_runtime(gpu, remote):
     r = remote.docker("info --format '{{json .Runtimes}}'")
     require(r.rc == 0, f"docker engine not answering: {explain(r)}")

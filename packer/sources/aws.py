@@ -42,6 +42,10 @@ def source(manifest, names) -> Block:
     disk.set("iops", 3000)          # gp3's baseline; Packer 1.6.6 requires both for gp3
     disk.set("throughput", 125)
     disk.set("delete_on_termination", True)
+    # The first snapshot of a 100 GB volume can outlast the default 30-minute wait for the AMI.
+    polling = src.add(Block("aws_polling"))
+    polling.set("delay_seconds", 15)
+    polling.set("max_attempts", 240)
     return src
 
 

@@ -1,11 +1,17 @@
 """Azure: a managed image from NVIDIA's marketplace VMI (the gallery version comes at publish)."""
 from __future__ import annotations
 
-from ..hcl import Block, Expr, Template
+from ..hcl import Block, Expr, Template, value
 from .common import RUNNER_CIDR, runner_cidr_variable
 
 NAME = "azure"
 BUILD_RESOURCE_GROUP_PREFIX = "clara-build-"
+# Packer 1.6.6's built-in azure-arm gives the build VM a Basic-SKU public IP, which Azure stopped
+# creating on 2025-03-31; the azure plugin (>= 2.2) makes a Standard one.
+BUILTIN_PACKER_REFUSED = (
+    "azure: Packer 1.6.6's built-in azure-arm builder creates a Basic-SKU public IP, which Azure no longer "
+    "allows (since 2025-03-31): install Packer >= 1.14.1 (https://developer.hashicorp.com/packer/install); "
+    "the bake then runs `packer init` for the azure plugin, which creates a Standard one")
 BUILDER = "azure-arm"
 PLUGIN = ("azure", "github.com/hashicorp/azure", ">= 2.6.3")
 
@@ -18,6 +24,7 @@ def source(manifest, names) -> Block:
     src.set("client_id", Expr("var.azure_client_id"))
     src.set("client_secret", Expr("var.azure_client_secret"))
     src.set("tenant_id", Expr("var.azure_tenant_id"))
+    src.set("use_azure_cli_auth", Expr("var.azure_use_cli_auth"))
     src.set("location", azure.location)
     # Packer builds in a temporary resource group and deletes it; named after the bake (and tagged
     # by azure_tags), so `invoke sweep` finds it if Packer was killed before it could clean up.
@@ -27,7 +34,10 @@ def source(manifest, names) -> Block:
     src.set("image_publisher", base.publisher)
     src.set("image_offer", base.offer)
     src.set("image_sku", base.sku)
-    src.set("image_version", base.version)
+    # The version the bake resolved (publisher:offer:sku:version) wins over "latest", so what is
+    # built is what was fingerprinted; run by hand, the manifest's.
+    src.set("image_version", Expr(f'var.source_image == "" ? {value(base.version)} : '
+                                  'element(split(":", var.source_image), 3)'))
     src.set("os_disk_size_gb", azure.os_disk_gb)
     src.set("managed_image_name", names.image_name)
     src.set("managed_image_resource_group_name", azure.resource_group)
@@ -45,15 +55,18 @@ def source(manifest, names) -> Block:
 
 
 def variables(manifest) -> list[Block]:
+    # The bake fills these from the environment (clouds/azure.py: packer_credentials): a client
+    # secret (AZURE_CLIENT_SECRET), else the az CLI's login (CI's OIDC), else the VM's managed identity.
     subscription = manifest.clouds.azure.subscription_id or ""
     blocks = []
     for name, default, sensitive, text in (
-            ("azure_subscription_id", subscription, False, "ARM_SUBSCRIPTION_ID when empty"),
-            ("azure_client_id", "", False, "empty: managed identity or OIDC"),
+            ("azure_subscription_id", subscription, False, "the manifest's, else AZURE_SUBSCRIPTION_ID (the bake)"),
+            ("azure_client_id", "", False, "AZURE_CLIENT_ID, with a client secret"),
             ("azure_client_secret", "", True, "from PKR_VAR_azure_client_secret only"),
-            ("azure_tenant_id", "", False, "the tenant of the client")):
+            ("azure_tenant_id", "", False, "AZURE_TENANT_ID, with a client secret"),
+            ("azure_use_cli_auth", False, False, "true: the az CLI's login (no secret given)")):
         var = Block("variable", (name,))
-        var.set("type", Expr("string"))
+        var.set("type", Expr("bool" if isinstance(default, bool) else "string"))
         var.set("default", default)
         if sensitive:
             var.set("sensitive", True)

@@ -543,3 +543,29 @@ def test_sweep_deletes_a_killed_packer_builds_resource_group_with_its_vm(adapter
     assert adapter.sweep(6 * 3600, dry_run=False) == [leaked]
     assert fake.get(leaked) is None and fake.get(vm) is None
     assert fake.get(running) is not None and fake.get(foreign) is not None
+
+
+# --- before Packer starts -----------------------------------------------------------------------
+
+def test_build_session_accepts_terms_creates_the_resource_group_once_and_gives_packer_credentials(
+        adapter, fake, monkeypatch):
+    monkeypatch.setenv("AZURE_CLIENT_ID", "app-id")
+    monkeypatch.setenv("AZURE_TENANT_ID", "tenant-id")
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", "s3cret-value")
+    with adapter.build_session(None) as session:
+        assert session["vars"] == {"azure_subscription_id": SUB, "azure_client_id": "app-id",
+                                   "azure_tenant_id": "tenant-id"}
+        assert session["env"] == {"PKR_VAR_azure_client_secret": "s3cret-value"}    # never a -var
+    assert fake.accepted("nvidia", "ngc_azure_17_11", "ngc-base-version-24_03_4_gen2")
+    assert fake.get(f"/subscriptions/{SUB}/resourceGroups/clara-images")["location"] == "eastus"
+    with adapter.build_session(None):
+        pass
+    assert fake.count("PUT", "/resourcegroups/clara-images") == 1
+
+
+def test_packer_credentials_without_a_secret_use_the_az_login_or_the_managed_identity():
+    from clouds.azure import packer_credentials
+    env = {"AZURE_CLIENT_ID": "app-id", "AZURE_TENANT_ID": "t"}       # OIDC in CI: no secret
+    assert packer_credentials("sub", env, "/usr/bin/az") == {
+        "vars": {"azure_subscription_id": "sub", "azure_use_cli_auth": "true"}, "env": {}}
+    assert packer_credentials("sub", env, None) == {"vars": {"azure_subscription_id": "sub"}, "env": {}}

@@ -356,9 +356,12 @@ def test_sweep_finds_expired_leftovers(fake, manifest):
                                                    "description": f"clara-bake-id=old clara-expires={past}"}
     fake.firewalls[(PROJECT, "clara-test-live")] = {"name": "clara-test-live", "creationTimestamp": now.isoformat(),
                                                     "description": f"clara-bake-id=live clara-expires={future}"}
+    fake.firewalls[(PROJECT, "clara-build-old")] = {"name": "clara-build-old", "creationTimestamp": now.isoformat(),
+                                                    "description": f"clara-bake-id=old clara-expires={past}"}
     a = adapter(manifest)
     planned = a.sweep(6 * 3600, dry_run=True)
-    assert sorted(p.rsplit("/", 1)[-1] for p in planned) == ["ancient", "clara-test-old", "packer-old"]
+    assert sorted(p.rsplit("/", 1)[-1] for p in planned) == ["ancient", "clara-build-old", "clara-test-old",
+                                                             "packer-old"]
     assert len(fake.instances) == 4
     fake.fail_next("DELETE", "/firewalls/", status=429)
     assert a.sweep(6 * 3600, dry_run=False) == planned
@@ -397,3 +400,28 @@ def test_interrupt_during_publish_rolls_back_and_keeps_the_family_head(fake, sha
     assert set(fake.images) == set(before)
     assert fake.family_head(PROJECT, "clara-train-candidate")["name"] == "clara-train-1-candidate"
     assert fake.images[(PROJECT, "clara-train-2")]["labels"] == before[(PROJECT, "clara-train-2")]["labels"]
+
+
+# --- the build VM's SSH rule -----------------------------------------------------------------------
+
+def test_build_session_admits_the_runner_to_the_build_vm_for_the_build_only(fake, manifest, monkeypatch):
+    monkeypatch.setenv("CLARA_RUNNER_CIDR", CIDR)
+    run = type("Run", (), {"bake_id": "b20261129000000-abc123"})()
+    a = adapter(manifest)
+    with pytest.raises(RuntimeError, match="packer died"):
+        with a.build_session(run):
+            (rule,) = fake.firewalls.values()
+            assert rule["name"] == "clara-build-b20261129000000-abc123"
+            assert rule["sourceRanges"] == [CIDR] and rule["targetTags"] == [rule["name"]]
+            assert rule["allowed"] == [{"IPProtocol": "tcp", "ports": ["22"]}]
+            raise RuntimeError("packer died")
+    assert not fake.firewalls                                   # deleted on the way out, whatever happened
+
+
+def test_build_session_refuses_ssh_from_anywhere(fake, manifest, monkeypatch):
+    monkeypatch.setenv("CLARA_RUNNER_CIDR", "0.0.0.0/0")
+    run = type("Run", (), {"bake_id": "b1"})()
+    with pytest.raises(CloudError, match="whole internet"):
+        with adapter(manifest).build_session(run):
+            pass
+    assert not fake.firewalls

@@ -21,7 +21,7 @@ import hcl2  # noqa: E402
 
 args = sys.argv[1:]
 if args[:1] == ["version"]:
-    print("Packer v1.6.6 (stand-in)")
+    print("Packer v1.14.2 (stand-in)")      # the plugin path, which every cloud supports
     sys.exit(0)
 if args[:1] == ["init"]:
     sys.exit(0)

@@ -10,7 +10,7 @@ import pytest
 
 from packer.build import build
 from pipeline import cancel
-from pipeline.errors import Interrupted, PackerError
+from pipeline.errors import Interrupted, PackerError, PrerequisiteError
 
 FAKE = Path(__file__).with_name("fake_packer.py")
 
@@ -78,3 +78,19 @@ def test_cancel_sends_sigint_and_waits_for_packer_cleanup(folder, monkeypatch, t
     assert len(errors) == 1 and isinstance(errors[0], Interrupted)
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+@pytest.mark.parametrize("version", ["Packer v1.7.0", "Packer v1.10.3", "Packer v1.14.0"])
+def test_packer_that_cannot_init_todays_plugins_is_refused_before_building(folder, monkeypatch, tmp_path, version):
+    monkeypatch.setenv("FAKE_PACKER_VERSION", version)
+    with pytest.raises(PrerequisiteError, match=r"install Packer >= 1\.14\.1"):
+        build(folder, {}, env={}, log_file=tmp_path / "log")
+    assert not (tmp_path / "log").exists()                # nothing was started
+
+
+def test_azure_is_refused_on_the_builtin_builder_of_packer_1_6_6(folder, tmp_path):
+    (folder / "plan.json").write_text('{"cloud": "azure"}')
+    with pytest.raises(PrerequisiteError, match="Basic-SKU public IP"):
+        build(folder, {}, env={}, log_file=tmp_path / "log")
+    (folder / "plan.json").write_text('{"cloud": "gcp"}')   # the others build with 1.6.6
+    build(folder, {}, env={}, log_file=tmp_path / "log")

@@ -101,6 +101,8 @@ def test_values_come_from_the_manifest(manifest, tmp_path, cloud):
         assert unquote(src["accelerator_type"]).endswith("/acceleratorTypes/nvidia-tesla-t4")
         assert unquote(src["source_image_family"]) == gcp.base_image.family
         assert src["disk_size"] == gcp.disk_gb
+        assert unquote(src["state_timeout"]) == "30m" and src["disable_default_service_account"] is True
+        assert [unquote(t) for t in src["tags"]] == ["clara-build-${var.bake_id}"]  # the build_session's SSH rule targets it
     elif cloud == "azure":
         azure = manifest.clouds.azure
         assert unquote(src["vm_size"]) == azure.vm_size
@@ -114,7 +116,7 @@ def test_values_come_from_the_manifest(manifest, tmp_path, cloud):
         args = " ".join(str(a) for a in src["qemuargs"])
         assert "hostfwd=tcp:127.0.0.1:" in args and "-vnc" in args
         assert src["disk_compression"] is True
-    tags = src.get("tags") or src.get("image_labels") or src.get("azure_tags") or {}
+    tags = src.get({"aws": "tags", "gcp": "image_labels", "azure": "azure_tags"}.get(cloud, ""), {})
     if cloud != "local":
         assert unquote(tags['"project"']) == "clara-train"
         # From the bake's fingerprint (var.fingerprint), whose default is the rendered content hash.

@@ -200,6 +200,14 @@ def test_gpu_mismatches():
     assert "lists 0" in checks.gpu_mismatches([], "T4", 1)[0]
 
 
+def test_driver_problems():
+    assert checks.driver_problems("570.172.08\n", 470, 579) == []
+    (problem,) = checks.driver_problems("580.95.05\n", 470, 579)
+    assert "580.95.05" in problem and "470-579" in problem
+    with pytest.raises(checks.CheckError, match="driver version"):
+        checks.driver_problems("N/A\n", 470, 579)
+
+
 def test_machine_id():
     assert checks.valid_machine_id("0123456789abcdef0123456789abcdef\n")
     assert not checks.valid_machine_id("") and not checks.valid_machine_id("uninitialized")

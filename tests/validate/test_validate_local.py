@@ -73,7 +73,7 @@ def test_whole_suite_runs_without_errors(default_run):
 def test_gpu_checks_skipped_with_reason(default_run):
     _, res = default_run
     gpu = pick(res, "test_gpu.")
-    assert len(gpu) == 4, res.keys()
+    assert len(gpu) == 5, res.keys()
     for name, (outcome, msg, _) in gpu.items():
         assert outcome == "skipped", (name, outcome, msg)
         assert REASON in msg, (name, msg)
@@ -138,10 +138,11 @@ def test_service_skipped_when_disabled(default_run):
 # --- gpu expected but absent ---------------------------------------------------------------------
 
 def test_gpu_expected_but_absent_fails(tmp_path):
-    exp = base_expect(gpu={"expected": True, "model": "T4", "count": 1, "reason_if_absent": REASON})
+    exp = base_expect(gpu={"expected": True, "model": "T4", "count": 1, "driver": {"min": 470, "max": 579},
+                           "reason_if_absent": REASON})
     proc, res = run_validate(tmp_path, exp, "validate/test_gpu.py")
     assert proc.returncode == 1
-    assert len(res) == 4
+    assert len(res) == 5
     for name, (outcome, msg, _) in res.items():
         assert outcome == "failed", (name, outcome, msg)  # FAILED, not skipped, not error
         assert "expects 1 x T4" in msg and "no usable GPU" in msg, msg
