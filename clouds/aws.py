@@ -245,6 +245,15 @@ class Adapter:
         if failed:
             raise AwsError("; ".join(failed))
 
+    # --- build ---------------------------------------------------------------------------------
+    def build_fallbacks(self) -> list[dict[str, str]]:
+        """Packer variables to build with, in turn, when the manifest's type has no capacity."""
+        return [{"instance_type": t} for t in self.a.fallback_instance_types if t != self.a.instance_type]
+
+    @staticmethod
+    def no_capacity(packer_output: str) -> bool:
+        return any(code in packer_output for code in CAPACITY_CODES)
+
     # --- base image ---------------------------------------------------------------------------
     def resolve_base_image(self) -> BaseImage:
         b = self.a.base_image

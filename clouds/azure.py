@@ -284,6 +284,13 @@ class Adapter:
         return True
 
     # --- build ---------------------------------------------------------------------------------
+    def build_fallbacks(self) -> list[dict[str, str]]:
+        """Packer variables to build with, in turn, when the manifest's size has no capacity."""
+        return [{"vm_size": s} for s in self.cfg.fallback_vm_sizes if s != self.cfg.vm_size]
+
+    @staticmethod
+    def no_capacity(packer_output: str) -> bool:
+        return any(code in packer_output for code in CAPACITY_CODES)
 
     @contextmanager
     def build_session(self, run):

@@ -171,6 +171,17 @@ class Adapter:
     def _state(img) -> str:
         return (img.deprecated.state if "deprecated" in img else "") or "ACTIVE"
 
+    # --- build ---------------------------------------------------------------------------------
+    def build_fallbacks(self) -> list[dict[str, str]]:
+        """Packer variables to build with, in turn, when the manifest's zone has no capacity."""
+        return [{"zone": z} for z in self.g.fallback_zones if z != self.g.zone]
+
+    @staticmethod
+    def no_capacity(packer_output: str) -> bool:
+        # The plugin prints GCE's message, not always its code.
+        return (any(code in packer_output for code in CAPACITY_CODES)
+                or "does not have enough resources available" in packer_output)
+
     # --- resolve and find ---------------------------------------------------------------------
     def resolve_base_image(self) -> BaseImage:
         from google.cloud import compute_v1 as c
@@ -191,7 +202,6 @@ class Adapter:
 
     # --- test VM ------------------------------------------------------------------------------
     def launch_test_vm(self, image: Image, public_key: str, bake_id: str, runner_cidr: str) -> TestVM:
-        from google.cloud import compute_v1 as c
         network = ipaddress.ip_network(runner_cidr, strict=False)
         if network.prefixlen == 0:
             raise CloudError(f"gcp: refusing to open SSH to {runner_cidr}: give the runner's own address")

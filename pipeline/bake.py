@@ -22,7 +22,7 @@ from packer.render import CONFIG, declared_variables, render
 from packer.sources.common import RUNNER_CIDR as RUNNER_CIDR_VAR
 
 from . import cancel
-from .errors import Interrupted, PipelineError, ValidationFailed
+from .errors import Interrupted, PackerError, PipelineError, ValidationFailed
 from .report import CloudRun, console
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,8 +119,7 @@ def _bake_cloud(manifest: Manifest, run: CloudRun, *, force: bool, keep_failed: 
         if manifest.registry_login and os.environ.get(manifest.registry_login.password_env):
             env["PKR_VAR_registry_password"] = os.environ[manifest.registry_login.password_env]
         with run.stage("build"):
-            artifact = packer_build(folder, variables, env=env, log_file=run.log_file,
-                                    on_line=_packer_progress(run))
+            artifact = _build_with_fallbacks(adapter, run, folder, variables, env)
         image = image_from_artifact(cloud, manifest, artifact, fp)
         run.say(f"built {image.id}")
         published = False
@@ -154,6 +153,27 @@ def _bake_cloud(manifest: Manifest, run: CloudRun, *, force: bool, keep_failed: 
     details = adapter.describe(published_id) if hasattr(adapter, "describe") else {}
     return run.finish("published", image=published_id, regions=regions, fingerprint=fp,
                       checks=result.summary(), **details)
+
+
+def _build_with_fallbacks(adapter, run: CloudRun, folder: Path, variables: dict, env: dict):
+    """Packer with the manifest's size/zone, then each fallback while the cloud has no capacity."""
+    attempts = [{}] + (adapter.build_fallbacks() if hasattr(adapter, "build_fallbacks") else [])
+    for n, placement in enumerate(attempts):
+        start = run.log_file.stat().st_size if run.log_file.exists() else 0
+        try:
+            return packer_build(folder, {**variables, **placement}, env=env, log_file=run.log_file,
+                                on_line=_packer_progress(run))
+        except PackerError as exc:
+            if n + 1 == len(attempts) or not adapter.no_capacity(str(exc) + _log_since(run.log_file, start)):
+                raise
+            nxt = ", ".join(f"{k}={v}" for k, v in attempts[n + 1].items())
+            run.say(f"no GPU capacity for the build; building again with {nxt}", "yellow")
+
+
+def _log_since(path: Path, offset: int) -> str:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        f.seek(offset)
+        return f.read()
 
 
 def _packer_progress(run: CloudRun):

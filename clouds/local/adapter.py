@@ -17,8 +17,7 @@ from pathlib import Path
 
 from clouds.base import BaseImage, Image, TestVM
 from packer.sources.local import GUEST_HOST
-from pipeline import cancel
-from pipeline.errors import PipelineError, PublishError
+from pipeline.errors import PublishError
 from publish import record
 
 from pipeline import sshkey

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..hcl import Block, Expr
-from .common import RUNNER_CIDR, runner_cidr_variable
+from .common import RUNNER_CIDR, placement_variable, runner_cidr_variable
 
 NAME = "aws"
 BUILDER = "amazon-ebs"
@@ -13,7 +13,7 @@ def source(manifest, names) -> Block:
     aws = manifest.clouds.aws
     src = Block("source", (BUILDER, "clara"))
     src.set("region", aws.region)
-    src.set("instance_type", aws.instance_type)
+    src.set("instance_type", Expr("var.instance_type"))
     src.set("ami_name", names.image_name)
     # The base the bake resolved (SSM parameter or query); Packer intersects it with the filter
     # below, so the image is built from exactly what was fingerprinted. Empty: the filter alone.
@@ -50,7 +50,8 @@ def source(manifest, names) -> Block:
 
 
 def variables(manifest) -> list[Block]:
-    return [runner_cidr_variable()]
+    aws = manifest.clouds.aws
+    return [runner_cidr_variable(), placement_variable("instance_type", aws.instance_type, "The build VM's type")]
 
 
 def provision_overrides(manifest) -> dict:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..hcl import Block, Expr, Template, value
-from .common import RUNNER_CIDR, runner_cidr_variable
+from .common import RUNNER_CIDR, placement_variable, runner_cidr_variable
 
 NAME = "azure"
 BUILD_RESOURCE_GROUP_PREFIX = "clara-build-"
@@ -29,7 +29,7 @@ def source(manifest, names) -> Block:
     # Packer builds in a temporary resource group and deletes it; named after the bake (and tagged
     # by azure_tags), so `invoke sweep` finds it if Packer was killed before it could clean up.
     src.set("temp_resource_group_name", Template((BUILD_RESOURCE_GROUP_PREFIX, Expr("var.bake_id"))))
-    src.set("vm_size", azure.vm_size)
+    src.set("vm_size", Expr("var.vm_size"))
     src.set("os_type", "Linux")
     src.set("image_publisher", base.publisher)
     src.set("image_offer", base.offer)
@@ -72,7 +72,8 @@ def variables(manifest) -> list[Block]:
             var.set("sensitive", True)
         var.set("description", text)
         blocks.append(var)
-    return blocks + [runner_cidr_variable()]
+    return blocks + [runner_cidr_variable(),
+                     placement_variable("vm_size", manifest.clouds.azure.vm_size, "The build VM's size")]
 
 
 def provision_overrides(manifest) -> dict:

@@ -54,3 +54,13 @@ def runner_cidr_variable() -> Block:
     var.set("type", Expr("string"))
     var.set("description", "The runner's own address as a /32; the bake fills it in.")
     return var
+
+
+def placement_variable(name: str, default: str, what: str) -> Block:
+    """The build VM's size or zone: the manifest's by default; on a capacity error the bake builds
+    again with the next of the manifest's fallbacks."""
+    var = Block("variable", (name,))
+    var.set("type", Expr("string"))
+    var.set("default", default)
+    var.set("description", f"{what}; the bake passes a fallback when there is no capacity.")
+    return var

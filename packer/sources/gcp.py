@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..hcl import Block, Expr, Template
+from .common import placement_variable
 
 NAME = "gcp"
 BUILDER = "googlecompute"
@@ -13,11 +14,11 @@ def source(manifest, names) -> Block:
     gcp = manifest.clouds.gcp
     src = Block("source", (BUILDER, "clara"))
     src.set("project_id", gcp.project)
-    src.set("zone", gcp.zone)
+    src.set("zone", Expr("var.zone"))
     src.set("machine_type", gcp.machine_type)
     if gcp.accelerator:
-        src.set("accelerator_type",
-                f"projects/{gcp.project}/zones/{gcp.zone}/acceleratorTypes/{gcp.accelerator.type}")
+        src.set("accelerator_type", Template((f"projects/{gcp.project}/zones/", Expr("var.zone"),
+                                              f"/acceleratorTypes/{gcp.accelerator.type}")))
         src.set("accelerator_count", gcp.accelerator.count)
     # GPU VMs cannot live-migrate: GCE refuses them with the default MIGRATE.
     src.set("on_host_maintenance", "TERMINATE")
@@ -49,7 +50,7 @@ def source(manifest, names) -> Block:
 
 
 def variables(manifest) -> list[Block]:
-    return []
+    return [placement_variable("zone", manifest.clouds.gcp.zone, "The build VM's zone")]
 
 
 def provision_overrides(manifest) -> dict:

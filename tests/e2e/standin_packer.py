@@ -4,6 +4,7 @@ registers the image in the fake cloud (GCE fake, ARM fake, or moto) through the 
 
 STANDIN_PACKER_SECONDS: how long the "build" takes (interruptible by SIGINT, like Packer).
 STANDIN_PACKER_FAIL=1: fail mid-build after creating nothing.
+STANDIN_PACKER_NO_CAPACITY=a,b: fail like a capacity error when a variable (given or default) is a or b.
 Like real Packer, it refuses an unset variable that has no default and an undeclared -var.
 """
 import json
@@ -79,6 +80,13 @@ for name, block in declared.items():
 for name in variables:
     if name not in declared:
         sys.exit(f'Error: Undefined -var variable "{name}" (stand-in packer)')
+effective = {name: value(block.get("default", "")) for name, block in declared.items()}
+effective.update(variables)
+exhausted = set(filter(None, os.environ.get("STANDIN_PACKER_NO_CAPACITY", "").split(",")))
+if exhausted & {str(v) for v in effective.values()}:
+    print("==> clara: Error creating instance: ZONE_RESOURCE_POOL_EXHAUSTED InsufficientInstanceCapacity "
+          "SkuNotAvailable: no capacity (stand-in packer)", flush=True)
+    sys.exit(1)
 (builder_key, sources), = template["source"][0].items()
 builder = value(builder_key)
 src = sources['"clara"']

@@ -102,6 +102,25 @@ def test_packer_failure_leaves_nothing(gce, env, monkeypatch):
     assert built_images(gce) == [] and not gce.instances and not gce.firewalls
 
 
+def test_no_capacity_in_the_zone_builds_again_in_the_next(gce, env, monkeypatch):
+    monkeypatch.setenv("STANDIN_PACKER_NO_CAPACITY", "us-central1-a")
+    (result,) = bake_module.bake(load_manifest(), ["gcp"], keep_failed=True)
+    assert result["status"] == "failed" and "check(s) failed" in result["error"]    # built, then tested
+    log = next((env / "build" / "reports").rglob("gcp/bake.log")).read_text()
+    assert "no GPU capacity for the build; building again with zone=us-central1-b" in log
+    assert " -var zone=us-central1-b " in log
+    assert len(built_images(gce)) == 1
+
+
+def test_no_capacity_anywhere_fails_clearly_and_builds_nothing(gce, env, monkeypatch):
+    monkeypatch.setenv("STANDIN_PACKER_NO_CAPACITY", "us-central1-a,us-central1-b,us-central1-f")
+    (result,) = bake_module.bake(load_manifest(), ["gcp"])
+    assert result["status"] == "failed" and "ZONE_RESOURCE_POOL_EXHAUSTED" in result["error"]
+    log = next((env / "build" / "reports").rglob("gcp/bake.log")).read_text()
+    assert log.count("building again with") == 2                # a, then b, then f: three builds
+    assert built_images(gce) == [] and not gce.instances and not gce.firewalls
+
+
 def test_interrupt_during_build_stops_packer_and_leaves_nothing(gce, env, monkeypatch):
     monkeypatch.setenv("STANDIN_PACKER_SECONDS", "60")
     timer = threading.Timer(2.0, cancel.trigger)

@@ -86,10 +86,17 @@ def test_rerender_replaces_the_folder_whole(manifest, tmp_path):
 def test_values_come_from_the_manifest(manifest, tmp_path, cloud):
     folder = render(manifest, cloud, tmp_path).folder
     src = source_of(folder)
+    doc = hcl2.loads((folder / "template.pkr.hcl").read_text())
+    variables = {k.strip('"'): v for entry in doc["variable"] for k, v in entry.items()}
+
+    def placement(key: str, var: str) -> str:
+        """A size or zone: the bake may pass a fallback; the default is the manifest's."""
+        assert src[key] == "${var.%s}" % var
+        return unquote(variables[var]["default"])
     if cloud == "aws":
         aws = manifest.clouds.aws
         assert unquote(src["region"]) == aws.region
-        assert unquote(src["instance_type"]) == aws.instance_type
+        assert placement("instance_type", "instance_type") == aws.instance_type
         assert src["launch_block_device_mappings"][0]["volume_size"] == aws.root_volume_gb
         filters = src["source_ami_filter"][0]["filters"]
         assert unquote(filters['"name"']) == aws.base_image.name
@@ -98,6 +105,7 @@ def test_values_come_from_the_manifest(manifest, tmp_path, cloud):
     elif cloud == "gcp":
         gcp = manifest.clouds.gcp
         assert unquote(src["on_host_maintenance"]) == "TERMINATE"
+        assert placement("zone", "zone") == gcp.zone
         assert unquote(src["accelerator_type"]).endswith("/acceleratorTypes/nvidia-tesla-t4")
         assert unquote(src["source_image_family"]) == gcp.base_image.family
         assert src["disk_size"] == gcp.disk_gb
@@ -105,7 +113,7 @@ def test_values_come_from_the_manifest(manifest, tmp_path, cloud):
         assert [unquote(t) for t in src["tags"]] == ["clara-build-${var.bake_id}"]  # the build_session's SSH rule targets it
     elif cloud == "azure":
         azure = manifest.clouds.azure
-        assert unquote(src["vm_size"]) == azure.vm_size
+        assert placement("vm_size", "vm_size") == azure.vm_size
         assert src["os_disk_size_gb"] == azure.os_disk_gb
         assert src["allowed_inbound_ip_addresses"] == ["${var.ssh_source_cidr}"]
         assert unquote(src["temp_resource_group_name"]) == "clara-build-${var.bake_id}"    # sweep finds it
@@ -121,8 +129,6 @@ def test_values_come_from_the_manifest(manifest, tmp_path, cloud):
         assert unquote(tags['"project"']) == "clara-train"
         # From the bake's fingerprint (var.fingerprint), whose default is the rendered content hash.
         assert tags['"clara-fingerprint"'] == "${local.fingerprint_label}"
-    doc = hcl2.loads((folder / "template.pkr.hcl").read_text())
-    variables = {k.strip('"'): v for entry in doc["variable"] for k, v in entry.items()}
     assert unquote(variables["fingerprint"]["default"]) == json.loads((folder / "plan.json").read_text())["fingerprint"]
 
 
