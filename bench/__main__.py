@@ -1,7 +1,7 @@
 """`invoke bench [--quick]`: run the benchmarks and print their figures as JSON.
 
 --quick (CI): the fast benchmarks run once with small sizes, to prove they still run. Without it,
-the local-target benchmarks (cold/warm bake, time to ready, re-provisioning) run too: about 15
+the local-target benchmarks (cold/warm bake, time to ready, re-provisioning) run too: about 30
 minutes on 2 cores; `--no-local` leaves them out.
 Figures and how they were taken: docs/BENCHMARKS.md.
 """

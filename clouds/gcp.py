@@ -15,7 +15,10 @@ a retried insert after a 5xx/429 cannot create twice. Throttling and 5xx are ret
 exponential back-off (CLARA_POLL_INTERVAL scales the delays; tests use 0).
 
 Test VMs use the project's `default` network; the firewall `clara-test-<bake_id>` admits only the
-runner's CIDR on tcp:22 to the network tag of the same name. GCE firewalls carry no labels: their
+runner's CIDR on tcp:22 to the network tag of the same name; Packer's build VM gets the same kind of
+rule, `clara-build-<bake_id>`, for the length of the build (`build_session`). A project whose default
+network still has `default-allow-ssh` (0.0.0.0/0) admits more than that: remove that rule to make
+these the only way in. GCE firewalls carry no labels: their
 description holds the bake id and expiry for `sweep`. `sweep` looks at the manifest's zone and
 fallback zones (where build and test VMs run).
 """

@@ -200,3 +200,10 @@ def test_plugins_file_pins_the_current_plugin(manifest, cloud):
     required = doc["packer"][0]["required_plugins"][0]
     (plugin,) = [v for k, v in required.items() if k != "__is_block__"]
     assert unquote(plugin['"source"']).startswith("github.com/hashicorp/")
+
+
+def test_an_image_name_with_the_fingerprint_uses_the_bakes(manifest):
+    from packer import hcl
+    from packer.sources.common import names
+    pattern = manifest.model_copy(update={"image_name": "{name}-{fingerprint}-{timestamp}"})
+    assert hcl.value(names(pattern).image_name) == '"clara-train-${local.fingerprint_short}-${local.timestamp}"'
