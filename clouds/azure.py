@@ -300,6 +300,7 @@ class Adapter:
         self._ensure_resource_group()
         yield packer_credentials(self.subscription, os.environ, shutil.which("az"))
 
+    @_reported()
     def _ensure_resource_group(self) -> None:
         from azure.mgmt.resource.resources.models import ResourceGroup
         groups = self.resources.resource_groups
