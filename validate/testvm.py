@@ -6,6 +6,7 @@ this module reads the counts back. Teardown runs on success, failure, exceptions
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -45,13 +46,16 @@ class CheckResult:
 
 
 def runner_cidr() -> str:
-    """The address the test VM's firewall admits: CLARA_RUNNER_CIDR, else this host's public IP."""
-    configured = os.environ.get("CLARA_RUNNER_CIDR")
-    if configured:
-        return configured
+    """The address the build and test VMs' firewalls admit: CLARA_RUNNER_CIDR, else this host's public IP."""
+    return os.environ.get("CLARA_RUNNER_CIDR") or _public_address() + "/32"
+
+
+@functools.lru_cache(maxsize=1)
+def _public_address() -> str:
+    """Asked once per process: the build VM's and the test VM's firewalls both need it."""
     import urllib.request
     with urllib.request.urlopen("https://checkip.amazonaws.com", timeout=10) as answer:
-        return answer.read().decode().strip() + "/32"
+        return answer.read().decode().strip()
 
 
 def wait_for_ssh(host: str, port: int, user: str, key: Path, timeout_s: float) -> None:
