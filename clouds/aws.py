@@ -24,8 +24,10 @@ import ipaddress
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
+from packer.sources.common import RUNNER_CIDR
 from pipeline import cancel
 from pipeline.errors import CloudError, Interrupted, PublishError
 
@@ -246,6 +248,11 @@ class Adapter:
             raise AwsError("; ".join(failed))
 
     # --- build ---------------------------------------------------------------------------------
+    @contextmanager
+    def build_session(self, run):
+        """Packer's temporary security group admits this runner only."""
+        yield {"vars": {RUNNER_CIDR: clients.runner_cidr()}}
+
     def build_fallbacks(self) -> list[dict[str, str]]:
         """Packer variables to build with, in turn, when the manifest's type has no capacity."""
         return [{"instance_type": t} for t in self.a.fallback_instance_types if t != self.a.instance_type]

@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from typing import Callable
 
 from packer.sources.azure import BUILD_RESOURCE_GROUP_PREFIX
+from packer.sources.common import RUNNER_CIDR
 from pipeline import cancel
 from pipeline.errors import CloudError, Interrupted, PublishError
 
@@ -295,10 +296,13 @@ class Adapter:
     @contextmanager
     def build_session(self, run):
         """What Packer's azure-arm needs before it starts: the base image's marketplace terms
-        accepted, the image's resource group present, and credentials for Packer."""
+        accepted, the image's resource group present, credentials for Packer, and the runner's address
+        for the build VM's NSG."""
         self.ensure_marketplace_terms()
         self._ensure_resource_group()
-        yield packer_credentials(self.subscription, os.environ, shutil.which("az"))
+        session = packer_credentials(self.subscription, os.environ, shutil.which("az"))
+        session["vars"][RUNNER_CIDR] = clients.runner_cidr()
+        yield session
 
     @_reported()
     def _ensure_resource_group(self) -> None:

@@ -9,13 +9,17 @@ Configuration (environment):
   CLARA_AZURE_ENDPOINT (https://127.0.0.1:PORT) with CLARA_AZURE_CA_BUNDLE for a local ARM fake,
   which then gets a static test token; AZURE_SUBSCRIPTION_ID / ARM_SUBSCRIPTION_ID.
 - CLARA_POLL_INTERVAL: seconds between long-running-operation polls (tests use 0).
+- CLARA_RUNNER_CIDR: the address the build and test VMs' firewalls admit (default: this host's
+  public address, asked once per process).
 A missing SDK raises PrerequisiteError naming the pip extra to install.
 """
 from __future__ import annotations
 
+import functools
+import ipaddress
 import os
 
-from pipeline.errors import PrerequisiteError
+from pipeline.errors import CloudError, PrerequisiteError
 
 
 def _need(module: str, extra: str):
@@ -24,6 +28,26 @@ def _need(module: str, extra: str):
     except ImportError:
         raise PrerequisiteError(f"the {extra} cloud needs Python packages that are not installed: "
                                 f"pip install -e '.[{extra}]'") from None
+
+
+def runner_cidr() -> str:
+    """The only address SSH to a build or test VM is opened to; never the whole internet."""
+    configured = os.environ.get("CLARA_RUNNER_CIDR")
+    try:
+        network = ipaddress.ip_network(configured or _public_address() + "/32", strict=False)
+    except ValueError:
+        raise CloudError(f"CLARA_RUNNER_CIDR={configured!r} is not a CIDR like 203.0.113.7/32") from None
+    if network.prefixlen == 0:
+        raise CloudError(f"refusing to open SSH to the whole internet (CLARA_RUNNER_CIDR={configured}): "
+                         "give the runner's own address")
+    return str(network)
+
+
+@functools.lru_cache(maxsize=1)
+def _public_address() -> str:
+    import urllib.request
+    with urllib.request.urlopen("https://checkip.amazonaws.com", timeout=10) as answer:
+        return answer.read().decode().strip()
 
 
 def poll_interval(default: float) -> float:

@@ -248,11 +248,8 @@ class Adapter:
     def build_session(self, run):
         """Packer's build VM (network tag clara-build-<bake id>) is reachable on SSH from this
         runner only, through a rule that lives as long as the build."""
-        from validate.testvm import runner_cidr
         name = f"{BUILD_TAG_PREFIX}{run.bake_id}"
-        network = ipaddress.ip_network(runner_cidr(), strict=False)
-        if network.prefixlen == 0:
-            raise CloudError("gcp: refusing to open SSH to the whole internet: give the runner's own address")
+        network = ipaddress.ip_network(clients.runner_cidr())
         expires = (datetime.now(timezone.utc) + TEST_TTL).strftime("%Y%m%d%H%M")
         created: list[str] = []
         try:

@@ -118,12 +118,6 @@ def template_text(manifest: Manifest, cloud: str, fp: str) -> str:
     return hcl.render(blocks, HEADER)
 
 
-def declared_variables(manifest: Manifest, cloud: str) -> set[str]:
-    """The template's variable names: the bake gives values only to those (Packer refuses others)."""
-    blocks = _common_variables(manifest, "") + get_target(cloud).variables(manifest)
-    return {block.labels[0] for block in blocks}
-
-
 def plugins_text(cloud: str) -> str:
     name, source, version = get_target(cloud).PLUGIN
     packer = Block("packer")

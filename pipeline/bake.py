@@ -18,8 +18,7 @@ from pathlib import Path
 from manifests import Manifest
 from manifests.fingerprint import fingerprint
 from packer.build import build as packer_build
-from packer.render import CONFIG, declared_variables, render
-from packer.sources.common import RUNNER_CIDR as RUNNER_CIDR_VAR
+from packer.render import CONFIG, render
 
 from . import cancel
 from .errors import Interrupted, PackerError, PipelineError, ValidationFailed
@@ -89,7 +88,7 @@ def _bake_cloud(manifest: Manifest, run: CloudRun, *, force: bool, keep_failed: 
     from clouds.base import adapter as get_adapter, image_from_artifact
     from publish import record
     from validate.expect import expectations
-    from validate.testvm import check_image, runner_cidr
+    from validate.testvm import check_image
 
     cloud = run.cloud
     adapter = get_adapter(cloud, manifest, log=run.say)
@@ -112,9 +111,6 @@ def _bake_cloud(manifest: Manifest, run: CloudRun, *, force: bool, keep_failed: 
     with session as extra:
         variables = {"bake_id": run.bake_id, "fingerprint": fp, "git_commit": git_commit(), "source_image": base.id,
                      "image_digests": json.dumps(digests, sort_keys=True), **extra.get("vars", {})}
-        if RUNNER_CIDR_VAR in declared_variables(manifest, cloud):
-            # The build VM's temporary firewall admits this runner only (AWS, Azure).
-            variables[RUNNER_CIDR_VAR] = runner_cidr()
         env = dict(extra.get("env", {}))
         if manifest.registry_login and os.environ.get(manifest.registry_login.password_env):
             env["PKR_VAR_registry_password"] = os.environ[manifest.registry_login.password_env]

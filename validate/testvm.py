@@ -6,7 +6,6 @@ this module reads the counts back. Teardown runs on success, failure, exceptions
 """
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shutil
@@ -18,6 +17,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
+from clouds import clients
 from pipeline import cancel
 from pipeline.sshkey import ephemeral_keypair
 from pipeline.errors import ValidationFailed
@@ -43,19 +43,6 @@ class CheckResult:
         return {"passed": self.passed, "failed": self.failed, "skipped": self.skipped,
                 "skip_reasons": list(self.skip_reasons), "failures": list(self.failures),
                 "junit": self.junit, **self.metrics}
-
-
-def runner_cidr() -> str:
-    """The address the build and test VMs' firewalls admit: CLARA_RUNNER_CIDR, else this host's public IP."""
-    return os.environ.get("CLARA_RUNNER_CIDR") or _public_address() + "/32"
-
-
-@functools.lru_cache(maxsize=1)
-def _public_address() -> str:
-    """Asked once per process: the build VM's and the test VM's firewalls both need it."""
-    import urllib.request
-    with urllib.request.urlopen("https://checkip.amazonaws.com", timeout=10) as answer:
-        return answer.read().decode().strip()
 
 
 def wait_for_ssh(host: str, port: int, user: str, key: Path, timeout_s: float) -> None:
@@ -133,7 +120,7 @@ def check_image(adapter, image, *, expect_for, bake_id: str, user_override: str 
         key, public_file = ephemeral_keypair(keydir)
         public_key = public_file.read_text().strip()
         # Only a cloud VM needs a firewall rule for this runner's address.
-        cidr = runner_cidr() if getattr(adapter, "needs_runner_cidr", True) else "127.0.0.1/32"
+        cidr = clients.runner_cidr() if getattr(adapter, "needs_runner_cidr", True) else "127.0.0.1/32"
         vm = adapter.launch_test_vm(image, public_key, bake_id, cidr)
         user = user_override or os.environ.get("CLARA_TEST_VM_USER") or vm.user
         log(f"test VM {vm.id} at {vm.host}:{vm.port}: waiting for SSH")

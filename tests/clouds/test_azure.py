@@ -552,9 +552,10 @@ def test_build_session_accepts_terms_creates_the_resource_group_once_and_gives_p
     monkeypatch.setenv("AZURE_CLIENT_ID", "app-id")
     monkeypatch.setenv("AZURE_TENANT_ID", "tenant-id")
     monkeypatch.setenv("AZURE_CLIENT_SECRET", "s3cret-value")
+    monkeypatch.setenv("CLARA_RUNNER_CIDR", "203.0.113.7/32")
     with adapter.build_session(None) as session:
         assert session["vars"] == {"azure_subscription_id": SUB, "azure_client_id": "app-id",
-                                   "azure_tenant_id": "tenant-id"}
+                                   "azure_tenant_id": "tenant-id", "ssh_source_cidr": "203.0.113.7/32"}
         assert session["env"] == {"PKR_VAR_azure_client_secret": "s3cret-value"}    # never a -var
     assert fake.accepted("nvidia", "ngc_azure_17_11", "ngc-base-version-24_03_4_gen2")
     assert fake.get(f"/subscriptions/{SUB}/resourceGroups/clara-images")["location"] == "eastus"

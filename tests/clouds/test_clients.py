@@ -1,0 +1,20 @@
+"""clouds/clients.py: the runner's address, the one place SSH to build and test VMs is opened to."""
+from __future__ import annotations
+
+import pytest
+
+from clouds import clients
+from pipeline.errors import CloudError
+
+
+def test_runner_cidr_is_the_configured_network(monkeypatch):
+    monkeypatch.setenv("CLARA_RUNNER_CIDR", "203.0.113.7")
+    assert clients.runner_cidr() == "203.0.113.7/32"
+
+
+@pytest.mark.parametrize("value, message", [("0.0.0.0/0", "whole internet"), ("::/0", "whole internet"),
+                                            ("not-an-address", "is not a CIDR")])
+def test_runner_cidr_refuses_the_internet_and_nonsense(monkeypatch, value, message):
+    monkeypatch.setenv("CLARA_RUNNER_CIDR", value)
+    with pytest.raises(CloudError, match=message):
+        clients.runner_cidr()
