@@ -157,7 +157,9 @@ def _reported(error_class=CloudError):
             except Exception as exc:  # noqa: BLE001
                 module = type(exc).__module__ or ""
                 if module.startswith("azure.") or isinstance(exc, TimeoutError):
-                    raise error_class(f"azure: {method.__name__.replace('_', ' ')} failed: {_short(exc)}") from exc
+                    hint = (" (sign in: `az login`, AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET, "
+                            "or a managed identity)" if type(exc).__name__ == "ClientAuthenticationError" else "")
+                    raise error_class(f"azure: {method.__name__.replace('_', ' ')} failed: {_short(exc)}{hint}") from exc
                 raise
         return inner
     return wrap

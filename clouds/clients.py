@@ -75,7 +75,13 @@ def gce(client_name: str):
     if endpoint:
         credentials = _need("google.auth.credentials", "gcp").AnonymousCredentials()
         return cls(credentials=credentials, client_options={"api_endpoint": endpoint})
-    return cls()
+    from google.auth.exceptions import DefaultCredentialsError
+    try:
+        return cls()
+    except DefaultCredentialsError:
+        raise PrerequisiteError(
+            "no GCP credentials: run `gcloud auth application-default login`, set "
+            "GOOGLE_APPLICATION_CREDENTIALS to a key file, or use workload identity federation in CI") from None
 
 
 # --- Azure ------------------------------------------------------------------------------------
@@ -114,6 +120,8 @@ def azure(client_path: str, subscription_id: str):
                       connection_verify=os.environ.get("CLARA_AZURE_CA_BUNDLE", True))
         credential = _StaticToken()
     else:
+        import logging
+        logging.getLogger("azure.identity").setLevel(logging.ERROR)    # the chain's attempts, one per line
         credential = _need("azure.identity", "azure").DefaultAzureCredential()
     return cls(credential, subscription_id, **kwargs)
 

@@ -124,7 +124,13 @@ def read_source(path: str | os.PathLike, _seen: tuple = ()) -> Source:
         raise ManifestError(str(path), "must name another manifest file", key="extends",
                             line=lines.get(("extends",), (None, None))[1], value=parent,
                             has_value=True, allowed="a path relative to this file")
-    base = read_source(path.parent / parent, _seen + (resolved,))
+    target = path.parent / parent
+    if not target.is_file():
+        raise ManifestError(str(path), "names no manifest file" if not target.exists() else
+                            "names a directory, not a manifest file", key="extends",
+                            line=lines.get(("extends",), (None, None))[1], value=parent, has_value=True,
+                            allowed=f"a path relative to this file's folder {path.parent}")
+    base = read_source(target, _seen + (resolved,))
     lines.pop(("extends",), None)
     merged_lines = dict(base.lines)
     merged_lines.update(lines)

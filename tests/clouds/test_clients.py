@@ -18,3 +18,17 @@ def test_runner_cidr_refuses_the_internet_and_nonsense(monkeypatch, value, messa
     monkeypatch.setenv("CLARA_RUNNER_CIDR", value)
     with pytest.raises(CloudError, match=message):
         clients.runner_cidr()
+
+
+def test_gcp_without_credentials_is_a_prerequisite_error_not_a_traceback(monkeypatch, tmp_path):
+    from pipeline.errors import PrerequisiteError
+    for name in ("CLARA_GCE_ENDPOINT", "GOOGLE_APPLICATION_CREDENTIALS"):
+        monkeypatch.delenv(name, raising=False)
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+
+    def no_credentials(*args, **kwargs):    # what google.auth finds on a machine with none (no metadata server here)
+        raise DefaultCredentialsError("Your default credentials were not found.")
+    monkeypatch.setattr(google.auth, "default", no_credentials)
+    with pytest.raises(PrerequisiteError, match="no GCP credentials: run `gcloud auth application-default login`"):
+        clients.gce("ImagesClient")

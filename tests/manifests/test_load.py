@@ -66,6 +66,15 @@ def test_extends_cycle_is_refused(tmp_path):
         load_manifest(tmp_path / "a.yaml")
 
 
+def test_extends_naming_a_missing_file_names_the_site_file_and_key(tmp_path):
+    (tmp_path / "site.yaml").write_text("# a site file\nextends: manifests/clara-train.yaml\n")
+    with pytest.raises(ManifestError) as info:
+        load_manifest(tmp_path / "site.yaml")
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'site.yaml'}:2: extends: names no manifest file")
+    assert "(got 'manifests/clara-train.yaml')" in message and f"relative to this file's folder {tmp_path}" in message
+
+
 BAD = [
     # (site body, key in message, words in message)
     ("clouds:\n  aws:\n    instance_typo: g4dn.xlarge\n", "clouds.aws.instance_typo", "unknown key"),
