@@ -20,6 +20,12 @@ TAG_FINGERPRINT = "clara-fingerprint"  # first 32 hex of the fingerprint
 TAG_VALIDATED = "clara-validated"      # "true" once the checks passed
 TAG_CHANNEL_PREFIX = "clara-channel-"  # clara-channel-candidate = "true"
 
+# The checks log in to a test VM as this user on every cloud. It differs from every build user
+# (Packer's `packer`, the distribution's `ubuntu`), so the hygiene check can prove the build
+# user is gone: a test VM created with the build user's name would bring that user back (Azure's
+# admin_username, GCE's ssh-keys metadata and cloud-init all create the user they are given).
+TEST_USER = "clara-check"
+
 
 @dataclass(frozen=True)
 class BaseImage:
@@ -49,6 +55,8 @@ class TestVM:
     port: int
     user: str
     resources: tuple[str, ...] = field(default=())   # everything created, for teardown and reports
+    size: str = ""        # the instance type / machine type / VM size that runs (after any capacity
+                          # fallback): the GPU checks expect this size's GPU, not the manifest's first
 
 
 class CloudAdapter(Protocol):

@@ -123,8 +123,8 @@ def _bake_cloud(manifest: Manifest, run: CloudRun, *, force: bool, keep_failed: 
             with run.stage("test"):
                 result = check_image(
                     adapter, image, bake_id=run.bake_id, ssh_timeout_s=manifest.validation.ssh_timeout_s,
-                    expect_for=lambda key: expectations(manifest, cloud, config, fingerprint=fp,
-                                                        digests=digests, test_public_key=key),
+                    expect_for=lambda key, size: expectations(manifest, cloud, config, fingerprint=fp,
+                                                        digests=digests, test_public_key=key, size=size),
                     out_dir=run.dir / "checks", log_file=run.log_file, log=run.say)
                 run.say(f"checks: {result.passed} passed, {result.failed} failed, {result.skipped} skipped")
                 for reason in result.skip_reasons:

@@ -28,8 +28,8 @@ def test_existing_image(manifest, cloud: str, image_id: str):
     with run.stage("test"):
         result = check_image(adapter, image, bake_id=run.bake_id,
                              ssh_timeout_s=manifest.validation.ssh_timeout_s,
-                             expect_for=lambda key: expectations(manifest, cloud, config, fingerprint=fp,
-                                                                 digests=digests, test_public_key=key),
+                             expect_for=lambda key, size: expectations(manifest, cloud, config, fingerprint=fp,
+                                                                 digests=digests, test_public_key=key, size=size),
                              out_dir=run.dir / "checks", log_file=run.log_file, log=run.say)
     run.say(f"checks: {result.passed} passed, {result.failed} failed, {result.skipped} skipped")
     run.finish("passed" if result.ok else "failed", checks=result.summary())

@@ -9,27 +9,34 @@ from manifests import Manifest, gpus
 from manifests.rules import EPHEMERAL_PATHS
 
 
-def expected_gpu(manifest: Manifest, cloud: str) -> dict:
+def expected_gpu(manifest: Manifest, cloud: str, size: str = "") -> dict:
+    """`size` is what the test VM really runs on; after a capacity fallback it is not the
+    manifest's first choice, and its GPU is what the checks must find. A `gpu:` declared in the
+    manifest describes the first size only."""
     section = getattr(manifest.clouds, cloud)
     if cloud == "local":
         return {"expected": False, "reason_if_absent": "no GPU on the local target"}
-    declared = section.gpu
     if cloud == "aws":
-        gpu = declared or gpus.aws_gpu(section.instance_type)
+        first = section.instance_type
+        gpu = gpus.aws_gpu(size or first)
     elif cloud == "gcp":
+        first = section.machine_type
         accel = section.accelerator
-        gpu = declared or gpus.gcp_gpu(section.machine_type, accel.type if accel else None,
-                                       accel.count if accel else 1)
+        gpu = gpus.gcp_gpu(size or first, accel.type if accel else None, accel.count if accel else 1)
     else:
-        gpu = declared or gpus.azure_gpu(section.vm_size)
+        first = section.vm_size
+        gpu = gpus.azure_gpu(size or first)
+    if section.gpu and (not size or size == first):
+        gpu = section.gpu
     return {"expected": True, "model": gpu.family if gpu else None, "count": gpu.count if gpu else None,
             "driver": {"min": manifest.clara.driver.min, "max": manifest.clara.driver.max},
             "reason_if_absent": f"the {cloud} test VM has no GPU"}
 
 
 def expectations(manifest: Manifest, cloud: str, config: dict, *, fingerprint: str, digests: dict[str, str],
-                 test_public_key: str) -> dict:
-    """`config` is the rendered provision.json; `fingerprint` and `digests` are the bake's."""
+                 test_public_key: str, size: str = "") -> dict:
+    """`config` is the rendered provision.json; `fingerprint` and `digests` are the bake's; `size`
+    the test VM's actual instance type / machine type / VM size."""
     images = [{"ref": i["ref"], "digest": digests.get(i["ref"]) or i.get("digest")} for i in config["images"]]
     return {
         "cloud": cloud,
@@ -42,7 +49,8 @@ def expectations(manifest: Manifest, cloud: str, config: dict, *, fingerprint: s
         "images": images,
         "clara_image": config["launcher"]["image"],
         "launcher": "/usr/local/bin/clara-train",
-        "gpu": expected_gpu(manifest, cloud),
+        "gpu": expected_gpu(manifest, cloud, size),
+        "size": size,
         "service": {"enabled": manifest.validation.service_smoke,
                     "jupyter_port": config["launcher"]["jupyter_port"],
                     "aiaa_port": config["launcher"]["aiaa_port"], "ready_timeout_s": 180},

@@ -126,7 +126,7 @@ def check_image(adapter, image, *, expect_for, bake_id: str, user_override: str 
         log(f"test VM {vm.id} at {vm.host}:{vm.port}: waiting for SSH")
         wait_for_ssh(vm.host, vm.port, user, key, ssh_timeout_s)
         log("running the checks")
-        result = run_checks(vm.host, vm.port, user, key, expect_for(public_key), out_dir, log_file)
+        result = run_checks(vm.host, vm.port, user, key, expect_for(public_key, vm.size), out_dir, log_file)
         (out_dir / "summary.json").write_text(json.dumps(result.summary(), indent=2) + "\n")
         return result
     finally:
