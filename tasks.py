@@ -12,7 +12,6 @@ from pathlib import Path
 from invoke import Exit, task
 
 ROOT = Path(__file__).resolve().parent
-BUILD = ROOT / "build"
 TARGETS = ("aws", "gcp", "azure", "local")
 
 
@@ -72,15 +71,16 @@ def _require_section(m, cloud: str, manifest) -> None:
 @task(iterable=["cloud"], help={
     "cloud": "aws, gcp, azure, local or all (repeatable, or comma-separated)",
     "manifest": "manifest file (default manifests/clara-train.yaml)",
-    "out": "output folder (default build/render)"})
+    "out": "output folder (default build/render, or $CLARA_BUILD_DIR/render)"})
 @_user_errors
 def render(c, cloud, manifest=None, out=None):
     """Render Packer HCL2 per cloud from the manifest into build/render/<cloud>/."""
+    from core import settings
     from packer.render import render as render_one
     m = _load(manifest)
     for name in _clouds(cloud):
         _require_section(m, name, manifest)
-        result = render_one(m, name, Path(out) if out else BUILD / "render")
+        result = render_one(m, name, Path(out) if out else settings.render_dir())
         print(f"{name}: {result.folder} (fingerprint {result.fingerprint[:12]})")
 
 
@@ -90,13 +90,14 @@ def render(c, cloud, manifest=None, out=None):
 def plan(c, cloud, manifest=None, json=False):
     """Print what a bake would do per cloud, without calling any cloud."""
     import json as json_module
+    from core import settings
     from manifests.fingerprint import fingerprint
     from packer.render import plan as plan_one
     m = _load(manifest)
     plans = []
     for name in _clouds(cloud):
         _require_section(m, name, manifest)
-        plans.append(plan_one(m, name, fingerprint(m, name), BUILD / "render" / name))
+        plans.append(plan_one(m, name, fingerprint(m, name), settings.render_dir() / name))
     if json:
         print(json_module.dumps(plans, indent=2))
         return

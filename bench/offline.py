@@ -61,12 +61,11 @@ def _run(quick: bool) -> dict:
     from manifests import load_manifest
     from manifests.fingerprint import fingerprint
     from clouds.base import adapter
-    from pipeline import bake as bake_module
     runs = 1 if quick else 5
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         os.environ.update({"CLARA_PACKER": str(STANDIN), "CLARA_POLL_INTERVAL": "0",
                            "CLARA_RUNNER_CIDR": "198.51.100.7/32", "CLARA_RECORD_DIR": f"{tmp}/record"})
-        bake_module.BUILD = Path(tmp) / "build"
+        os.environ["CLARA_BUILD_DIR"] = f"{tmp}/build"
         gce, arm = _fakes(stack)
         manifest = load_manifest()
         clouds = ["gcp", "azure"]

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
 
+from core import settings
 from manifests import Manifest
 from manifests.fingerprint import fingerprint
 from packer.build import build as packer_build
@@ -25,7 +26,6 @@ from .errors import Interrupted, PackerError, PipelineError, ValidationFailed
 from .report import CloudRun, console
 
 ROOT = Path(__file__).resolve().parent.parent
-BUILD = Path(os.environ.get("CLARA_BUILD_DIR", ROOT / "build"))
 CANDIDATE = "candidate"
 
 
@@ -44,7 +44,7 @@ def git_commit() -> str:
 
 def bake(manifest: Manifest, clouds: list[str], *, force: bool = False, keep_failed: bool = False) -> list[dict]:
     bake_id = new_bake_id()
-    reports = BUILD / "reports" / bake_id
+    reports = settings.reports_dir() / bake_id
     console.print(f"bake [bold]{bake_id}[/bold]: {', '.join(clouds)}; reports in {reports}")
     cancel.reset()
     runs = [CloudRun(bake_id, cloud, reports) for cloud in clouds]
@@ -105,7 +105,7 @@ def _bake_cloud(manifest: Manifest, run: CloudRun, *, force: bool, keep_failed: 
             return run.finish("skipped", image=existing.id, fingerprint=fp)
     cancel.check()
     with run.stage("render"):
-        folder = render(manifest, cloud, BUILD / "render").folder
+        folder = render(manifest, cloud, settings.render_dir()).folder
     config = json.loads((folder / CONFIG).read_text())
     session = adapter.build_session(run) if hasattr(adapter, "build_session") else nullcontext({})
     with session as extra:

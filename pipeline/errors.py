@@ -26,6 +26,10 @@ class CloudError(PipelineError):
     """A cloud API call failed after retries."""
 
 
+class RecordError(PipelineError):
+    """The published record cannot be read; the file is left as it is for a person to mend."""
+
+
 class PublishError(PipelineError):
     """Publishing did not complete; the record and channels are unchanged."""
 

@@ -11,12 +11,14 @@ from publish import record
 from validate.expect import expectations
 from validate.testvm import check_image
 
-from .bake import BUILD, new_bake_id
+from core import settings
+
+from .bake import new_bake_id
 from .report import CloudRun
 
 
 def test_existing_image(manifest, cloud: str, image_id: str):
-    run = CloudRun(new_bake_id(), cloud, BUILD / "reports")
+    run = CloudRun(new_bake_id(), cloud, settings.reports_dir())
     adapter = get_adapter(cloud, manifest, log=run.say)
     digests = adapter.pinned_digests() if hasattr(adapter, "pinned_digests") else {}
     # The fingerprint the image was baked with: from the record, else what a bake would compute now.

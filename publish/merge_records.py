@@ -6,11 +6,12 @@ usage: python -m publish.merge_records ARTIFACTS_DIR PUBLISHED_DIR
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-from .record import _write, empty
+from pipeline.errors import RecordError
+
+from .record import _write, read
 
 
 def merge(artifacts: Path, published: Path) -> list[str]:
@@ -19,13 +20,12 @@ def merge(artifacts: Path, published: Path) -> list[str]:
     for path in sorted(artifacts.rglob("*.json")):
         if path.name.endswith(".local.json"):
             continue
-        theirs = json.loads(path.read_text())
+        theirs = read(path, path.stem)
         target = published / path.name
         if path.name not in originals:
-            originals[path.name] = (json.loads(target.read_text()) if target.exists()
-                                    else empty(theirs.get("manifest", path.stem)))
+            originals[path.name] = read(target, theirs.get("manifest", path.stem))
         base = originals[path.name]
-        ours = json.loads(target.read_text()) if target.exists() else json.loads(json.dumps(base))
+        ours = read(target, theirs.get("manifest", path.stem))
         for cloud, section in theirs.get("clouds", {}).items():
             if section != base["clouds"].get(cloud):
                 ours["clouds"][cloud] = section
@@ -38,5 +38,9 @@ def merge(artifacts: Path, published: Path) -> list[str]:
 if __name__ == "__main__":
     if len(sys.argv) != 3:
         sys.exit(__doc__.strip().splitlines()[-1])
-    for line in merge(Path(sys.argv[1]), Path(sys.argv[2])) or ["no changes"]:
+    try:
+        changes = merge(Path(sys.argv[1]), Path(sys.argv[2]))
+    except RecordError as exc:
+        sys.exit(f"error: {exc}")
+    for line in changes or ["no changes"]:
         print(line)

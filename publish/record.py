@@ -15,16 +15,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
-ROOT = Path(__file__).resolve().parent.parent
+from core import settings
+from pipeline.errors import RecordError
+
 
 
 def record_path(manifest_name: str, cloud: str) -> Path:
-    override = os.environ.get("CLARA_RECORD_DIR")
-    if cloud == "local":
-        base = Path(override) if override else ROOT / "build" / "published"
-        return base / f"{manifest_name}.local.json"
-    base = Path(override) if override else ROOT / "published"
-    return base / f"{manifest_name}.json"
+    suffix = ".local.json" if cloud == "local" else ".json"
+    return settings.record_dir(cloud) / f"{manifest_name}{suffix}"
 
 
 def empty(manifest_name: str) -> dict:
@@ -32,10 +30,41 @@ def empty(manifest_name: str) -> dict:
 
 
 def read(path: Path, manifest_name: str) -> dict:
+    """The record, or an empty one where there is none yet. A file that is not a record (truncated,
+    hand-edited, a merge conflict) is refused, never replaced: it holds what teams launch from."""
     try:
-        return json.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         return empty(manifest_name)
+    except OSError as exc:
+        raise RecordError(f"cannot read the published record {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise RecordError(f"the published record {path} is not valid JSON (line {exc.lineno}, column "
+                          f"{exc.colno}: {exc.msg}); it was left untouched: restore it from git "
+                          f"(git checkout -- {path}) or mend it by hand") from None
+    problem = _shape_problem(data)
+    if problem:
+        raise RecordError(f"the published record {path} {problem}; it was left untouched: restore it "
+                          f"from git or mend it by hand")
+    return data
+
+
+def _shape_problem(data) -> str | None:
+    if not isinstance(data, dict):
+        return f"holds a JSON {type(data).__name__}, expected an object with 'clouds'"
+    clouds = data.get("clouds")
+    if not isinstance(clouds, dict):
+        return "has no 'clouds' object"
+    for cloud, section in clouds.items():
+        if not (isinstance(section, dict) and isinstance(section.get("images"), list)
+                and isinstance(section.get("channels"), dict)):
+            return f"has a malformed 'clouds.{cloud}' (expected 'images': [...] and 'channels': {{...}})"
+        for n, image in enumerate(section["images"]):
+            if not (isinstance(image, dict) and isinstance(image.get("id"), str)):
+                return f"has a malformed 'clouds.{cloud}.images[{n}]' (expected an object with an 'id')"
+    return None
 
 
 @contextmanager

@@ -35,7 +35,7 @@ def env(tmp_path, monkeypatch, sshd):
     monkeypatch.setenv("CLARA_TEST_VM_USER", "root")
     monkeypatch.setenv("CLARA_POLL_INTERVAL", "0")
     monkeypatch.setenv("CLARA_RECORD_DIR", str(tmp_path / "record"))
-    monkeypatch.setattr(bake_module, "BUILD", tmp_path / "build")
+    monkeypatch.setenv("CLARA_BUILD_DIR", str(tmp_path / "build"))
     cancel.reset()
     return tmp_path
 

@@ -21,7 +21,7 @@ def env(tmp_path, monkeypatch, aws_env):
         monkeypatch.setenv("CLARA_TEST_VM_ADDRESS", f"127.0.0.1:{sshd['port']}")
         monkeypatch.setenv("CLARA_TEST_VM_USER", "root")
         monkeypatch.setenv("CLARA_RECORD_DIR", str(tmp_path / "record"))
-        monkeypatch.setattr(bake_module, "BUILD", tmp_path / "build")
+        monkeypatch.setenv("CLARA_BUILD_DIR", str(tmp_path / "build"))
         from clouds import aws
         launch = aws.Adapter.launch_test_vm
 

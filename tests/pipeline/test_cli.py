@@ -49,3 +49,16 @@ def test_unknown_cloud_and_missing_section_are_clear_errors(tmp_path):
 def test_sweep_rejects_a_bad_duration():
     result = invoke("sweep", "--cloud", "local", "--older-than", "soon")
     assert result.returncode == 1 and "expected a number and a unit" in result.stderr
+
+
+def test_render_and_plan_honour_clara_build_dir(tmp_path):
+    """The bake writes under CLARA_BUILD_DIR; render and plan must agree with it (read when the
+    task runs, not when a module is imported)."""
+    env = {"CLARA_BUILD_DIR": str(tmp_path / "b")}
+    rendered = invoke("render", "--cloud", "local", env=env)
+    assert rendered.returncode == 0, rendered.stderr
+    assert (tmp_path / "b" / "render" / "local" / "template.pkr.hcl").is_file()
+    assert str(tmp_path / "b" / "render" / "local") in rendered.stdout
+    planned = invoke("plan", "--cloud", "local", "--json", env=env)
+    assert planned.returncode == 0, planned.stderr
+    assert str(tmp_path / "b" / "render" / "local") in planned.stdout

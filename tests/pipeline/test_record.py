@@ -82,3 +82,37 @@ def test_the_scheduled_workflow_passes_actionlint():
     result = subprocess.run(["actionlint", ".github/workflows/rebuild.yml"], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("text, says", [
+    ('{"schema": 1, "manifest": "clara-train", "clouds": {"aws": {"ima', "not valid JSON (line 1"),
+    ("", "not valid JSON"),
+    ("[]", "holds a JSON list"),
+    ('{"clouds": {"aws": {"images": {}, "channels": {}}}}', "malformed 'clouds.aws'"),
+    ('{"clouds": {"aws": {"images": [{"name": "x"}], "channels": {}}}}', "clouds.aws.images[0]"),
+])
+def test_a_corrupt_record_is_a_clear_error_and_stays_as_it_was(record_dir, text, says):
+    from pipeline.errors import RecordError
+    path = record_dir / "clara-train.json"
+    path.write_text(text)
+    for call in (lambda: record.section("clara-train", "aws"),
+                 lambda: record.add_image("clara-train", "aws", entry("ami-9"), "candidate"),
+                 lambda: merge(record_dir, record_dir)):
+        with pytest.raises(RecordError) as info:
+            call()
+        assert str(path) in str(info.value) and says in str(info.value)
+        assert "left untouched" in str(info.value)
+    assert path.read_text() == text
+
+
+@pytest.mark.parametrize("task", [["images"], ["promote", "--cloud", "aws", "--to", "stable"],
+                                  ["revoke", "ami-1", "--cloud", "aws"]])
+def test_cli_on_a_corrupt_record_names_the_file_without_a_traceback(record_dir, task):
+    path = record_dir / "clara-train.json"
+    path.write_text('{"clouds": {"aws": ')
+    result = subprocess.run(["python3", "-m", "invoke", *task], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout
+    assert f"the published record {path} is not valid JSON" in result.stderr
+    assert path.read_text() == '{"clouds": {"aws": '
