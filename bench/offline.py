@@ -30,13 +30,17 @@ RG_IMAGES = f"/subscriptions/{SUB}/resourceGroups/clara-images/providers/Microso
 def _fakes(stack: ExitStack):
     from tests.fakes.azure import FakeArm
     from tests.fakes.gce import FakeGCE
+    from tests.fakes.registry import FakeRegistry
     gce = stack.enter_context(FakeGCE())
+    registry = stack.enter_context(FakeRegistry())
+    registry.push("nvidia/clara-train-sdk", "v4.1", "clara-train-sdk v4.1")
     arm = FakeArm().start()
     stack.callback(arm.stop)
     arm.add_marketplace_image("eastus", "nvidia", "ngc_azure_17_11", "ngc-base-version-24_03_4_gen2",
                               ["24.3.4"], plan=True)
     os.environ.update({"CLARA_GCE_ENDPOINT": gce.url, "CLARA_AZURE_ENDPOINT": arm.endpoint,
-                       "CLARA_AZURE_CA_BUNDLE": str(arm.cert_path), "AZURE_SUBSCRIPTION_ID": SUB})
+                       "CLARA_AZURE_CA_BUNDLE": str(arm.cert_path), "AZURE_SUBSCRIPTION_ID": SUB,
+                       "CLARA_REGISTRY_ENDPOINTS": f"nvcr.io={registry.url}"})
     return gce, arm
 
 
@@ -61,6 +65,7 @@ def _run(quick: bool) -> dict:
     from manifests import load_manifest
     from manifests.fingerprint import fingerprint
     from clouds.base import adapter
+    from pipeline.bake import image_digests
     runs = 1 if quick else 5
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         os.environ.update({"CLARA_PACKER": str(STANDIN), "CLARA_POLL_INTERVAL": "0",
@@ -70,8 +75,9 @@ def _run(quick: bool) -> dict:
         manifest = load_manifest()
         clouds = ["gcp", "azure"]
         for cloud in clouds:      # what a previous successful bake left: validated images
-            base = adapter(cloud, manifest, log=lambda _: None).resolve_base_image()
-            fp = fingerprint(manifest, cloud, base_image=base.id)
+            cloud_adapter = adapter(cloud, manifest, log=lambda _: None)
+            fp = fingerprint(manifest, cloud, base_image=cloud_adapter.resolve_base_image().id,
+                             digests=image_digests(manifest, cloud_adapter))
             if cloud == "gcp":
                 gce.add_image("clara-images", "clara-train-20261101000000",
                               labels={"clara-fingerprint": fp[:32], "clara-validated": "true"})

@@ -42,6 +42,15 @@ def git_commit() -> str:
         return "unknown"
 
 
+def image_digests(manifest: Manifest, adapter) -> dict[str, str]:
+    """What the bake pulls, pinned now: the local target pins its own stand-in; the clouds ask
+    the images' registries (clouds/oci.py)."""
+    if hasattr(adapter, "pinned_digests"):
+        return adapter.pinned_digests()
+    from clouds import oci
+    return oci.pin(manifest)
+
+
 def bake(manifest: Manifest, clouds: list[str], *, force: bool = False, keep_failed: bool = False) -> list[dict]:
     bake_id = new_bake_id()
     reports = settings.reports_dir() / bake_id
@@ -94,7 +103,7 @@ def _bake_cloud(manifest: Manifest, run: CloudRun, *, force: bool, keep_failed: 
     adapter = get_adapter(cloud, manifest, log=run.say)
     with run.stage("resolve"):
         base = adapter.resolve_base_image()
-        digests = adapter.pinned_digests() if hasattr(adapter, "pinned_digests") else {}
+        digests = image_digests(manifest, adapter)
         fp = fingerprint(manifest, cloud, base_image=base.id, digests=digests)
         run.say(f"base image {base.id}; fingerprint {fp[:12]}")
     if not force:
@@ -120,6 +129,7 @@ def _bake_cloud(manifest: Manifest, run: CloudRun, *, force: bool, keep_failed: 
         run.say(f"built {image.id}")
         published = False
         try:
+            cancel.check()      # interrupted as Packer finished: the image is discarded below
             with run.stage("test"):
                 result = check_image(
                     adapter, image, bake_id=run.bake_id, ssh_timeout_s=manifest.validation.ssh_timeout_s,
@@ -173,8 +183,9 @@ def _log_since(path: Path, offset: int) -> str:
 
 
 def _packer_progress(run: CloudRun):
-    """Show Packer's own progress lines (==> ...) without flooding the console."""
+    """Show Packer's own progress lines (==> ...) without flooding the console; packer/build.py
+    already writes every line to bake.log, so they are shown, not logged again."""
     def on_line(line: str) -> None:
         if line.startswith("==> ") or " ==> " in line[:40]:
-            run.say(line.strip()[:160], "dim")
+            run.show(line.strip()[:160], "dim")
     return on_line

@@ -73,7 +73,7 @@ def test_failed_checks_publish_nothing_and_leave_nothing(gce, env):
     assert gce.count("POST", "/instances") == 1           # one test VM was really launched
 
 
-def test_a_second_bake_with_nothing_changed_builds_nothing(gce, env):
+def test_a_second_bake_with_nothing_changed_builds_nothing(gce, env, clara_registry):
     """The round trip: the image Packer labels, once published, is what the next bake finds."""
     manifest = load_manifest()
     (first,) = bake_module.bake(manifest, ["gcp"], keep_failed=True)     # no GPU here: checks fail, image kept
@@ -84,7 +84,8 @@ def test_a_second_bake_with_nothing_changed_builds_nothing(gce, env):
     adapter = Adapter(manifest, log=lambda _: None)
     base = adapter.resolve_base_image()
     assert gce.images[("clara-images", name)]["labels"]["clara-fingerprint"] == \
-        fingerprint(manifest, "gcp", base_image=base.id)[:32]            # the bake's, not the render's
+        fingerprint(manifest, "gcp", base_image=base.id,                 # the bake's, not the render's
+                    digests=bake_module.image_digests(manifest, adapter))[:32]
     # What a passing validation does next (a GPU VM would pass): publish to candidate.
     (published,) = adapter.publish(Image("gcp", name, name, manifest.clouds.gcp.zone), "candidate").values()
     before = len(gce.requests)
@@ -93,6 +94,10 @@ def test_a_second_bake_with_nothing_changed_builds_nothing(gce, env):
     assert result["image"] == published
     creates = [r for r in gce.requests[before:] if r[0] in ("POST", "PUT", "PATCH", "DELETE")]
     assert creates == []
+    # NVIDIA re-pushes the tag: the digest the registry gives now is another, so the bake builds.
+    clara_registry.push("nvidia/clara-train-sdk", "v4.1", "clara-train-sdk v4.1, re-pushed")
+    (rebuilt,) = bake_module.bake(manifest, ["gcp"])
+    assert rebuilt["status"] == "failed" and rebuilt["fingerprint"] != result["fingerprint"]
 
 
 def test_packer_failure_leaves_nothing(gce, env, monkeypatch):

@@ -1,0 +1,148 @@
+"""A fake container registry on 127.0.0.1 that signs in the way nvcr.io and Docker Hub do.
+
+Rules it enforces, with their sources:
+- Manifests are read at `/v2/<name>/manifests/<tag>` with GET or HEAD; a HEAD answers the headers of
+  the GET without a body, including `Docker-Content-Digest` (OCI distribution spec, "Pulling
+  manifests" and "Checking if content exists in the registry").
+- The manifest's media type must be one the client lists in `Accept`; otherwise the registry
+  answers 404 MANIFEST_UNKNOWN for that representation (OCI distribution spec: "the registry MUST
+  ... return a 404" when it cannot serve an accepted type; Docker Hub does the same for an index
+  the client does not accept).
+- Without a token it answers 401 with `WWW-Authenticate: Bearer realm="...",service="...",
+  scope="repository:<name>:pull"`; the token comes from GET on the realm with those parameters, with
+  HTTP Basic credentials when the image is private (Docker "Token Authentication Specification").
+  nvcr.io's username for an API key is `$oauthtoken` (NGC documentation, "docker login nvcr.io").
+- Errors are `{"errors": [{"code", "message", "detail"}]}` (OCI distribution spec, "Error Codes").
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+def manifest_body(seed: str, media_type: str = MANIFEST_V2) -> bytes:
+    if media_type == OCI_INDEX:
+        doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "size": 500,
+             "digest": "sha256:" + hashlib.sha256(seed.encode()).hexdigest(),
+             "platform": {"architecture": "amd64", "os": "linux"}}]}
+    else:
+        doc = {"schemaVersion": 2, "mediaType": media_type,
+               "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 7,
+                          "digest": "sha256:" + hashlib.sha256(b"config" + seed.encode()).hexdigest()},
+               "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                           "size": 15_000_000_000, "digest": "sha256:" + hashlib.sha256(seed.encode()).hexdigest()}]}
+    return json.dumps(doc, sort_keys=True).encode()
+
+
+class FakeRegistry:
+    """`tags[(repository, tag)] = (media_type, body)`; `private` repositories need `credentials`."""
+
+    def __init__(self, credentials: tuple[str, str] | None = None, digest_header: bool = True):
+        self.tags: dict[tuple[str, str], tuple[str, bytes]] = {}
+        self.private: set[str] = set()
+        self.credentials = credentials
+        self.digest_header = digest_header
+        self.requests: list[tuple[str, str, str | None]] = []    # (method, path, Authorization)
+        self.fail_next: list[int] = []
+        self._tokens: dict[str, str] = {}                         # token -> repository
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def push(self, repository: str, tag: str, seed: str, media_type: str = MANIFEST_V2) -> str:
+        body = manifest_body(seed, media_type)
+        self.tags[(repository, tag)] = (media_type, body)
+        return "sha256:" + hashlib.sha256(body).hexdigest()
+
+    def __enter__(self) -> "FakeRegistry":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler(self):
+        registry = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                self._serve(body=True)
+
+            def do_HEAD(self):
+                self._serve(body=False)
+
+            def _serve(self, body: bool):
+                registry.requests.append((self.command, self.path, self.headers.get("Authorization")))
+                if registry.fail_next:
+                    return self._error(registry.fail_next.pop(0), "UNAVAILABLE", "injected failure", body)
+                path = urlsplit(self.path).path
+                if path == "/token":
+                    return self._token()
+                if not (path.startswith("/v2/") and "/manifests/" in path):
+                    return self._error(404, "NAME_UNKNOWN", "no such endpoint", body)
+                repository, _, tag = path[len("/v2/"):].partition("/manifests/")
+                token = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+                if registry._tokens.get(token) != repository:
+                    scope = f"repository:{repository}:pull"
+                    return self._error(401, "UNAUTHORIZED", "authentication required", body, {
+                        "WWW-Authenticate": f'Bearer realm="{registry.url}/token",service="fake-registry",'
+                                            f'scope="{scope}"'})
+                found = registry.tags.get((repository, tag))
+                if found is None:
+                    return self._error(404, "MANIFEST_UNKNOWN", f"manifest unknown: {tag}", body)
+                media_type, content = found
+                accepted = [a.strip().split(";")[0] for a in (self.headers.get("Accept") or "").split(",")]
+                if media_type not in accepted:
+                    return self._error(404, "MANIFEST_UNKNOWN", f"no {accepted} representation", body)
+                headers = {"Content-Type": media_type, "Content-Length": str(len(content))}
+                if registry.digest_header:
+                    headers["Docker-Content-Digest"] = "sha256:" + hashlib.sha256(content).hexdigest()
+                self._answer(200, headers, content if body else b"")
+
+            def _token(self):
+                query = parse_qs(urlsplit(self.path).query)
+                scope = (query.get("scope") or [""])[0]
+                if query.get("service") != ["fake-registry"] or not scope.endswith(":pull"):
+                    return self._error(400, "DENIED", "service and a pull scope are required", True)
+                repository = scope.split(":")[1]
+                if repository in registry.private:
+                    given = self.headers.get("Authorization") or ""
+                    expected = "Basic " + base64.b64encode(":".join(registry.credentials or ("", "")).encode()).decode()
+                    if not registry.credentials or given != expected:
+                        return self._error(401, "UNAUTHORIZED", "bad credentials", True)
+                token = secrets.token_hex(8)
+                registry._tokens[token] = repository
+                self._answer(200, {"Content-Type": "application/json"}, json.dumps({"token": token}).encode())
+
+            def _error(self, status, code, message, body, headers=None):
+                content = json.dumps({"errors": [{"code": code, "message": message, "detail": None}]}).encode()
+                self._answer(status, {"Content-Type": "application/json", **(headers or {})},
+                             content if body else b"")
+
+            def _answer(self, status, headers, content):
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                if "Content-Length" not in headers:
+                    self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                if content:
+                    self.wfile.write(content)
+
+        return Handler
