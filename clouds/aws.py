@@ -20,7 +20,10 @@ their delay (tests use 0).
 """
 from __future__ import annotations
 
+import base64
 import ipaddress
+import json
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +36,7 @@ from pipeline.errors import CloudError, Interrupted, PublishError
 
 from . import clients
 from .base import (TAG_BAKE_ID, TAG_CHANNEL_PREFIX, TAG_EXPIRES, TAG_FINGERPRINT, TAG_ROLE, TAG_VALIDATED,
-                   BaseImage, Image, Log, TestVM)
+                   TEST_USER, BaseImage, Image, Log, TestVM)
 
 TAG_SOURCE_AMI = "clara-source-ami"   # on copies: the AMI Packer built in the home region
 TAG_MANIFEST = "clara-manifest"       # manifest.name: what prune looks at
@@ -43,6 +46,15 @@ CAPACITY_CODES = ("InsufficientInstanceCapacity", "InsufficientHostCapacity", "I
                   "Unsupported")
 NOT_FOUND_SUFFIXES = (".NotFound", ".Unavailable")
 SWEEP_ROLES = ("build", "test")
+PAGE_SIZE = 1000                      # EC2's largest MaxResults for the describe calls we page through
+# The longest a bake's build may take with the manifest's type: provisioning (a 15 GB pull on a
+# DLAMI base: about 1 h on g4dn.4xlarge, awslabs/awsome-distributed-ai#92) plus Packer's wait for
+# the AMI (aws_polling in packer/sources/aws.py: 240 x 15 s).
+LONGEST_BUILD = timedelta(hours=2)
+CHECKS_ALLOWANCE = timedelta(minutes=30)        # the checks themselves, service smoke test included
+# Credential sources botocore (and Packer's aws-sdk-go) renew by themselves before they expire
+# (botocore.credentials: each provider's METHOD).
+SELF_RENEWING = ("assume-role", "sso", "custom-process", "container-role", "iam-role", "login")
 
 
 class AwsError(CloudError):
@@ -94,11 +106,59 @@ def _as_utc(value) -> datetime:
     return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
+def credential_horizon(method: str, environ) -> tuple[datetime | None, str]:
+    """(when credentials of botocore's `method` stop working, None if not known to end; what they are).
+
+    env: AWS_CREDENTIAL_EXPIRATION, which botocore's EnvProvider reads (ISO 8601); CI gets it from
+    configure-aws-credentials' `aws-expiration` output (JSON-quoted: @actions/core's setOutput
+    stringifies a Date). Web identity: botocore re-assumes the role near expiry by reading the
+    token file again, which works only while the token in it is valid (GitHub's lasts 5 minutes)."""
+    if method == "assume-role-with-web-identity":
+        path = environ.get("AWS_WEB_IDENTITY_TOKEN_FILE", "")
+        return _jwt_expiry(path), f"the web identity token in {path}"
+    if method in SELF_RENEWING:
+        return None, method
+    raw = environ.get("AWS_CREDENTIAL_EXPIRATION", "").strip().strip('"')
+    if method != "env" or not raw:
+        return None, method
+    try:
+        return _as_utc(raw), f"AWS_CREDENTIAL_EXPIRATION={raw}"
+    except ValueError:
+        raise CloudError(f"aws: AWS_CREDENTIAL_EXPIRATION={raw!r} is not an ISO 8601 time like "
+                         "2026-01-31T12:00:00Z") from None
+
+
+def _jwt_expiry(path: str) -> datetime | None:
+    """The `exp` claim of the JWT in a file (unverified: only to know when it stops working)."""
+    try:
+        payload = open(path, encoding="ascii").read().strip().split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return datetime.fromtimestamp(int(claims["exp"]), timezone.utc)
+    except (OSError, IndexError, ValueError, KeyError, TypeError, UnicodeError):
+        return None
+
+
+def cloud_init_user_data(public_key: str) -> str:
+    """cloud-init user data creating TEST_USER, the only user the checks log in as, with the test
+    key and passwordless sudo. `default` keeps the AMI's own user (ubuntu), whom teams log in as
+    (https://cloudinit.readthedocs.io/en/latest/reference/examples.html, "Including users and
+    groups"). No EC2 key pair: it would put the test key into ubuntu's authorized_keys too."""
+    import yaml
+    key = public_key.strip()
+    if not key or "\n" in key or not key.startswith(("ssh-", "ecdsa-", "sk-")):
+        raise CloudError(f"aws: the test VM's public key must be one OpenSSH line (ssh-ed25519 ...), "
+                         f"got {key[:40]!r}")
+    user = {"name": TEST_USER, "gecos": "clara-bake checks (test VM only)", "shell": "/bin/bash",
+            "sudo": "ALL=(ALL) NOPASSWD:ALL", "lock_passwd": True, "ssh_authorized_keys": [key]}
+    return "#cloud-config\n" + yaml.safe_dump({"users": ["default", user]}, sort_keys=False)
+
+
 class Adapter:
     name = "aws"
     running_attempts = 120        # waiter attempts (x delay) for instance_running / terminated
     image_attempts = 240          # for image_available (copies of a 100 GB AMI take a while)
     dependency_attempts = 12      # DeleteSecurityGroup while the ENI is still going away
+    param_attempts = 15           # reads until a written aws:ec2:image parameter shows its new value
 
     def __init__(self, manifest, log: Log = print):
         if manifest.clouds.aws is None:
@@ -132,8 +192,16 @@ class Adapter:
             first = str(exc).splitlines()[0][:300]
             raise AwsError(f"aws: {what} in {region} failed: {first}") from None
 
-    def _wait(self, region: str | None, waiter: str, what: str, attempts: int, **params) -> None:
-        """A botocore waiter, one poll at a time, so a cancelled bake stops waiting at once."""
+    def _wait(self, region: str | None, waiter: str, what: str, attempts: int, *, fresh: bool = False,
+              **params) -> None:
+        """A botocore waiter, one poll at a time, so a cancelled bake stops waiting at once.
+
+        `fresh`: the resource was just created. EC2 is eventually consistent: "if you run a command
+        to modify or describe a resource that you just created, its ID might not have propagated
+        throughout the system, and you will get an error responding that the resource does not
+        exist" (https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html), and
+        botocore's ImageAvailable waiter has no retry acceptor for InvalidAMIID.NotFound
+        (botocore/data/ec2/2016-11-15/waiters-2.json), so such an answer counts as pending."""
         from botocore.exceptions import WaiterError
         region = region or self.region
         delay = clients.poll_interval(15.0 if waiter.startswith("image") else 5.0)
@@ -144,7 +212,9 @@ class Adapter:
                 poll.wait(WaiterConfig={"Delay": 0, "MaxAttempts": 1}, **params)
                 return
             except WaiterError as exc:
-                pending = exc.kwargs.get("reason") == "Max attempts exceeded"
+                code = str((exc.last_response or {}).get("Error", {}).get("Code", ""))
+                pending = (exc.kwargs.get("reason") == "Max attempts exceeded"
+                           or (fresh and code.endswith(".NotFound")))
                 if not pending or attempt == attempts:
                     reason = str(exc.last_response.get("Error", {}).get("Message", "")) if exc.last_response else ""
                     raise AwsError(f"aws: waiting for {what} in {region} failed: "
@@ -155,18 +225,34 @@ class Adapter:
         return self._call("ec2", region, op, what, **params)
 
     def _image(self, ami: str, region: str | None = None) -> dict | None:
+        """An AMI's description, or None when it is gone. "Recently deregistered images appear in
+        the returned results for a short interval" (DescribeImages, EC2 API Reference), with
+        State `deregistered`: that is gone too."""
         try:
             found = self._ec2("describe_images", f"describe {ami}", region, ImageIds=[ami])["Images"]
         except AwsError as exc:
             if exc.not_found or exc.code == "InvalidAMIID.Malformed":
                 return None
             raise
-        return found[0] if found else None
+        return found[0] if found and found[0].get("State") != "deregistered" else None
+
+    def _pages(self, op: str, key: str, what: str, region: str | None = None, **params) -> list[dict]:
+        """Every item of a describe call, page by page: EC2 recommends paginating calls that can
+        return many results, since unpaginated ones "might be throttled and could time out"
+        (https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-pagination.html)."""
+        items: list[dict] = []
+        params = {**params, "MaxResults": PAGE_SIZE}
+        while True:
+            page = self._ec2(op, what, region, **params)
+            items += page.get(key, [])
+            if not page.get("NextToken"):
+                return items
+            params["NextToken"] = page["NextToken"]
 
     def _images(self, region: str | None = None, **filters) -> list[dict]:
         """Our own AMIs matching tag filters, newest first."""
         flt = [{"Name": f"tag:{k}", "Values": [v]} for k, v in filters.items()]
-        images = self._ec2("describe_images", "list images", region, Owners=["self"], Filters=flt)["Images"]
+        images = self._pages("describe_images", "Images", "list images", region, Owners=["self"], Filters=flt)
         return sorted(images, key=_age, reverse=True)
 
     def _as_image(self, ami: dict, region: str | None = None) -> Image:
@@ -190,9 +276,33 @@ class Adapter:
             raise
 
     def _put_param(self, region: str, name: str, value: str) -> None:
-        self._call("ssm", region, "put_parameter", f"write {name}", Name=name, Value=value, Type="String",
-                   DataType="aws:ec2:image", Overwrite=True,
-                   Description=f"{self.manifest.name}: current AMI of this channel (clara-bake)")
+        """Write a channel parameter and wait until it reads back. For DataType aws:ec2:image "a
+        successful HTTP 200 response does not guarantee that your parameter was successfully
+        created or updated. The aws:ec2:image value is validated asynchronously" (PutParameter,
+        Systems Manager API Reference): a value that never appears is an error."""
+        version = self._call("ssm", region, "put_parameter", f"write {name}", Name=name, Value=value,
+                             Type="String", DataType="aws:ec2:image", Overwrite=True,
+                             Description=f"{self.manifest.name}: current AMI of this channel (clara-bake)"
+                             ).get("Version", 0)
+        delay = clients.poll_interval(2.0)
+        for attempt in range(self.param_attempts):
+            found = self._param_version(region, name)
+            if found and found[0] == value and found[1] >= version:
+                return
+            if attempt + 1 < self.param_attempts:
+                cancel.sleep(delay)
+        raise AwsError(f"aws: {name} in {region} does not read {value} after writing it: Parameter Store's "
+                       "asynchronous aws:ec2:image validation refused it (is the AMI available in this "
+                       "account and region?)")
+
+    def _param_version(self, region: str, name: str) -> tuple[str, int] | None:
+        try:
+            p = self._call("ssm", region, "get_parameter", f"read {name}", Name=name)["Parameter"]
+        except AwsError as exc:
+            if exc.not_found:
+                return None
+            raise
+        return p["Value"], int(p.get("Version", 0))
 
     def _delete_param(self, region: str, name: str) -> None:
         try:
@@ -250,8 +360,43 @@ class Adapter:
     # --- build ---------------------------------------------------------------------------------
     @contextmanager
     def build_session(self, run):
-        """Packer's temporary security group admits this runner only."""
+        """Credentials that outlive the bake, checked before Packer starts; Packer's temporary
+        security group admits this runner only."""
+        self.check_credentials()
         yield {"vars": {RUNNER_CIDR: clients.runner_cidr()}}
+
+    def expected_bake_time(self) -> timedelta:
+        """The longest this bake may run from the build on: the build, the test VM's bounded waits
+        and its checks, and the region copies (in parallel, each bounded by image_attempts)."""
+        test = timedelta(seconds=self.running_attempts * 5 + self.manifest.validation.ssh_timeout_s)
+        copies = timedelta(seconds=self.image_attempts * 15) if len(self._regions()) > 1 else timedelta()
+        return LONGEST_BUILD + test + CHECKS_ALLOWANCE + copies
+
+    def check_credentials(self, now: datetime | None = None) -> None:
+        """Refuse a bake its credentials expire before: Packer gets the same credentials, and static
+        session keys (what configure-aws-credentials exports) renew in neither Packer nor boto3."""
+        import boto3                              # the chain every clients.aws client resolves
+        creds = boto3.Session().get_credentials()
+        if creds is None:
+            return                                # the first call says "Unable to locate credentials"
+        now, need = now or datetime.now(timezone.utc), self.expected_bake_time()
+        ends, source = credential_horizon(creds.method, os.environ)
+        hours = f"{need.total_seconds() / 3600:.1f} h"
+        if creds.method == "env" and ends is None and os.environ.get("AWS_SESSION_TOKEN"):
+            self.log(f"aws: warning: temporary credentials (AWS_SESSION_TOKEN) of unknown lifetime; this bake "
+                     f"may take {hours}. Set AWS_CREDENTIAL_EXPIRATION so it can be checked")
+        if ends is None or ends >= now + need:
+            return
+        when = ends.strftime("%Y-%m-%d %H:%M UTC")
+        if creds.method == "assume-role-with-web-identity":
+            self.log(f"aws: warning: {source} expires at {when}, and this bake may take {hours}: after it, "
+                     "botocore and Packer cannot renew the role session unless something rewrites the file")
+            return
+        raise CloudError(
+            f"aws: the credentials ({source}) expire at {when}, before this bake may end ({hours} from now: "
+            "build, test VM, region copies). Use a longer session (configure-aws-credentials' "
+            "role-duration-seconds, which the role's MaxSessionDuration must allow) or credentials the SDKs "
+            "renew themselves (a profile with role_arn, SSO, web identity)")
 
     def build_fallbacks(self) -> list[dict[str, str]]:
         """Packer variables to build with, in turn, when the manifest's type has no capacity."""
@@ -272,9 +417,9 @@ class Adapter:
                 return BaseImage(img["ImageId"], img.get("Name", ""), img.get("CreationDate", ""))
             self.log(f"aws: {b.ssm_parameter} " + ("is not set" if not ami else f"points at {ami}, not a usable "
                      f"{b.architecture} image") + "; using the name filter")
-        images = self._ec2("describe_images", "find the base image", Owners=list(b.owners), Filters=[
+        images = self._pages("describe_images", "Images", "find the base image", Owners=list(b.owners), Filters=[
             {"Name": "name", "Values": [b.name]}, {"Name": "architecture", "Values": [b.architecture]},
-            {"Name": "state", "Values": ["available"]}])["Images"]
+            {"Name": "state", "Values": ["available"]}])
         if not images:
             raise CloudError(f"aws: no {b.architecture} image named {b.name!r} owned by {', '.join(b.owners)} "
                              f"in {self.region}")
@@ -283,10 +428,10 @@ class Adapter:
         return BaseImage(img["ImageId"], img.get("Name", ""), img.get("CreationDate", ""))
 
     def find_validated(self, fingerprint: str) -> Image | None:
-        images = self._ec2("describe_images", "find a validated image", Owners=["self"], Filters=[
+        images = self._pages("describe_images", "Images", "find a validated image", Owners=["self"], Filters=[
             {"Name": f"tag:{TAG_FINGERPRINT}", "Values": [fingerprint[:32]]},
             {"Name": f"tag:{TAG_VALIDATED}", "Values": ["true"]},
-            {"Name": "state", "Values": ["available"]}])["Images"]
+            {"Name": "state", "Values": ["available"]}])
         images = [i for i in images if _tags(i).get(TAG_REVOKED) != "true" and TAG_SOURCE_AMI not in _tags(i)]
         if not images:
             return None
@@ -301,12 +446,9 @@ class Adapter:
         name = f"clara-test-{bake_id}"
         expires = _stamp(datetime.now(timezone.utc) + TEST_TTL)
         tags = {**self.manifest.tags, "Name": name, TAG_BAKE_ID: bake_id, TAG_ROLE: "test", TAG_EXPIRES: expires}
+        user_data = cloud_init_user_data(public_key)          # before anything exists: a bad key creates nothing
         created: list[str] = []
         try:
-            self._ec2("import_key_pair", f"import key pair {name}", region, KeyName=name,
-                      PublicKeyMaterial=public_key.strip().encode(),
-                      TagSpecifications=[{"ResourceType": "key-pair", "Tags": _tag_list(tags)}])
-            created.append(f"{region}/key-pair/{name}")
             sg = self._ec2("create_security_group", f"create security group {name}", region, GroupName=name,
                            Description=f"clara-bake test VM {bake_id}: SSH from the runner only",
                            TagSpecifications=[{"ResourceType": "security-group", "Tags": _tag_list(tags)}])["GroupId"]
@@ -317,8 +459,8 @@ class Adapter:
             self._ec2("authorize_security_group_ingress", f"open tcp:22 on {sg}", region, GroupId=sg,
                       IpPermissions=[{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, **ranges}])
             self.log(f"aws: security group {sg} admits {network} on tcp:22")
-            instance = self._run_instance(region, image.id, name, sg, tags)
-            created.insert(0, f"{region}/instance/{instance}")
+            instance, itype = self._run_instance(region, image.id, sg, tags, user_data)
+            created[:0] = [f"{region}/instance/{instance}", f"{region}/volumes/{bake_id}"]
             self._wait(region, "instance_running", f"{instance} to run", self.running_attempts,
                        InstanceIds=[instance])
             desc = self._ec2("describe_instances", f"describe {instance}", region,
@@ -328,8 +470,9 @@ class Adapter:
             if not host:
                 raise CloudError(f"aws: test instance {instance} has no public IP (does the default VPC's "
                                  "subnet assign public addresses?)")
-            self.log(f"aws: test instance {instance} ({desc.get('InstanceType')}) running at {host}")
-            return TestVM("aws", instance, host, port, self.a.ssh_username, tuple(created))
+            size = desc.get("InstanceType") or itype         # after any capacity fallback
+            self.log(f"aws: test instance {instance} ({size}) running at {host}; checks log in as {TEST_USER}")
+            return TestVM("aws", instance, host, port, TEST_USER, tuple(created), size=size)
         except BaseException as exc:
             if created:
                 self.log(f"aws: launch failed; deleting {len(created)} resource(s) it created")
@@ -341,7 +484,8 @@ class Adapter:
                 raise
             raise CloudError(f"aws: launching the test VM failed: {exc}") from None
 
-    def _run_instance(self, region: str, ami: str, name: str, sg: str, tags: dict) -> str:
+    def _run_instance(self, region: str, ami: str, sg: str, tags: dict, user_data: str) -> tuple[str, str]:
+        """(instance ID, instance type) of the first type and placement with capacity."""
         types = list(dict.fromkeys((self.a.instance_type,) + tuple(self.a.fallback_instance_types)))
         tried: list[str] = []
         for itype in types:
@@ -352,7 +496,7 @@ class Adapter:
                 try:
                     out = self._ec2(
                         "run_instances", f"run {itype}", region, ImageId=ami, InstanceType=itype,
-                        MinCount=1, MaxCount=1, KeyName=name, SecurityGroupIds=[sg],
+                        MinCount=1, MaxCount=1, UserData=user_data, SecurityGroupIds=[sg],
                         InstanceInitiatedShutdownBehavior="terminate",
                         MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled"},
                         BlockDeviceMappings=[{"DeviceName": self.a.root_device, "Ebs": {
@@ -368,7 +512,7 @@ class Adapter:
                     self.log(f"aws: no capacity for {itype}{' in ' + zone if zone else ''}: {exc.code}; "
                              "trying the next option")
                     continue
-                return out["Instances"][0]["InstanceId"]
+                return out["Instances"][0]["InstanceId"], itype
         raise CloudError(f"aws: no GPU capacity in {region}: tried " + ", ".join(tried)
                          + "; add fallback_instance_types or try another region")
 
@@ -391,33 +535,34 @@ class Adapter:
             self._delete_resources(resources)
 
     def _delete_resources(self, resources: list[str]) -> None:
+        """`region/kind/id`: instances first, then what they used; `volumes/<bake id>` is every
+        volume the test instance left (root volumes go with it: DeleteOnTermination)."""
         parsed = [r.split("/", 2) for r in resources]
-        order = {"instance": 0, "security-group": 1, "key-pair": 2}
-        bake_ids = set()
+        order = {"instance": 0, "security-group": 1, "key-pair": 2, "volumes": 3}
         for region, kind, rid in sorted(parsed, key=lambda p: order.get(p[1], 9)):
             if kind == "instance":
-                try:
-                    self._ec2("terminate_instances", f"terminate {rid}", region, InstanceIds=[rid])
-                except AwsError as exc:
-                    if not exc.not_found:
-                        raise
-                    continue
-                self._wait(region, "instance_terminated", f"{rid} to terminate", self.running_attempts,
-                           InstanceIds=[rid])
-                self.log(f"aws: terminated {rid}")
+                self._terminate(region, rid)
             elif kind == "security-group":
                 self._delete_security_group(region, rid)
-            elif kind == "key-pair":
+            elif kind == "key-pair":             # test VMs of earlier versions had one
                 self._ec2("delete_key_pair", f"delete key pair {rid}", region, KeyName=rid)
                 self.log(f"aws: deleted key pair {rid}")
-                if rid.startswith("clara-test-"):
-                    bake_ids.add((region, rid[len("clara-test-"):]))
-        for region, bake_id in bake_ids:          # volumes that did not go with the instance
-            vols = self._ec2("describe_volumes", "list leftover test volumes", region, Filters=[
-                {"Name": f"tag:{TAG_BAKE_ID}", "Values": [bake_id]}, {"Name": f"tag:{TAG_ROLE}", "Values": ["test"]},
-                {"Name": "status", "Values": ["available"]}])["Volumes"]
-            for vol in vols:
-                self._delete_volume(region, vol["VolumeId"])
+            elif kind == "volumes":
+                for vol in self._pages("describe_volumes", "Volumes", "list leftover test volumes", region, Filters=[
+                        {"Name": f"tag:{TAG_BAKE_ID}", "Values": [rid]}, {"Name": f"tag:{TAG_ROLE}", "Values": ["test"]},
+                        {"Name": "status", "Values": ["available"]}]):
+                    self._delete_volume(region, vol["VolumeId"])
+
+    def _terminate(self, region: str, instance: str) -> None:
+        try:
+            self._ec2("terminate_instances", f"terminate {instance}", region, InstanceIds=[instance])
+        except AwsError as exc:
+            if not exc.not_found:
+                raise
+            return
+        self._wait(region, "instance_terminated", f"{instance} to terminate", self.running_attempts,
+                   InstanceIds=[instance])
+        self.log(f"aws: terminated {instance}")
 
     def _delete_security_group(self, region: str, sg: str) -> None:
         for attempt in range(self.dependency_attempts):
@@ -522,7 +667,7 @@ class Adapter:
                 with lock:
                     made[region] = ami
                 self.log(f"aws: copying {src['ImageId']} to {region} as {ami}")
-            self._wait(region, "image_available", f"copy {ami}", self.image_attempts, ImageIds=[ami])
+            self._wait(region, "image_available", f"copy {ami}", self.image_attempts, fresh=True, ImageIds=[ami])
             return ami
 
         results: dict[str, str] = {}
@@ -662,15 +807,16 @@ class Adapter:
 
         ours = [{"Name": "tag-key", "Values": [TAG_BAKE_ID]}, {"Name": f"tag:{TAG_ROLE}", "Values": list(SWEEP_ROLES)}]
         r = self.region
-        instances = [i for res in self._ec2("describe_instances", "list tagged instances", r, Filters=ours + [
-                     {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]
-                     )["Reservations"] for i in res["Instances"] if stale(_tags(i), i.get("LaunchTime"))]
-        groups = [g for g in self._ec2("describe_security_groups", "list tagged security groups", r,
-                                       Filters=ours)["SecurityGroups"] if stale(_tags(g), None)]
+        instances = [i for res in self._pages("describe_instances", "Reservations", "list tagged instances", r,
+                                              Filters=ours + [{"Name": "instance-state-name", "Values": [
+                                                  "pending", "running", "stopping", "stopped"]}])
+                     for i in res["Instances"] if stale(_tags(i), i.get("LaunchTime"))]
+        groups = [g for g in self._pages("describe_security_groups", "SecurityGroups", "list tagged security groups",
+                                         r, Filters=ours) if stale(_tags(g), None)]
         keys = [k for k in self._ec2("describe_key_pairs", "list tagged key pairs", r, Filters=ours)["KeyPairs"]
-                if stale(_tags(k), k.get("CreateTime"))]
-        volumes = [v for v in self._ec2("describe_volumes", "list tagged volumes", r, Filters=ours + [
-                   {"Name": "status", "Values": ["available"]}])["Volumes"] if stale(_tags(v), v.get("CreateTime"))]
+                if stale(_tags(k), k.get("CreateTime"))]          # DescribeKeyPairs has no pagination
+        volumes = [v for v in self._pages("describe_volumes", "Volumes", "list tagged volumes", r, Filters=ours + [
+                   {"Name": "status", "Values": ["available"]}]) if stale(_tags(v), v.get("CreateTime"))]
         found = ([i["InstanceId"] for i in instances] + [g["GroupId"] for g in groups]
                  + [f"key-pair/{k['KeyName']}" for k in keys] + [v["VolumeId"] for v in volumes])
         if dry_run or not found:

@@ -2,14 +2,16 @@
 botocore event hooks (moto itself never fails)."""
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import yaml
 
 from clouds.aws import Adapter
-from clouds.base import Image
+from clouds.base import TEST_USER, Image
 from manifests import load_manifest
 from pipeline.errors import CloudError, Interrupted, PublishError
 from tests.clouds.aws_fixtures import (ACCOUNT, SSM_BASE, aws_env, boto, ec2_http_error,  # noqa: F401
@@ -178,8 +180,12 @@ def test_launch_creates_a_locked_down_tagged_vm_and_teardown_removes_everything(
     ec2 = boto("ec2")
     inst = ec2.describe_instances(InstanceIds=[vm.id])["Reservations"][0]["Instances"][0]
     assert inst["State"]["Name"] == "running" and inst["InstanceType"] == "g4dn.2xlarge"
-    assert inst["ImageId"] == image.id and inst["KeyName"] == "clara-test-bake42"
-    assert vm.host == inst["PublicIpAddress"] and vm.port == 22 and vm.user == "ubuntu"
+    assert inst["ImageId"] == image.id and "KeyName" not in inst          # no EC2 key pair: user data
+    assert vm.host == inst["PublicIpAddress"] and vm.port == 22
+    assert vm.user == TEST_USER != adapter.a.ssh_username and vm.size == "g4dn.2xlarge"
+    assert cloud_config(ec2, vm.id) == {"users": ["default", {
+        "name": TEST_USER, "gecos": "clara-bake checks (test VM only)", "shell": "/bin/bash",
+        "sudo": "ALL=(ALL) NOPASSWD:ALL", "lock_passwd": True, "ssh_authorized_keys": [KEY]}]}
     tags = tags_of(inst)
     assert tags["clara-bake-id"] == "bake42" and tags["clara-role"] == "test"
     expires = datetime.strptime(tags["clara-expires"], "%Y%m%d%H%M").replace(tzinfo=timezone.utc)
@@ -189,14 +195,21 @@ def test_launch_creates_a_locked_down_tagged_vm_and_teardown_removes_everything(
         {"CidrIp": CIDR, "Description": "clara-bake runner"}], "Ipv6Ranges": [], "PrefixListIds": [],
         "UserIdGroupPairs": []}]
     assert tags_of(sg)["clara-bake-id"] == "bake42"
-    (key,) = ec2.describe_key_pairs(KeyNames=["clara-test-bake42"])["KeyPairs"]
-    assert tags_of(key)["clara-role"] == "test"
+    assert ec2.describe_key_pairs()["KeyPairs"] == []
     vols = ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": [vm.id]}])["Volumes"]
     assert vols and all(tags_of(v)["clara-bake-id"] == "bake42" for v in vols)
 
     adapter.teardown(vm)
     assert live_test_resources(boto) == ([], [], [])
     adapter.teardown(vm)                                      # idempotent: already gone is fine
+
+
+def cloud_config(ec2, instance: str) -> dict:
+    """The user data moto received, as cloud-init reads it: `#cloud-config` then YAML."""
+    raw = ec2.describe_instance_attribute(InstanceId=instance, Attribute="userData")["UserData"]["Value"]
+    text = base64.b64decode(raw).decode()
+    assert text.startswith("#cloud-config\n")
+    return yaml.safe_load(text)
 
 
 def test_launch_uses_the_address_override(adapter, boto, monkeypatch):
@@ -214,14 +227,15 @@ def test_launch_refuses_ssh_from_anywhere_and_creates_nothing(adapter, aws_env, 
 
 def test_launch_falls_back_to_the_next_instance_type_without_capacity(adapter, aws_env, boto, logs):
     def no_t4(params, **kwargs):
-        if params["body"].get("InstanceType") == "g4dn.2xlarge":
+        if params["body"].get("InstanceType", "").startswith("g4dn."):
             return error_response("InsufficientInstanceCapacity", "We currently do not have sufficient capacity")
     aws_env.add("before-call.ec2.RunInstances", no_t4)
     vm = adapter.launch_test_vm(build(boto), KEY, "b4", CIDR)
     inst = boto("ec2").describe_instances(InstanceIds=[vm.id])["Reservations"][0]["Instances"][0]
-    assert inst["InstanceType"] == "g4dn.4xlarge"
-    assert aws_env.count("RunInstances") > 2                  # every zone of g4dn.2xlarge was tried
-    assert any("no capacity for g4dn.2xlarge" in line for line in logs)
+    assert inst["InstanceType"] == "g5.2xlarge"
+    assert vm.size == "g5.2xlarge"                           # the checks expect its GPU (A10G), not T4
+    assert aws_env.count("RunInstances") > 4                  # every zone of both g4dn types was tried
+    assert any("no capacity for g4dn.4xlarge" in line for line in logs)
     adapter.teardown(vm)
     assert live_test_resources(boto) == ([], [], [])
 
@@ -260,11 +274,12 @@ def test_launch_failing_midway_deletes_what_it_created(adapter, aws_env, boto):
     assert live_test_resources(boto) == ([], [], [])
 
 
-def test_launch_with_a_key_pair_name_taken_fails_and_keeps_what_it_did_not_create(adapter, boto):
-    boto("ec2").import_key_pair(KeyName="clara-test-b9", PublicKeyMaterial=KEY.encode())
-    with pytest.raises(CloudError, match="InvalidKeyPair.Duplicate"):
-        adapter.launch_test_vm(build(boto), KEY, "b9", CIDR)
-    assert live_test_resources(boto) == ([], [], ["clara-test-b9"])
+@pytest.mark.parametrize("key", ["", "not a key", KEY + "\nssh-ed25519 AAAA second@line"])
+def test_launch_refuses_a_public_key_that_is_not_one_openssh_line_and_creates_nothing(adapter, aws_env, boto, key):
+    image = build(boto)
+    with pytest.raises(CloudError, match="must be one OpenSSH line"):
+        adapter.launch_test_vm(image, key, "b9", CIDR)
+    assert aws_env.creates() == 0
 
 
 def test_teardown_retries_a_security_group_still_in_use(adapter, aws_env, boto):
