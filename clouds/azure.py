@@ -37,7 +37,7 @@ from pipeline.errors import CloudError, Interrupted, PublishError
 
 from . import clients
 from .base import (TAG_BAKE_ID, TAG_CHANNEL_PREFIX, TAG_EXPIRES, TAG_FINGERPRINT, TAG_ROLE, TAG_VALIDATED,
-                   BaseImage, Image, TestVM)
+                   TEST_USER, BaseImage, Image, TestVM)
 
 TAG_REVOKED = "clara-revoked"
 TAG_PUBLISHED_CHANNEL = "clara-published-channel"
@@ -323,8 +323,18 @@ class Adapter:
 
     # --- finding images --------------------------------------------------------------------------
 
+    def _list(self, what: str, lister: Callable) -> list:
+        """A list in the manifest's resource group; a group that does not exist yet (a new subscription's
+        first bake asks before build_session creates it) holds nothing: ARM answers 404 ResourceGroupNotFound."""
+        try:
+            return self._retry(what, lambda: list(lister()))
+        except Exception as exc:  # noqa: BLE001
+            if _is_not_found(exc):
+                return []
+            raise
+
     def _managed_images(self) -> list:
-        return list(self._retry("list managed images", lambda: list(self.compute.images.list_by_resource_group(self.rg))))
+        return self._list("list managed images", lambda: self.compute.images.list_by_resource_group(self.rg))
 
     def _versions(self) -> list:
         g = self.cfg.gallery
@@ -390,7 +400,9 @@ class Adapter:
             raise CloudError(f"azure: runner_cidr {runner_cidr!r} is not a CIDR like 203.0.113.7/32") from None
         if network.prefixlen == 0:
             raise CloudError("azure: refusing to open SSH to the whole internet (runner_cidr is /0)")
-        cfg, loc, user = self.cfg, self.cfg.location, self.cfg.ssh_username
+        # Azure creates admin_username on the VM: the build user's name would bring that user back
+        # and fail the hygiene check, so the test VM gets the test-only user.
+        cfg, loc, user = self.cfg, self.cfg.location, TEST_USER
         prefix = f"clara-test-{bake_id}"
         tags = self._tags(bake_id, "test")
         rg_path = self._rg_path()
@@ -486,8 +498,9 @@ class Adapter:
             host, port = clients.test_vm_address(pip.ip_address or "", 22)
             if not host:
                 raise CloudError(f"azure: public IP {ip_name} has no address")
-            self.log(f"azure: test VM {vm_name} ({vm.hardware_profile.vm_size}) is up at {host}:{port}")
-            return TestVM("azure", vm.id or vm_id, host, port, user, tuple(created))
+            running = (vm.hardware_profile.vm_size if vm.hardware_profile else "") or size
+            self.log(f"azure: test VM {vm_name} ({running}) is up at {host}:{port}")
+            return TestVM("azure", vm.id or vm_id, host, port, user, tuple(created), size=running)
         except BaseException as exc:
             self.log(f"azure: launch failed ({_short(exc)}); deleting what was created")
             try:
@@ -821,7 +834,7 @@ class Adapter:
             return expired or (created is not None and (now - created).total_seconds() > older_than_s)
 
         for lister in listers:
-            for res in self._retry("list resources", lambda: list(lister())):
+            for res in self._list("list resources", lister):
                 tags = res.tags or {}
                 if TAG_BAKE_ID in tags and tags.get(TAG_ROLE) in ("build", "test") and stale(res):
                     found.append(res.id)

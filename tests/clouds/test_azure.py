@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from clouds.base import Image
+from clouds.base import TEST_USER, Image
 from pipeline.errors import CloudError, Interrupted, PublishError
 from tests.fakes.azure import FakeArm
 
@@ -70,7 +70,8 @@ def managed_image(fake, stamp="20260315093012", fp=FP) -> Image:
 def leftovers(fake) -> list[str]:
     """Everything except seeded managed images and the gallery/definition."""
     return [rid for rid in fake.ids()
-            if not (rid.split("/providers/")[1].startswith("Microsoft.Compute/images/")
+            if "/providers/" in rid                       # resource groups stay (the bake's own is kept)
+            and not (rid.split("/providers/")[1].startswith("Microsoft.Compute/images/")
                     or rid.endswith("/galleries/clara_images") or rid.endswith("/images/clara-train"))]
 
 
@@ -134,7 +135,7 @@ def test_launch_creates_a_locked_down_tagged_vm_and_teardown_removes_everything(
         ("203.0.113.7/32", "22", "Inbound", "Allow")
     pip = fake.get(f"{RG}/providers/Microsoft.Network/publicIPAddresses/clara-test-bake1-ip")
     assert pip["sku"]["name"] == "Standard" and pip["properties"]["publicIPAllocationMethod"] == "Static"
-    assert vm.host == pip["properties"]["ipAddress"] and vm.port == 22 and vm.user == "packer"
+    assert vm.host == pip["properties"]["ipAddress"] and vm.port == 22 and vm.user == TEST_USER
     nic = fake.get(f"{RG}/providers/Microsoft.Network/networkInterfaces/clara-test-bake1-nic")
     assert nic["properties"]["networkSecurityGroup"]["id"] == nsg["id"]
     assert nic["properties"]["ipConfigurations"][0]["properties"]["subnet"]["id"].endswith(
@@ -146,9 +147,9 @@ def test_launch_creates_a_locked_down_tagged_vm_and_teardown_removes_everything(
     assert props["storageProfile"]["osDisk"]["deleteOption"] == "Delete"
     assert props["storageProfile"]["osDisk"]["diskSizeGB"] == 128
     linux = props["osProfile"]["linuxConfiguration"]
-    assert props["osProfile"]["adminUsername"] == "packer" and "adminPassword" not in props["osProfile"]
+    assert "adminPassword" not in props["osProfile"]
     assert linux["disablePasswordAuthentication"] is True
-    assert linux["ssh"]["publicKeys"] == [{"path": "/home/packer/.ssh/authorized_keys", "keyData": PUBKEY}]
+    assert linux["ssh"]["publicKeys"] == [{"path": f"/home/{TEST_USER}/.ssh/authorized_keys", "keyData": PUBKEY}]
     assert body["plan"] == {"name": "ngc-base-version-24_03_4_gen2", "product": "ngc_azure_17_11",
                             "publisher": "nvidia"}
     now = dt.datetime.now(dt.timezone.utc)
@@ -163,6 +164,17 @@ def test_launch_creates_a_locked_down_tagged_vm_and_teardown_removes_everything(
     assert leftovers(fake) == []
     adapter.teardown(vm)                    # idempotent: already gone is fine
     assert leftovers(fake) == []
+
+
+def test_the_test_vm_never_brings_the_build_user_back(adapter, fake, manifest):
+    """#11 item 4: Azure creates admin_username on the VM, so the test VM is created with the test-only
+    user, never the build user the hygiene check requires to be gone."""
+    vm = adapter.launch_test_vm(managed_image(fake), PUBKEY, "user1", "203.0.113.7/32")
+    build_user = manifest.clouds.azure.ssh_username
+    assert build_user == "packer" and TEST_USER != build_user
+    assert fake.admin_users(vm.id) == {TEST_USER}               # what the ARM fake received
+    assert vm.user == TEST_USER
+    adapter.teardown(vm)
 
 
 def test_test_vm_address_override(adapter, fake, monkeypatch):
@@ -185,6 +197,7 @@ def test_capacity_error_falls_back_to_the_next_size(adapter, fake):
               message="The requested size for resource is currently not available")
     vm = adapter.launch_test_vm(managed_image(fake), PUBKEY, "bake4", "203.0.113.7/32")
     assert fake.get(vm.id)["properties"]["hardwareProfile"]["vmSize"] == "Standard_NC16as_T4_v3"
+    assert vm.size == "Standard_NC16as_T4_v3"            # #11 item 5: the checks expect this size's GPU
     adapter.teardown(vm)
     assert leftovers(fake) == []
 
@@ -194,6 +207,7 @@ def test_failed_allocation_deletes_the_failed_vm_then_falls_back(adapter, fake):
                         code="AllocationFailed")
     vm = adapter.launch_test_vm(managed_image(fake), PUBKEY, "bake5", "203.0.113.7/32")
     assert fake.get(vm.id)["properties"]["hardwareProfile"]["vmSize"] == "Standard_NC16as_T4_v3"
+    assert vm.size == "Standard_NC16as_T4_v3"
     assert fake.count("DELETE", "/virtualMachines/") == 1     # the Failed one
     adapter.teardown(vm)
     assert leftovers(fake) == []
@@ -464,6 +478,15 @@ def test_sweep_deletes_only_expired_build_and_test_resources(adapter, fake):
     # older_than 0: everything of ours goes, even before it expires
     assert sorted(adapter.sweep(0, dry_run=False)) == sorted(fresh.resources)
     assert leftovers(fake) == [untagged]
+
+
+def test_a_new_subscription_without_the_resource_group_finds_nothing_and_sweeps_nothing(adapter, fake):
+    """The skip decision asks before build_session creates the group: ARM answers 404
+    ResourceGroupNotFound for lists in a missing group, which means "nothing yet", not a failed bake."""
+    assert fake.get(f"/subscriptions/{SUB}/resourceGroups/clara-images") is None
+    assert adapter.find_validated(FP) is None
+    assert adapter.sweep(0, dry_run=False) == []
+    assert adapter.prune(1, dry_run=False) == []
 
 
 def test_discard_deletes_only_unvalidated_images(adapter, fake):

@@ -17,7 +17,17 @@ What it does:
   `fail_operation(path_part, message, code)` makes the next matching PUT's async operation end Failed,
   `stall_operation(path_part)` keeps it InProgress (until the resource is deleted). `requests` logs
   every (method, path); `count(method, part)` counts them.
-The api-version is ignored.
+- A Microsoft Entra token endpoint (`/{tenant}/oauth2/v2.0/token`, with its OpenID configuration) that
+  exchanges a federated client assertion for a short-lived ARM token; ARM then accepts only unexpired
+  tokens it issued (see `strict_auth`).
+
+The documented ARM rules the pipeline depends on are enforced; each cites its source (RULES below).
+Sources: the ARM REST guide https://learn.microsoft.com/en-us/rest/api/azure/ ; the resource
+provider contract https://github.com/cloud-and-ai-microsoft/resource-provider-contract (async-api-reference.md,
+common-api-details.md); the compute OpenAPI specs in Azure/azure-rest-api-specs
+(specification/compute/resource-manager/Microsoft.Compute/ComputeRP|GalleryRP/stable/*); and the SDK's
+recorded traffic, Azure/azure-sdk-for-python sdk/compute/azure-mgmt-compute/tests/recordings/
+(test_mgmt_compute_galleries.test_compute_galleries.yaml, test_mgmt_compute_vm.test_compute_vm.yaml).
 """
 from __future__ import annotations
 
@@ -30,10 +40,12 @@ import re
 import ssl
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from typing import Callable
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 # Types whose deletion is refused while another resource references them (as on Azure).
 _IN_USE_TYPES = {
@@ -43,6 +55,29 @@ _IN_USE_TYPES = {
     "microsoft.network/virtualnetworks": "InUseSubnetCannotBeDeleted",
     "microsoft.compute/disks": "OperationNotAllowed",
 }
+
+
+# Admin user names a Linux VM refuses. Source: OSProfile.admin_username in azure-mgmt-compute 39.0.0
+# (azure/mgmt/compute/models/_models.py, generated from the compute OpenAPI spec): "Disallowed values:
+# administrator, admin, user, user1, test, user2, test1, user3, admin1, 1, 123, a, actuser, adm, admin2,
+# aspnet, backup, console, david, guest, john, owner, root, server, sql, support, support_388945a0, sys,
+# test2, test3, user4, user5. Minimum-length (Linux): 1 character. Max-length (Linux): 64 characters."
+DISALLOWED_ADMIN_USERS = {
+    "administrator", "admin", "user", "user1", "test", "user2", "test1", "user3", "admin1", "1", "123", "a",
+    "actuser", "adm", "admin2", "aspnet", "backup", "console", "david", "guest", "john", "owner", "root",
+    "server", "sql", "support", "support_388945a0", "sys", "test2", "test3", "user4", "user5"}
+# Gallery image version names. Source: azure-mgmt-compute 39.0.0, GalleryImageVersionsOperations.
+# begin_create_or_update (operations/_operations.py), gallery_image_version_name: "The name of the gallery
+# image version to be created. Needs to follow semantic version name pattern: The allowed characters are
+# digit and period. Digits must be within the range of a 32-bit integer. Format:
+# <MajorVersion>.<MinorVersion>.<Patch>".
+_VERSION_NAME = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
+# Tag limits. Source: https://learn.microsoft.com/en-us/azure/azure-resource-manager/management/tag-resources#limitations
+# ("at most 50 tag name-value pairs", "tag name is limited to 512 characters and the tag value is limited
+# to 256 characters", "tag names can't contain these characters: <, >, %, &, \\, ?, /").
+_TAG_BAD_CHARS = set('<>%&\\?/')
+API_VERSION = "2024-07-01"
+FEDERATED_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
 def make_certificate(directory: Path) -> tuple[Path, Path]:
@@ -98,6 +133,7 @@ class _Operation:
     error: dict = field(default_factory=dict)
     polls: int = 0
     kind: str = "async"             # async (Azure-AsyncOperation) | delete (Location)
+    started: str = field(default_factory=lambda: _now())
 
 
 def _now() -> str:
@@ -129,6 +165,13 @@ class FakeArm:
         self._ops: dict[str, _Operation] = {}
         self._ids = itertools.count(1)
         self._ips = itertools.count(10)
+        # Entra: access tokens issued (token -> expiry, unix seconds) and client assertions received.
+        self.issued: dict[str, float] = {}
+        self.assertions: list[str] = []
+        self.token_lifetime_s = 3600
+        self.assertion_check: Callable[[str], str | None] | None = None   # assertion -> error, or None
+        self.strict_auth = False        # True: only unexpired tokens this fake issued are accepted
+        self.page_size: int | None = None    # lists answer in pages of this size, with nextLink
 
         fake = self
 
@@ -143,7 +186,7 @@ class FakeArm:
             def _handle(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
-                status, headers, body = fake._dispatch(self.command, self.path, raw)
+                status, headers, body = fake._dispatch(self.command, self.path, raw, self.headers)
                 data = b"" if body is None else json.dumps(body).encode()
                 self.send_response(status)
                 for k, v in headers.items():
@@ -186,6 +229,12 @@ class FakeArm:
             self._faults.clear()
             self._op_faults.clear()
             self._ops.clear()
+            self.issued.clear()
+            self.assertions.clear()
+            self.assertion_check = None
+            self.strict_auth = False
+            self.page_size = None
+            self.token_lifetime_s = 3600
 
     # --- test helpers --------------------------------------------------------------------------
 
@@ -213,9 +262,14 @@ class FakeArm:
                        if (method is None or m == method.upper()) and part.lower() in p.lower())
 
     def put_resource(self, resource_id: str, body: dict) -> dict:
-        """Seed a resource directly (no request logged)."""
+        """Seed a resource directly (no request logged); its resource group is seeded with it."""
+        group = self._group_of(resource_id)
+        if group and group.lower() != resource_id.lower() and group.lower() not in self.resources:
+            self.put_resource(group, {"location": body.get("location", "eastus")})
         segments = resource_id.strip("/").split("/")
-        res = {**copy.deepcopy(body), "id": resource_id, "name": segments[-1], "type": self._type_of(resource_id)}
+        kind = "Microsoft.Resources/resourceGroups" if "/providers/" not in resource_id.lower() else \
+            self._type_of(resource_id)
+        res = {**copy.deepcopy(body), "id": resource_id, "name": segments[-1], "type": kind}
         res.setdefault("properties", {}).setdefault("provisioningState", "Succeeded")
         res.setdefault("tags", {})
         with self.lock:
@@ -241,6 +295,20 @@ class FakeArm:
     def sub_path(self, subscription: str, resource_group: str) -> str:
         return f"/subscriptions/{subscription}/resourceGroups/{resource_group}"
 
+    def admin_users(self, vm_id: str) -> set[str]:
+        """The users Azure creates on a VM: its osProfile.adminUsername (the provisioning agent makes it;
+        source: OSProfile.admin_username in azure-mgmt-compute's models, "the administrator account")."""
+        vm = self.get(vm_id)
+        user = ((vm or {}).get("properties", {}).get("osProfile") or {}).get("adminUsername")
+        return {user} if user else set()
+
+    def token(self) -> str:
+        """An unexpired ARM access token, as if Entra had issued it (for tests of strict_auth)."""
+        with self.lock:
+            value = f"arm-token-{next(self._ids)}"
+            self.issued[value] = time.time() + self.token_lifetime_s
+            return value
+
     # --- request handling ----------------------------------------------------------------------
 
     @staticmethod
@@ -248,19 +316,107 @@ class FakeArm:
         rest = re.split(r"/providers/", resource_id, flags=re.I)[-1].strip("/").split("/")
         return "/".join([rest[0]] + rest[1::2])
 
-    def _error(self, status: int, code: str, message: str, headers: dict | None = None):
-        return status, headers or {}, {"error": {"code": code, "message": message}}
+    def _error(self, status: int, code: str, message: str, headers: dict | None = None, target: str = ""):
+        # ARM's error body: {"error": {"code", "message"[, "target", "details"]}}. Source: the resource
+        # provider contract, common-api-details.md "Error Response Content"; the SDK reads error.code.
+        error = {"code": code, "message": message, **({"target": target} if target else {})}
+        return status, headers or {}, {"error": error}
 
-    def _dispatch(self, method: str, raw_path: str, raw: bytes):
+    def _op_url(self, op_id: str) -> str:
+        # Operation URLs carry the api-version, as ARM's do (recordings: ...capsOperations/{id}?api-version=...).
+        return f"{self.endpoint}/fake/ops/{op_id}?api-version={API_VERSION}"
+
+    # --- the rules every ARM request meets -----------------------------------------------------------
+
+    def _authenticate(self, header: str):
+        """Every ARM request carries `Authorization: Bearer <token>`. Source:
+        https://learn.microsoft.com/en-us/rest/api/azure/#create-the-request ("Authorization ... Bearer").
+        In strict mode the token must be one this fake's Entra issued and not past its expiry (ARM
+        answers 401 InvalidAuthenticationToken / ExpiredAuthenticationToken)."""
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return self._error(401, "AuthenticationFailed",
+                               "Authentication failed. The 'Authorization' header is missing.")
+        if not self.strict_auth:
+            return None
+        expiry = self.issued.get(token.strip())
+        if expiry is None:
+            return self._error(401, "InvalidAuthenticationToken", "The access token is invalid.")
+        if expiry <= time.time():
+            return self._error(401, "ExpiredAuthenticationToken",
+                               "The access token expiry UTC time is earlier than current UTC time.")
+        return None
+
+    def _api_version(self, query: dict):
+        """Source: https://learn.microsoft.com/en-us/rest/api/azure/#request-uri ("api-version: Required")."""
+        if not query.get("api-version"):
+            return self._error(400, "MissingApiVersionParameter",
+                               "The api-version query parameter (?api-version=) is required for all requests.")
+        return None
+
+    @staticmethod
+    def _group_of(resource_id: str) -> str:
+        m = re.match(r"(/subscriptions/[^/]+/resourceGroups/[^/]+)", resource_id, re.I)
+        return m.group(1) if m else ""
+
+    def _missing_group(self, path: str):
+        """A resource in a missing resource group: 404 ResourceGroupNotFound. Source:
+        https://learn.microsoft.com/en-us/azure/azure-resource-manager/troubleshooting/error-not-found"""
+        group = self._group_of(path)
+        if group and group.lower() not in self.resources:
+            return self._error(404, "ResourceGroupNotFound",
+                               f"Resource group '{group.rsplit('/', 1)[-1]}' could not be found.")
+        return None
+
+    # --- Microsoft Entra: the client-credentials grant with a federated assertion -------------------
+
+    @staticmethod
+    def _is_entra(path: str) -> bool:
+        return bool(re.fullmatch(r"/[^/]+/(v2\.0/\.well-known/openid-configuration|oauth2/v2\.0/token)", path))
+
+    def _entra(self, method: str, path: str, raw: bytes):
+        """Source: https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-client-creds-grant-flow
+        ("Third case: Access token request with a federated credential": POST /{tenant}/oauth2/v2.0/token,
+        form fields client_id, scope, client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer,
+        client_assertion, grant_type=client_credentials; success: token_type, expires_in, access_token;
+        errors: {"error", "error_description"} with 400) and v2-protocols-oidc (the OpenID configuration)."""
+        tenant = path.strip("/").split("/")[0]
+        if path.endswith("openid-configuration"):
+            base = f"{self.endpoint}/{tenant}"
+            return 200, {}, {"token_endpoint": f"{base}/oauth2/v2.0/token", "issuer": f"{base}/v2.0",
+                             "authorization_endpoint": f"{base}/oauth2/v2.0/authorize"}
+        form = {k: v[0] for k, v in parse_qs(raw.decode()).items()}
+        if method != "POST" or form.get("grant_type") != "client_credentials":
+            return 400, {}, {"error": "unsupported_grant_type", "error_description": "AADSTS70003: grant_type"}
+        if form.get("client_assertion_type") != FEDERATED_ASSERTION_TYPE or not form.get("client_assertion"):
+            return 401, {}, {"error": "invalid_client", "error_description":
+                             "AADSTS7000216: 'client_assertion', 'client_secret' or 'request' is required."}
+        assertion = form["client_assertion"]
+        self.assertions.append(assertion)
+        problem = self.assertion_check(assertion) if self.assertion_check else None
+        if problem:
+            return 400, {}, {"error": "invalid_client", "error_description": problem}
+        token = f"arm-token-{next(self._ids)}"
+        self.issued[token] = time.time() + self.token_lifetime_s
+        return 200, {}, {"token_type": "Bearer", "expires_in": self.token_lifetime_s,
+                         "ext_expires_in": self.token_lifetime_s, "access_token": token}
+
+    def _dispatch(self, method: str, raw_path: str, raw: bytes, headers=None):
         split = urlsplit(raw_path)
         path, query = split.path.rstrip("/"), parse_qs(split.query)
+        headers = headers or {}
         with self.lock:
             self.requests.append((method, path))
+            if self._is_entra(path):
+                return self._entra(method, path, raw)
             for fault in self._faults:
                 if fault.times > 0 and fault.method == method and fault.part in path.lower():
                     fault.times -= 1
-                    headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
-                    return self._error(fault.status, fault.code, fault.message, headers)
+                    extra = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+                    return self._error(fault.status, fault.code, fault.message, extra)
+            refused = self._authenticate(headers.get("Authorization", "")) or self._api_version(query)
+            if refused:
+                return refused
             try:
                 body = json.loads(raw) if raw else {}
             except ValueError:
@@ -276,15 +432,18 @@ class FakeArm:
                 return self._marketplace_versions(path, *m.groups())
             m = re.fullmatch(r"/subscriptions/[^/]+/resourcegroups(/[^/]+)?", lower)
             if m:
-                return self._resource_groups(method, path, body, is_collection=m.group(1) is None)
+                return self._resource_groups(method, path, body, is_collection=m.group(1) is None, query=query)
             if "/providers/" not in lower:
                 return self._error(404, "NotFound", f"the fake does not serve {path}")
+            missing = self._missing_group(path)
+            if missing:
+                return missing
             rest = re.split(r"/providers/", path, flags=re.I)[-1].strip("/").split("/")
             is_collection = len(rest) % 2 == 0          # ns/type | ns/type/name/type ...
             if is_collection:
                 if method != "GET":
                     return self._error(405, "MethodNotAllowed", f"{method} on a collection")
-                return self._list(path)
+                return self._list(path, query)
             handler = {"GET": self._get, "PUT": self._put, "PATCH": self._patch, "DELETE": self._delete}.get(method)
             if handler is None:
                 return self._error(405, "MethodNotAllowed", method)
@@ -314,34 +473,57 @@ class FakeArm:
         op.polls += 1
         res = self.resources.get(op.resource_id.lower()) if op.resource_id else None
         if op.kind == "delete":
+            # Location polling answers 202 while running, then 204 (nothing to return). Source: the
+            # resource provider contract, async-api-reference.md "Location header".
             if op.polls <= 1:
-                return 202, {"Location": f"{self.endpoint}/fake/ops/{op_id}", "Retry-After": "0"}, None
-            return 200, {}, None
+                return 202, {"Location": self._op_url(op_id), "Retry-After": "0"}, None
+            return 204, {}, None
+        # Azure-AsyncOperation answers 200 with {"status": InProgress|Succeeded|Failed|Canceled, "name",
+        # "startTime"[, "endTime", "error"]}; the resource's provisioningState goes Creating/Updating ->
+        # Succeeded/Failed. Source: async-api-reference.md "Azure-AsyncOperation resource format" and
+        # the recordings (test_mgmt_compute_galleries: PUT 201 "Creating", operation "Succeeded").
+        shape = {"name": op_id, "startTime": op.started}
         if op.outcome == "Stalled":
             if res is None:
-                return 200, {}, {"status": "Canceled", "error": {"code": "Canceled", "message": "resource deleted"}}
-            return 200, {}, {"status": "InProgress"}
+                return 200, {}, {**shape, "status": "Canceled",
+                                 "error": {"code": "Canceled", "message": "resource deleted"}}
+            return 200, {}, {**shape, "status": "InProgress"}
         if op.polls <= 1:
-            return 200, {}, {"status": "InProgress"}
+            return 200, {}, {**shape, "status": "InProgress"}
         if res is not None:
             res["properties"]["provisioningState"] = op.outcome
+        shape["endTime"] = _now()
         if op.outcome == "Failed":
-            return 200, {}, {"status": "Failed", "error": op.error}
-        return 200, {}, {"status": "Succeeded"}
+            return 200, {}, {**shape, "status": "Failed", "error": op.error}
+        return 200, {}, {**shape, "status": "Succeeded"}
 
     # --- resources -----------------------------------------------------------------------------
 
     def _get(self, path: str, body: dict):
         res = self.resources.get(path.lower())
         if res is None:
-            return self._error(404, "ResourceNotFound", f"The Resource '{path}' was not found.")
+            # Source: https://learn.microsoft.com/en-us/azure/azure-resource-manager/troubleshooting/error-not-found
+            return self._error(404, "ResourceNotFound", f"The Resource '{self._type_of(path)}/"
+                               f"{path.rsplit('/', 1)[-1]}' under resource group '{self._rg_name(path)}' was not found.")
         return 200, {}, copy.deepcopy(res)
 
-    def _list(self, path: str):
+    def _rg_name(self, path: str) -> str:
+        return self._group_of(path).rsplit("/", 1)[-1]
+
+    def _list(self, path: str, query: dict | None = None):
+        """Lists answer {"value": [...], "nextLink"?}: a client must follow nextLink to see everything.
+        Source: https://learn.microsoft.com/en-us/rest/api/azure/#async-operations-throttling-and-paging"""
         prefix = path.lower() + "/"
         found = [copy.deepcopy(r) for key, r in sorted(self.resources.items())
                  if key.startswith(prefix) and "/" not in key[len(prefix):]]
-        return 200, {}, {"value": found}
+        if not self.page_size:
+            return 200, {}, {"value": found}
+        start = int(((query or {}).get("$skiptoken") or ["0"])[0])
+        page = {"value": found[start:start + self.page_size]}
+        if start + self.page_size < len(found):
+            page["nextLink"] = (f"{self.endpoint}{path}?"
+                                + urlencode({"api-version": API_VERSION, "$skiptoken": start + self.page_size}))
+        return 200, {}, page
 
     def _put(self, path: str, body: dict):
         key = path.lower()
@@ -353,6 +535,9 @@ class FakeArm:
                                    f"Can not perform requested operation on nested resource. Parent resource "
                                    f"'{parent.rsplit('/', 1)[-1]}' not found.")
         existed = key in self.resources
+        refused = self._refuse_put(path, body, self.resources.get(key))
+        if refused:
+            return refused
         res = copy.deepcopy(body)
         res.update(id=path, name=path.rsplit("/", 1)[-1], type=self._type_of(path))
         res.setdefault("tags", {})
@@ -363,24 +548,30 @@ class FakeArm:
             return error
         self.resources[key] = res
         op_id, _ = self._new_operation(path, "async", "PUT", path)
-        headers = {"Azure-AsyncOperation": f"{self.endpoint}/fake/ops/{op_id}", "Retry-After": "0"}
+        headers = {"Azure-AsyncOperation": self._op_url(op_id), "Retry-After": "0"}
         return (200 if existed else 201), headers, copy.deepcopy(res)
 
     def _patch(self, path: str, body: dict):
         res = self.resources.get(path.lower())
         if res is None:
             return self._error(404, "ResourceNotFound", f"The Resource '{path}' was not found.")
+        refused = self._refuse_tags(body.get("tags"))
+        if refused:
+            return refused
         _merge(res, body)
         res["properties"]["provisioningState"] = "Updating"
         op_id, _ = self._new_operation(path, "async", "PATCH", path)
-        headers = {"Azure-AsyncOperation": f"{self.endpoint}/fake/ops/{op_id}", "Retry-After": "0"}
+        headers = {"Azure-AsyncOperation": self._op_url(op_id), "Retry-After": "0"}
         return 200, headers, copy.deepcopy(res)
 
-    def _resource_groups(self, method: str, path: str, body: dict, is_collection: bool):
+    def _resource_groups(self, method: str, path: str, body: dict, is_collection: bool, query=None):
         """Resource groups: list, create, read; deleting one deletes everything in it."""
         if is_collection:
-            return self._list(path) if method == "GET" else self._error(405, "MethodNotAllowed", method)
+            return self._list(path, query) if method == "GET" else self._error(405, "MethodNotAllowed", method)
         if method == "PUT":
+            refused = self._refuse_put(path, body, self.resources.get(path.lower()))
+            if refused:
+                return refused
             existed = path.lower() in self.resources
             self.resources[path.lower()] = {
                 "id": path, "name": path.rsplit("/", 1)[-1], "type": "Microsoft.Resources/resourceGroups",
@@ -389,6 +580,102 @@ class FakeArm:
             return (200 if existed else 201), {}, copy.deepcopy(self.resources[path.lower()])
         handler = {"GET": self._get, "DELETE": self._delete}.get(method)
         return handler(path, body) if handler else self._error(405, "MethodNotAllowed", method)
+
+    # --- what a PUT must carry ----------------------------------------------------------------------
+
+    def _refuse_put(self, path: str, body: dict, existing: dict | None):
+        """The documented required properties and limits of the PUTs the pipeline makes."""
+        if not body.get("location"):
+            # Tracked resources (and resource groups) need a location. Source: azure-rest-api-specs,
+            # specification/common-types/resource-management/v5/types.json "TrackedResource": required ["location"].
+            return self._error(400, "LocationRequired", "The location property is required for this definition.")
+        kind = self._type_of(path).lower() if "/providers/" in path.lower() else "microsoft.resources/resourcegroups"
+        props = body.get("properties") or {}
+        check = {"microsoft.compute/virtualmachines": self._refuse_vm,
+                 "microsoft.compute/galleries/images": self._refuse_gallery_image,
+                 "microsoft.compute/galleries/images/versions": self._refuse_version}.get(kind)
+        return self._refuse_tags(body.get("tags")) or (check(path, props, existing) if check else None)
+
+    def _refuse_tags(self, tags):
+        """Source: https://learn.microsoft.com/en-us/azure/azure-resource-manager/management/tag-resources#limitations"""
+        tags = tags or {}
+        bad = [k for k, v in tags.items() if len(k) > 512 or len(str(v)) > 256 or set(k) & _TAG_BAD_CHARS]
+        if len(tags) > 50 or bad:
+            return self._error(400, "InvalidTag", f"invalid tag(s) {bad or '(more than 50)'}: names <= 512 "
+                               "characters without <>%&\\?/, values <= 256 characters, at most 50 tags")
+        return None
+
+    @staticmethod
+    def _missing(name: str):
+        # CRP's answer to a required property left out: 400 InvalidParameter "Required parameter
+        # '<name>' is missing (null)." with target <name> (the compute RP's error message pattern).
+        return 400, "InvalidParameter", f"Required parameter '{name}' is missing (null).", name
+
+    def _refuse_vm(self, path: str, props: dict, existing: dict | None):
+        """A VM from an image needs osProfile.adminUsername and a networkProfile; the admin user obeys the
+        documented name rules, cannot change after creation, and SSH keys can only go to its own
+        authorized_keys. Sources: azure-mgmt-compute 39.0.0 models (OSProfile.admin_username: disallowed
+        values, 1-64 characters on Linux, "cannot be updated after the VM is created"; SshPublicKey.path:
+        "/home/user/.ssh/authorized_keys"; VirtualMachine.network_profile) and CRP's answers."""
+        os_profile = props.get("osProfile")
+        problem = None
+        if not os_profile:
+            problem = self._missing("osProfile")
+        elif not os_profile.get("adminUsername"):
+            problem = self._missing("adminUsername")
+        elif not (props.get("networkProfile") or {}).get("networkInterfaces"):
+            problem = self._missing("networkProfile")
+        if problem:
+            status, code, message, target = problem
+            return self._error(status, code, message, target=target)
+        user = os_profile["adminUsername"]
+        if user.lower() in DISALLOWED_ADMIN_USERS or not 1 <= len(user) <= 64:
+            return self._error(400, "InvalidParameter", "The Admin Username specified is not allowed.",
+                               target="adminUsername")
+        before = ((existing or {}).get("properties", {}).get("osProfile") or {}).get("adminUsername")
+        if before and before != user:
+            return self._error(409, "PropertyChangeNotAllowed", "Changing property 'adminUsername' is not allowed.",
+                               target="osProfile.adminUsername")
+        keys = ((os_profile.get("linuxConfiguration") or {}).get("ssh") or {}).get("publicKeys") or []
+        wanted = f"/home/{user}/.ssh/authorized_keys"
+        if any(key.get("path") != wanted for key in keys):
+            return self._error(400, "InvalidParameter",
+                               f"Destination path for SSH public keys is currently limited to its default value "
+                               f"{wanted} due to a known issue in Linux provisioning agent.",
+                               target="linuxConfiguration.ssh.publicKeys.path")
+        return None
+
+    def _refuse_gallery_image(self, path: str, props: dict, existing: dict | None):
+        """Source: azure-mgmt-compute 39.0.0 models, GalleryImage (os_type, os_state, identifier: Required)
+        and GalleryImageIdentifier (publisher, offer, sku: Required)."""
+        for name in ("osType", "osState", "identifier"):
+            if not props.get(name):
+                return self._error(400, "InvalidParameter", f"Required parameter '{name}' is missing (null).",
+                                   target=name)
+        for name in ("publisher", "offer", "sku"):
+            if not props["identifier"].get(name):
+                return self._error(400, "InvalidParameter", f"Required parameter 'identifier.{name}' is missing "
+                                   "(null).", target=f"identifier.{name}")
+        return None
+
+    def _refuse_version(self, path: str, props: dict, existing: dict | None):
+        """Sources: azure-mgmt-compute 39.0.0, GalleryImageVersion.storage_profile ("Required") and the
+        version name rule (DISALLOWED/_VERSION_NAME above: Major.Minor.Patch, each a 32-bit integer);
+        a source that does not exist is 404 NotFound (InvalidParameter on some API versions)."""
+        name = path.rsplit("/", 1)[-1]
+        m = _VERSION_NAME.match(name)
+        if not m or any(int(part) > 2**31 - 1 for part in m.groups()):
+            return self._error(400, "InvalidParameter", f"The gallery image version name '{name}' is invalid: it "
+                               "must be <MajorVersion>.<MinorVersion>.<Patch>, each a 32-bit integer.",
+                               target="galleryImageVersionName")
+        storage = props.get("storageProfile") or {}
+        source = (storage.get("source") or {}).get("id") or ((storage.get("osDiskImage") or {}).get("source") or {}).get("id")
+        if not source:
+            return self._error(400, "InvalidParameter", "Required parameter 'storageProfile.source' is missing "
+                               "(null).", target="storageProfile")
+        if source.lower() not in self.resources:
+            return self._error(404, "NotFound", f"source {source} not found")
+        return None
 
     def _references(self, resource_id: str) -> list[str]:
         """Other resources whose body mentions resource_id (or one of its sub-resources)."""
@@ -418,7 +705,7 @@ class FakeArm:
         if res["type"].lower() == "microsoft.compute/virtualmachines":
             self._delete_vm_parts(res)
         op_id, _ = self._new_operation(path, "delete", "DELETE", path)
-        return 202, {"Location": f"{self.endpoint}/fake/ops/{op_id}", "Retry-After": "0"}, None
+        return 202, {"Location": self._op_url(op_id), "Retry-After": "0"}, None
 
     def _delete_vm_parts(self, vm: dict) -> None:
         storage = vm["properties"].get("storageProfile", {})
@@ -470,9 +757,6 @@ class FakeArm:
         elif kind == "microsoft.compute/galleries/images/versions":
             profile = props.setdefault("publishingProfile", {})
             profile.setdefault("publishedDate", _now())
-            source = props.get("storageProfile", {}).get("source", {}).get("id", "")
-            if source and source.lower() not in self.resources:
-                return self._error(404, "NotFound", f"source {source} not found")
         return None
 
     # --- marketplace ---------------------------------------------------------------------------
