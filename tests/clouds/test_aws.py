@@ -539,3 +539,91 @@ def test_interrupt_during_region_copies_rolls_back_and_leaves_channels(manifest,
     for region in (HOME, WEST, EU):
         assert param(boto, region) == published[region]
     assert "clara-validated" not in tags_of(own_images(boto)[image.id])
+
+
+# --- documented behaviours moto does not reproduce (FIDELITY.md) --------------------------------
+
+OK = error_response("x", "x", 200)[0]          # an HTTP 200 for answers the hooks give
+
+
+def test_a_copy_not_yet_visible_is_waited_for_not_a_failure(adapter, aws_env, boto):
+    """EC2 is eventually consistent: DescribeImages may answer InvalidAMIID.NotFound for an AMI
+    CopyImage just returned (https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html);
+    botocore's ImageAvailable waiter has no retry acceptor for it."""
+    image = build(boto)
+    unseen = {"n": 0}
+
+    def not_yet(params, **kwargs):
+        ami = params["body"].get("ImageId.1")
+        if ami and unseen["n"] < 2:
+            unseen["n"] += 1
+            return error_response("InvalidAMIID.NotFound", f"The image id '[{ami}]' does not exist")
+    aws_env.add("before-call.ec2.DescribeImages", not_yet, region=WEST)
+    regions = adapter.publish(image, "candidate")
+    assert unseen["n"] == 2 and regions[WEST] in own_images(boto, WEST)
+    assert param(boto, WEST) == regions[WEST]
+
+
+def test_a_deregistered_image_still_listed_is_gone(adapter, aws_env, boto):
+    """"Recently deregistered images appear in the returned results for a short interval"
+    (DescribeImages, EC2 API Reference) with State deregistered: publish fails at once instead of
+    waiting an hour for it to become available."""
+    image = build(boto)
+
+    def deregistered(params, **kwargs):
+        if params["body"].get("ImageId.1") == image.id:
+            return OK, {"Images": [{"ImageId": image.id, "State": "deregistered"}]}
+    aws_env.add("before-call.ec2.DescribeImages", deregistered)
+    with pytest.raises(PublishError, match=f"{image.id} does not exist in us-east-1"):
+        adapter.publish(image, "candidate")
+    assert aws_env.count("DescribeImages") == 1 and aws_env.count("CopyImage") == 0
+
+
+def test_describe_calls_are_paged_and_every_page_is_read(adapter, aws_env, boto):
+    """EC2 recommends paginated describe calls (ec2-api-pagination.html); a NextToken in an answer
+    means more results. The first page here is empty, the validated image is on the second."""
+    image = build(boto)
+    boto("ec2").create_tags(Resources=[image.id], Tags=[{"Key": "clara-validated", "Value": "true"}])
+    sent: list[dict] = []
+
+    def two_pages(params, **kwargs):
+        body = params["body"]
+        sent.append(dict(body))
+        if "Filter.1.Name" in body and "NextToken" not in body:
+            return OK, {"Images": [], "NextToken": "page-2"}
+        body.pop("NextToken", None)                     # moto answers the second page
+    aws_env.add("before-call.ec2.DescribeImages", two_pages)
+    assert adapter.find_validated(FP).id == image.id
+    assert [b.get("NextToken") for b in sent] == [None, "page-2"]
+    assert all(str(b["MaxResults"]) == "1000" for b in sent)
+
+
+def test_a_parameter_value_parameter_store_never_shows_fails_the_publish(adapter, aws_env, boto):
+    """PutParameter with DataType aws:ec2:image: "a successful HTTP 200 response does not guarantee
+    that your parameter was successfully created or updated" (validated asynchronously, PutParameter,
+    SSM API Reference). Here EU's answers 200 and keeps the old value: publish fails and rolls back."""
+    previous = adapter.publish(build(boto, fingerprint="ab" * 32), "candidate")
+    image = build(boto)
+    aws_env.add("before-call.ssm.PutParameter", lambda **kw: (OK, {"Version": 99, "Tier": "Standard"}),
+                region=EU)
+    adapter.param_attempts = 3
+    with pytest.raises(PublishError, match="does not read ami-.*asynchronous aws:ec2:image validation"):
+        adapter.publish(image, "candidate")
+    for region in (HOME, WEST, EU):
+        assert param(boto, region) == previous[region]
+    assert "clara-validated" not in tags_of(own_images(boto)[image.id])
+
+
+def test_a_parameter_value_that_shows_late_is_waited_for(adapter, aws_env, boto):
+    """The same asynchronous validation: the value appears after a while, and publish waits for it."""
+    image = build(boto)
+    stale = {"n": 0}
+
+    def old_value(params, **kwargs):
+        if json.loads(params["body"])["Name"] == "/clara-train/candidate/image-id" and 0 < stale["n"] < 3:
+            stale["n"] += 1                       # the new version is not readable yet
+            return error_response("ParameterNotFound", "injected: not visible yet")
+    aws_env.add("before-call.ssm.PutParameter", lambda **kw: stale.update(n=1), region=HOME)
+    aws_env.add("before-call.ssm.GetParameter", old_value, region=HOME)
+    regions = adapter.publish(image, "candidate")
+    assert stale["n"] == 3 and param(boto, HOME) == regions[HOME] == image.id
