@@ -52,9 +52,6 @@ PAGE_SIZE = 1000                      # EC2's largest MaxResults for the describ
 # the AMI (aws_polling in packer/sources/aws.py: 240 x 15 s).
 LONGEST_BUILD = timedelta(hours=2)
 CHECKS_ALLOWANCE = timedelta(minutes=30)        # the checks themselves, service smoke test included
-# Credential sources botocore (and Packer's aws-sdk-go) renew by themselves before they expire
-# (botocore.credentials: each provider's METHOD).
-SELF_RENEWING = ("assume-role", "sso", "custom-process", "container-role", "iam-role", "login")
 
 
 class AwsError(CloudError):
@@ -109,23 +106,29 @@ def _as_utc(value) -> datetime:
 def credential_horizon(method: str, environ) -> tuple[datetime | None, str]:
     """(when credentials of botocore's `method` stop working, None if not known to end; what they are).
 
-    env: AWS_CREDENTIAL_EXPIRATION, which botocore's EnvProvider reads (ISO 8601); CI gets it from
-    configure-aws-credentials' `aws-expiration` output (JSON-quoted: @actions/core's setOutput
-    stringifies a Date). Web identity: botocore re-assumes the role near expiry by reading the
-    token file again, which works only while the token in it is valid (GitHub's lasts 5 minutes)."""
+    env: AWS_CREDENTIAL_EXPIRATION, which botocore's EnvProvider reads. Web identity: botocore
+    re-assumes the role near expiry by reading the token file again, which works only while the
+    token in it is valid (GitHub's ID token lasts 5 minutes)."""
     if method == "assume-role-with-web-identity":
         path = environ.get("AWS_WEB_IDENTITY_TOKEN_FILE", "")
         return _jwt_expiry(path), f"the web identity token in {path}"
-    if method in SELF_RENEWING:
-        return None, method
-    raw = environ.get("AWS_CREDENTIAL_EXPIRATION", "").strip().strip('"')
-    if method != "env" or not raw:
-        return None, method
+    if method == "env" and environ.get("AWS_CREDENTIAL_EXPIRATION"):
+        return env_expiration(environ), f"AWS_CREDENTIAL_EXPIRATION={environ['AWS_CREDENTIAL_EXPIRATION']}"
+    return None, method
+
+
+def env_expiration(environ) -> datetime | None:
+    """AWS_CREDENTIAL_EXPIRATION, checked before botocore reads it: botocore raises a bare
+    ParserError on every client for a value it cannot parse."""
+    raw = environ.get("AWS_CREDENTIAL_EXPIRATION", "")
+    if not raw:
+        return None
     try:
-        return _as_utc(raw), f"AWS_CREDENTIAL_EXPIRATION={raw}"
+        return _as_utc(raw)
     except ValueError:
         raise CloudError(f"aws: AWS_CREDENTIAL_EXPIRATION={raw!r} is not an ISO 8601 time like "
-                         "2026-01-31T12:00:00Z") from None
+                         "2026-01-31T12:00:00Z (configure-aws-credentials' aws-expiration output is "
+                         "JSON-quoted: strip the quotes)") from None
 
 
 def _jwt_expiry(path: str) -> datetime | None:
@@ -173,6 +176,7 @@ class Adapter:
         key = (service, region or self.region)
         with self._lock:       # boto3's default session is not thread-safe: build clients one at a time
             if key not in self._clients:
+                env_expiration(os.environ)
                 self._clients[key] = clients.aws(*key)
             return self._clients[key]
 
@@ -376,6 +380,7 @@ class Adapter:
         """Refuse a bake its credentials expire before: Packer gets the same credentials, and static
         session keys (what configure-aws-credentials exports) renew in neither Packer nor boto3."""
         import boto3                              # the chain every clients.aws client resolves
+        env_expiration(os.environ)                # a value botocore cannot parse: a clear error first
         creds = boto3.Session().get_credentials()
         if creds is None:
             return                                # the first call says "Unable to locate credentials"
