@@ -48,13 +48,59 @@ class ContainerPorts(Model):
     aiaa: int = Field(5000, ge=1, le=65535)
 
 
+# NVIDIA's command (clara-train-examples startDocker.sh); /workspace is where the launcher mounts
+# the workspace. The image's entrypoint execs it; without it, the entrypoint starts a shell that
+# exits at once in a detached container.
+JUPYTER_COMMAND = ("jupyter", "lab", "/workspace", "--ip", "0.0.0.0", "--port", "8888", "--allow-root",
+                   "--no-browser")
+# NVIDIA starts the annotation server by hand (`AIAA start -w <workspace> --engine AIAA &`).
+AIAA_COMMAND = ("AIAA", "start", "-w", "/workspace/aiaa", "--engine", "AIAA")
+
+
+def _option(command, names) -> Optional[str]:
+    """The value of `--name VALUE` or `--name=VALUE` in a command, if given."""
+    for i, word in enumerate(command):
+        for name in names:
+            if word == name and i + 1 < len(command):
+                return command[i + 1]
+            if word.startswith(name + "="):
+                return word.split("=", 1)[1]
+    return None
+
+
 class Clara(Model):
     image: str = Field(pattern=IMAGE_REF)
     digest: Optional[str] = Field(None, pattern=DIGEST)
     supported_gpus: tuple[str, ...] = Field(min_length=1)
     driver: DriverRange
     container_ports: ContainerPorts = ContainerPorts()
-    command: Optional[tuple[str, ...]] = None
+    command: tuple[str, ...] = Field(JUPYTER_COMMAND, min_length=1)
+    aiaa_command: Optional[tuple[str, ...]] = None
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _command_given(cls, value):
+        if value is None:
+            raise ValueError("the image's own entrypoint starts a shell that exits at once in a detached "
+                             "container; give the command that starts Jupyter, e.g. " + " ".join(JUPYTER_COMMAND))
+        return value
+
+    @model_validator(mode="after")
+    def _ports_match(self):
+        # The launcher publishes container_ports; a server listening elsewhere would never answer.
+        port = _option(self.command, ("--port",))
+        if port is not None and port != str(self.container_ports.jupyter):
+            raise ValueError(f"command listens on --port {port} but container_ports.jupyter is "
+                             f"{self.container_ports.jupyter}; make them the same")
+        ip = _option(self.command, ("--ip",))
+        if self.command[:2] == ("jupyter", "lab") and ip not in ("0.0.0.0", "*"):
+            raise ValueError("a `jupyter lab` command needs --ip 0.0.0.0: Jupyter listens on localhost by "
+                             "default, which Docker's published port cannot reach")
+        aiaa = _option(self.aiaa_command or (), ("--port", "-p"))
+        if aiaa is not None and aiaa != str(self.container_ports.aiaa):
+            raise ValueError(f"aiaa_command listens on port {aiaa} but container_ports.aiaa is "
+                             f"{self.container_ports.aiaa}; make them the same")
+        return self
 
 
 class ExtraImage(Model):
@@ -94,7 +140,16 @@ class Ports(Model):
 
 
 class Launcher(Model):
-    workspace: str = Field("clara-workspace", pattern=r"^[A-Za-z0-9._-]+$")
+    # Absolute: one folder the team shares; a plain name: a folder in the starter's $HOME.
+    workspace: str = Field("/srv/clara-workspace", pattern=r"^(/[A-Za-z0-9._-]+)+$|^[A-Za-z0-9._-]+$")
+    group: str = Field("clara", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+
+    @field_validator("workspace")
+    @classmethod
+    def _no_dot_dirs(cls, value):
+        if any(part in (".", "..") for part in value.split("/")):
+            raise ValueError("must not contain . or .. folders")
+        return value
 
 
 class Validation(Model):

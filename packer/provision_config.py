@@ -28,13 +28,15 @@ def provision_config(manifest: Manifest, target, fingerprint: str) -> dict:
         "registry_login": ({"registry": login.registry, "username": login.username,
                             "password_env": login.password_env} if login else None),
         "images": [{"ref": image.image, "digest": image.digest} for image in manifest.images()],
-        "pull": {"retries": 5, "backoff_seconds": 5},
+        # unpack_factor: unpacked / compressed bytes, for the pull's free-space check (docs/CONTRACTS.md)
+        "pull": {"retries": 5, "backoff_seconds": 5, "unpack_factor": 2.5},
         "launcher": {"image": clara.image, "jupyter_port": manifest.ports.jupyter,
                      "aiaa_port": manifest.ports.aiaa,
                      "container_jupyter_port": clara.container_ports.jupyter,
                      "container_aiaa_port": clara.container_ports.aiaa, "gpus": "all",
-                     "workspace": manifest.launcher.workspace,
-                     "command": list(clara.command) if clara.command else None},
+                     "workspace": manifest.launcher.workspace, "group": manifest.launcher.group,
+                     "command": list(clara.command),
+                     "aiaa_command": list(clara.aiaa_command) if clara.aiaa_command else None},
         "generalize": {"azure_deprovision": False,
                        "build_user": getattr(getattr(manifest.clouds, target.NAME), "ssh_username", None)},
     }

@@ -28,6 +28,15 @@ class NvidiaRuntime:
 
 
 @dataclass(frozen=True)
+class NvidiaToolkit:
+    """NVIDIA's Container Toolkit, which provides the runtime binary (None: register the path only)."""
+    min_version: str          # older versions have known container escapes (CVE-2024-0132, CVE-2025-23266)
+    install_if_missing: bool  # install or upgrade from NVIDIA's apt repository, else fail
+    key_url: str
+    list_url: str
+
+
+@dataclass(frozen=True)
 class Log:
     max_size: str
     max_file: int
@@ -42,6 +51,7 @@ class Docker:
     max_concurrent_downloads: int
     log: Log
     insecure_registries: Tuple[str, ...]
+    nvidia_toolkit: Optional[NvidiaToolkit] = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,7 @@ class Image:
 class Pull:
     retries: int
     backoff_seconds: float
+    unpack_factor: float = 2.5      # unpacked / compressed layer bytes, for the free-space check
 
 
 @dataclass(frozen=True)
@@ -79,14 +90,17 @@ class Launcher:
     container_jupyter_port: int
     container_aiaa_port: int
     gpus: Optional[str]
-    workspace: str
-    command: Optional[Tuple[str, ...]]
+    workspace: str                          # absolute: shared; relative: under the starter's $HOME
+    group: str                              # owns the workspace (setgid, group-writable)
+    command: Tuple[str, ...]                # run in the container (the image's entrypoint execs it)
+    aiaa_command: Optional[Tuple[str, ...]]  # started next to it; None: not started
 
 
 @dataclass(frozen=True)
 class Generalize:
     azure_deprovision: bool
     build_user: Optional[str]
+    remove_build_user: bool = False     # the build created this user: delete it, last of all
 
 
 @dataclass(frozen=True)
@@ -199,6 +213,7 @@ def parse(data, path="provision.json"):
         log=Log(max_size=r.get(log, "docker.log", "max_size", (str,)),
                 max_file=_positive(r, log, "docker.log", "max_file")),
         insecure_registries=r.strings(d, "docker", "insecure_registries"),
+        nvidia_toolkit=_toolkit(r, d),
     )
 
     c = r.obj(data, "", "compose")
@@ -234,18 +249,25 @@ def parse(data, path="provision.json"):
                 backoff_seconds=float(r.get(p, "pull", "backoff_seconds", (int, float))))
     if pull.backoff_seconds < 0:
         raise r.error("pull.backoff_seconds", "must not be negative")
+    factor = r.get(p, "pull", "unpack_factor", (int, float), default=Pull.unpack_factor)
+    if not 1 <= factor <= 20:
+        raise r.error("pull.unpack_factor", "expected a number from 1 to 20 (unpacked / compressed bytes), "
+                      "got {}".format(json.dumps(factor)))
+    pull = Pull(pull.retries, pull.backoff_seconds, float(factor))
 
     la = r.obj(data, "", "launcher")
     workspace = r.get(la, "launcher", "workspace", (str,))
-    # It lands unquoted-safe in the launcher script: plain path characters only.
-    if not re.match(r"^[A-Za-z0-9._-][A-Za-z0-9._/-]*$", workspace) or ".." in workspace.split("/"):
-        raise r.error("launcher.workspace", "expected a folder relative to $HOME (letters, digits, . _ - /), "
-                      "got {}".format(json.dumps(workspace)))
-    command = la.get("command")
-    if isinstance(command, str):          # a shell-style string is accepted too
-        command = tuple(shlex.split(command))
-    else:
-        command = r.strings(la, "launcher", "command", nullable=True, default=None)
+    # It lands in the launcher script: plain path characters only.
+    if not re.match(r"^/?[A-Za-z0-9._-][A-Za-z0-9._/-]*$", workspace) or ".." in workspace.split("/"):
+        raise r.error("launcher.workspace", "expected an absolute folder (shared) or one relative to $HOME "
+                      "(letters, digits, . _ - /), got {}".format(json.dumps(workspace)))
+    group = r.get(la, "launcher", "group", (str,), default="clara")
+    if not re.match(r"^[a-z_][a-z0-9_-]{0,31}$", group):
+        raise r.error("launcher.group", "expected a group name like \"clara\", got {}".format(json.dumps(group)))
+    command = _command(r, la, "command")
+    if not command:
+        raise r.error("launcher.command", "is required: the image's entrypoint alone starts a shell, which "
+                      "exits at once in a detached container; give the command that starts Jupyter")
     launcher = Launcher(
         image=r.get(la, "launcher", "image", (str,)),
         jupyter_port=r.port(la, "launcher", "jupyter_port"),
@@ -254,18 +276,52 @@ def parse(data, path="provision.json"):
         container_aiaa_port=r.port(la, "launcher", "container_aiaa_port"),
         gpus=r.get(la, "launcher", "gpus", (str,), nullable=True),
         workspace=workspace,
-        command=command or None,
+        group=group,
+        command=command,
+        aiaa_command=_command(r, la, "aiaa_command"),
     )
 
     g = r.obj(data, "", "generalize")
     generalize = Generalize(azure_deprovision=r.get(g, "generalize", "azure_deprovision", (bool,)),
-                            build_user=r.get(g, "generalize", "build_user", (str,), nullable=True))
+                            build_user=r.get(g, "generalize", "build_user", (str,), nullable=True),
+                            remove_build_user=r.get(g, "generalize", "remove_build_user", (bool,), default=False))
+    if generalize.remove_build_user and not generalize.build_user:
+        raise r.error("generalize.remove_build_user", "is true but generalize.build_user is null")
 
     full = os.path.abspath(path)
     return Config(path=full, dir=os.path.dirname(full), schema=schema, cloud=cloud,
                   fingerprint=fingerprint, umask=umask, docker=docker, compose=compose,
                   registry_login=registry_login, images=tuple(images), pull=pull,
                   launcher=launcher, generalize=generalize)
+
+
+def _toolkit(r, docker):
+    """docker.nvidia_toolkit: optional (absent or null: the runtime path is registered as given)."""
+    t = r.get(docker, "docker", "nvidia_toolkit", (dict,), nullable=True, default=None)
+    if t is None:
+        return None
+    name = "docker.nvidia_toolkit"
+    min_version = r.get(t, name, "min_version", (str,))
+    if not re.match(r"^\d+\.\d+\.\d+$", min_version):
+        raise r.error(name + ".min_version", "expected a version like \"1.17.8\", got {}".format(json.dumps(min_version)))
+    urls = []
+    for key in ("key_url", "list_url"):
+        url = r.get(t, name, key, (str,))
+        if not re.match(r"^(https|file)://\S+$", url):
+            raise r.error(name + "." + key, "expected an https:// (or file://) URL, got {}".format(json.dumps(url)))
+        urls.append(url)
+    return NvidiaToolkit(min_version=min_version,
+                         install_if_missing=r.get(t, name, "install_if_missing", (bool,)),
+                         key_url=urls[0], list_url=urls[1])
+
+
+def _command(r, launcher, key):
+    """A list of words (or a shell-style string), or None when missing or null."""
+    value = launcher.get(key)
+    if isinstance(value, str):
+        value = shlex.split(value)
+        return tuple(value) or None
+    return r.strings(launcher, "launcher", key, nullable=True, default=None) or None
 
 
 def _abs(r, parent, name, key):

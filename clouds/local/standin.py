@@ -1,10 +1,19 @@
-"""A stand-in for the Clara Train container, built without a Docker engine.
+"""A stand-in for the Clara Train container, built without a Docker engine, FROM the recorded real one.
 
-One layer: Debian's static busybox (a symlink per applet), and an entrypoint that serves HTTP on
-both container ports (a JupyterLab stand-in, and an AIAA stand-in answering `/v1/models` with `[]`)
-and prints a token line like Jupyter's. Deterministic: fixed owners, times and order in the tar,
-gzip with mtime 0, so the same busybox (compressed by the same zlib) always gives the same digest,
-which the bake pins. The uncompressed layer (the diff_id) depends on the busybox binary only.
+`manifests/images/clara-train-sdk-v4.1.json` records the real image's configuration (entrypoint,
+cmd, env, exposed ports, user, working dir) and the behaviour the launcher relies on, each with its
+source and certainty. The stand-in copies the config fields verbatim and behaves as recorded:
+- the entrypoint (NGC's nvidia_entrypoint.sh) prints a banner, then `exec "$@"`, or `exec /bin/bash`
+  without arguments; that "bash" (busybox sh) reads stdin, so detached without stdin it exits at once;
+- `jupyter lab DIR --ip 0.0.0.0 --port N --allow-root --no-browser` serves on N with a token, as Jupyter
+  Server does: it refuses root without --allow-root, needs a writable $HOME for its runtime file,
+  logs the token URL, answers /api/status 403 without the token and 200 with it;
+- `AIAA start -w DIR --engine AIAA` serves `/v1/models` on 5000 in the foreground.
+Nothing listens unless the container is started with one of those commands.
+
+One layer: Debian's static busybox (a symlink per applet) and the scripts. Deterministic: fixed
+owners, times and order in the tar, gzip with mtime 0, so the same busybox (compressed by the same
+zlib) and the same record always give the same digest, which the bake pins.
 
 Media types: Docker v2 schema 2 (`application/vnd.docker.distribution.manifest.v2+json`), which
 Docker 20.10 pulls from an http registry. The image is also written to `out_dir` as a skopeo
@@ -32,46 +41,166 @@ from pathlib import Path
 from pipeline.errors import PipelineError, PrerequisiteError
 
 BUSYBOX = Path("/bin/busybox")
+RECORD = Path(__file__).resolve().parents[2] / "manifests" / "images" / "clara-train-sdk-v4.1.json"
 TITLE = "clara-train-standin"
 MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_TYPE = "application/vnd.docker.container.image.v1+json"
 LAYER_TYPE = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 EPOCH = "1970-01-01T00:00:00Z"
-PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-# Applets the entrypoint needs; every other applet busybox lists is linked too.
-NEEDED_APPLETS = ("sh", "httpd", "head", "od", "tr", "kill", "sleep")
+CONFIG_FIELDS = ("Entrypoint", "Cmd", "Env", "ExposedPorts", "User", "WorkingDir")
+# Applets the scripts need; every other applet busybox lists is linked too.
+NEEDED_APPLETS = ("sh", "cat", "nc", "httpd", "head", "od", "tr", "kill", "sleep", "mkdir", "id", "date")
+HTTP_HANDLER = "usr/local/lib/clara-standin/jupyter-http"
 
 ENTRYPOINT = """#!/bin/sh
-# Clara Train stand-in (clara-bake): JupyterLab stand-in on {jupyter}, AIAA stand-in on {aiaa}.
-# Both servers run in the foreground (-f) in the background of this shell; the container ends
-# when either ends, and on SIGTERM/SIGINT both are stopped.
-httpd -f -p {jupyter} -h /srv/jupyter &
-jupyter=$!
-httpd -f -p {aiaa} -h /srv/aiaa &
-aiaa=$!
-trap 'kill $jupyter $aiaa 2>/dev/null; exit 0' TERM INT
-token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \\n')
-echo "[I ServerApp] JupyterLab stand-in is running at:"
-echo "[I ServerApp] http://hostname:{jupyter}/?token=$token"
-echo "[I ServerApp]  or http://127.0.0.1:{jupyter}/?token=$token"
-echo "AIAA stand-in is running at: http://hostname:{aiaa}/v1/models"
-while kill -0 $jupyter 2>/dev/null && kill -0 $aiaa 2>/dev/null; do
-  sleep 1 &
-  wait $!
-done
-kill $jupyter $aiaa 2>/dev/null
-echo "a stand-in server stopped; exiting" >&2
-exit 1
+# Stand-in for NGC's nvidia_entrypoint.sh (clara-bake): a banner, then the command, or a shell.
+cat <<'BANNER'
+=======================================
+== Clara Train SDK v4.1 (stand-in)   ==
+=======================================
+clara-train-standin: busybox, not the real Clara Train container.
+BANNER
+if [ $# -eq 0 ]; then
+  exec /bin/bash
+else
+  exec "$@"
+fi
 """
 
-JUPYTER_PAGE = b"""<!DOCTYPE html>
-<html><head><title>JupyterLab stand-in</title></head>
-<body><h1>JupyterLab stand-in</h1><p>clara-train-standin: not the real Clara Train container.</p></body></html>
+BASH = """#!/bin/sh
+# Stand-in for bash (clara-bake): busybox's shell. Without a command it reads stdin, so a
+# container started detached without stdin gets EOF and exits at once, as the real one does.
+exec /bin/sh "$@"
 """
+
+JUPYTER = """#!/bin/sh
+# Stand-in for `jupyter lab` (clara-bake), modelled on Jupyter Server; see {record}.
+set -u
+say() {{ echo "[I $(date +%H:%M:%S) ServerApp] $*"; }}
+die() {{ echo "[C $(date +%H:%M:%S) ServerApp] $*" >&2; exit 1; }}
+[ "${{1:-}}" = lab ] || die "this stand-in runs only 'jupyter lab ...' (got: jupyter $*)"
+shift
+port={port} ip=localhost allow_root=no dir=$(pwd)
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --port) port=$2; shift ;;
+    --port=*) port=${{1#--port=}} ;;
+    --ip) ip=$2; shift ;;
+    --ip=*) ip=${{1#--ip=}} ;;
+    --allow-root) allow_root=yes ;;
+    --*) ;;
+    *) dir=$1 ;;
+  esac
+  shift
+done
+if [ "$(id -u)" = 0 ] && [ $allow_root = no ]; then
+  die "Running as root is not recommended. Use --allow-root to bypass."
+fi
+# Real Jupyter binds --ip only; on localhost (its default) `docker run -p` cannot reach it.
+case "$ip" in
+  0.0.0.0|'*'|'') ;;
+  *) die "stand-in: --ip $ip would listen inside the container only; the launcher needs --ip 0.0.0.0" ;;
+esac
+runtime="${{HOME:-/}}/.local/share/jupyter/runtime"
+if ! mkdir -p "$runtime" 2>/dev/null || ! printf '{{"port": %s}}\\n' "$port" > "$runtime/jpserver-$$.json" 2>/dev/null; then
+  die "PermissionError: [Errno 13] Permission denied: '$runtime'"
+fi
+[ -d "$dir" ] || die "No such directory: '$dir'"
+STANDIN_TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+export STANDIN_TOKEN
+say "Serving notebooks from local directory: $dir"
+say "Jupyter Server stand-in is running at:"
+say "http://hostname:$port/lab?token=$STANDIN_TOKEN"
+say " or http://127.0.0.1:$port/lab?token=$STANDIN_TOKEN"
+nc -ll -p "$port" -e /{handler} &
+server=$!
+trap 'kill $server 2>/dev/null; exit 0' TERM INT
+wait $server
+die "the stand-in server on port $port stopped"
+"""
+
+JUPYTER_HTTP = """#!/bin/sh
+# One HTTP request on stdin, its answer on stdout (`nc -ll -e` runs this per connection).
+# As Jupyter Server: /api/* needs the token (403 without), /lab redirects to /login without it.
+cr=$(printf '\r')
+read -r method target proto || exit 0
+auth=
+while read -r line; do
+  line=${line%"$cr"}
+  [ -z "$line" ] && break
+  case "$line" in [Aa]uthorization:*) auth=${line#*:}; auth=${auth# } ;; esac
+done
+path=${target%%\?*}
+query=
+case "$target" in *\?*) query=${target#*\?} ;; esac
+authed=no
+case "&$query&" in *"&token=$STANDIN_TOKEN&"*) authed=yes ;; esac
+[ "$auth" = "token $STANDIN_TOKEN" ] && authed=yes
+reply() {
+  printf 'HTTP/1.1 %s\r\nServer: clara-standin\r\nContent-Type: %s\r\nContent-Length: %s\r\nConnection: close\r\n' \
+    "$1" "$2" "${#3}"
+  [ -n "${4:-}" ] && printf '%s\r\n' "$4"
+  printf '\r\n%s' "$3"
+  exit 0
+}
+case "$path" in
+  /api|/api/*)
+    [ $authed = yes ] && reply "200 OK" application/json '{"connections": 0, "kernels": 0, "started": "stand-in"}'
+    reply "403 Forbidden" application/json '{"message": "Forbidden", "reason": null}' ;;
+  /) reply "302 Found" text/plain "" "Location: /lab" ;;
+  /lab|/lab/*)
+    [ $authed = yes ] && reply "200 OK" text/html "<!DOCTYPE html><title>JupyterLab stand-in</title><h1>JupyterLab stand-in</h1>"
+    reply "302 Found" text/plain "" "Location: /login?next=%2Flab" ;;
+  /login) reply "200 OK" text/html "<!DOCTYPE html><title>Jupyter login (stand-in)</title><form>token</form>" ;;
+  *) reply "404 Not Found" text/plain "404: Not Found" ;;
+esac
+"""
+
+AIAA = """#!/bin/sh
+# Stand-in for AIAA (clara-bake): `AIAA start -w WORKSPACE --engine AIAA [--port N]` serves
+# /v1/models in the foreground, as NVIDIA's `AIAA start ... &` implies; see {record}.
+set -u
+die() {{ echo "AIAA: $*" >&2; exit 1; }}
+[ "${{1:-}}" = start ] || die "usage: AIAA start -w WORKSPACE --engine AIAA [--port PORT]"
+shift
+ws= engine=AIAA port={port}
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -w|--workspace) ws=$2; shift ;;
+    --engine) engine=$2; shift ;;
+    -p|--port) port=$2; shift ;;
+  esac
+  shift
+done
+[ -n "$ws" ] || die "-w WORKSPACE is required"
+mkdir -p "$ws/logs" 2>/dev/null || die "PermissionError: cannot create $ws/logs"
+echo "AIAA stand-in (engine $engine, workspace $ws) serving http://0.0.0.0:$port/v1/models"
+httpd -f -p "$port" -h /srv/aiaa &
+server=$!
+trap 'kill $server 2>/dev/null; exit 0' TERM INT
+wait $server
+die "the stand-in server on port $port stopped"
+"""
+
 AIAA_PAGE = b"""<!DOCTYPE html>
 <html><head><title>AIAA stand-in</title></head>
 <body><h1>AIAA stand-in</h1><p>See <a href="/v1/models">/v1/models</a>.</p></body></html>
 """
+
+
+def load_record(path: Path = RECORD) -> dict:
+    """The recorded real image: {"config": {field: {value, certainty, source}}, "behaviour": {...}}."""
+    try:
+        record = json.loads(Path(path).read_text())
+        config = {name: record["config"][name]["value"] for name in CONFIG_FIELDS}
+        behaviour = {name: record["behaviour"][name]["value"] for name in ("jupyter", "aiaa")}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise PipelineError(f"{path}: not a usable image record ({exc!r}); expected config.<field>.value for "
+                            f"{', '.join(CONFIG_FIELDS)} and behaviour.jupyter/aiaa.value") from None
+    entry = config["Entrypoint"]
+    if not (isinstance(entry, list) and len(entry) == 1 and str(entry[0]).startswith("/")):
+        raise PipelineError(f"{path}: config.Entrypoint must be one absolute path, got {entry!r}")
+    return {"config": config, "behaviour": behaviour}
 
 
 def _digest(data: bytes) -> str:
@@ -134,20 +263,37 @@ def _applets(path: Path) -> list[str]:
 
 # --- the layer -------------------------------------------------------------------------------
 
-def _layer_tar(busybox: bytes, applets: list[str], jupyter: int, aiaa: int) -> bytes:
+def _layer_files(record: dict) -> dict[str, tuple[bytes, int]]:
+    """{path in the image: (content, mode)}: the scripts at the paths the record names."""
+    jupyter, aiaa = record["behaviour"]["jupyter"], record["behaviour"]["aiaa"]
+    where = "manifests/images/" + RECORD.name
     files = {
-        "bin/busybox": (busybox, 0o755),
-        "entrypoint.sh": (ENTRYPOINT.format(jupyter=jupyter, aiaa=aiaa).encode(), 0o755),
+        record["config"]["Entrypoint"][0].lstrip("/"): (ENTRYPOINT.encode(), 0o755),
+        "bin/bash": (BASH.encode(), 0o755),
+        jupyter["path"].lstrip("/"): (JUPYTER.format(record=where, port=int(jupyter["default_port"]),
+                                                     handler=HTTP_HANDLER).encode(), 0o755),
+        HTTP_HANDLER: (JUPYTER_HTTP.encode(), 0o755),
+        aiaa["path"].lstrip("/"): (AIAA.format(record=where, port=int(aiaa["default_port"])).encode(), 0o755),
         "etc/group": (b"root:x:0:\nnogroup:x:65534:\n", 0o644),
-        "etc/passwd": (b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n", 0o644),
+        "etc/passwd": (b"root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n", 0o644),
         "srv/aiaa/index.html": (AIAA_PAGE, 0o644),
         "srv/aiaa/v1/models": (b"[]\n", 0o644),
-        "srv/jupyter/index.html": (JUPYTER_PAGE, 0o644),
-        "srv/jupyter/lab/index.html": (JUPYTER_PAGE, 0o644),
     }
-    links = {f"bin/{a}": "busybox" for a in applets}
-    dirs = {"bin": 0o755, "dev": 0o755, "etc": 0o755, "proc": 0o555, "sys": 0o555, "root": 0o700, "srv": 0o755, "srv/aiaa": 0o755, "srv/aiaa/v1": 0o755,
-            "srv/jupyter": 0o755, "srv/jupyter/lab": 0o755, "tmp": 0o1777, "workspace": 0o755}
+    return files
+
+
+def _layer_tar(busybox: bytes, applets: list[str], record: dict) -> bytes:
+    files = _layer_files(record)
+    files["bin/busybox"] = (busybox, 0o755)
+    links = {f"bin/{a}": "busybox" for a in applets if f"bin/{a}" not in files}
+    if record["behaviour"]["aiaa"].get("on_path"):
+        links["usr/local/bin/AIAA"] = "/" + record["behaviour"]["aiaa"]["path"].lstrip("/")
+    dirs = {"dev": 0o755, "proc": 0o555, "sys": 0o555, "root": 0o700, "tmp": 0o1777,
+            record["config"]["WorkingDir"].lstrip("/"): 0o755}
+    for name in [*files, *links]:                   # every parent directory, 0755
+        parts = name.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            dirs.setdefault("/".join(parts[:i]), 0o755)
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for name in sorted([*dirs, *files, *links]):
@@ -171,22 +317,28 @@ def _json(obj) -> bytes:
 
 
 def build_standin(out_dir: Path | None = None, *, jupyter_port: int = 8888, aiaa_port: int = 5000,
-                  busybox: Path = BUSYBOX) -> StandinImage:
-    """Build the stand-in image in memory; with `out_dir`, also write it there as a skopeo `dir:` layout."""
-    for port in (jupyter_port, aiaa_port):
+                  busybox: Path = BUSYBOX, record: Path = RECORD) -> StandinImage:
+    """Build the stand-in image in memory; with `out_dir`, also write it there as a skopeo `dir:` layout.
+
+    `jupyter_port` and `aiaa_port` are the container ports the caller expects the servers on when
+    the command gives no --port: the real image's defaults (from the record), or an error."""
+    real = load_record(record)
+    for name, port in (("jupyter", jupyter_port), ("aiaa", aiaa_port)):
         if not (isinstance(port, int) and 0 < port < 65536):
             raise PipelineError(f"stand-in container port {port!r} is not a TCP port")
-    if jupyter_port == aiaa_port:
-        raise PipelineError(f"the stand-in's JupyterLab and AIAA ports are both {jupyter_port}")
-    tar = _layer_tar(check_static_busybox(busybox), _applets(busybox), jupyter_port, aiaa_port)
+        default = int(real["behaviour"][name]["default_port"])
+        if port != default:
+            raise PipelineError(f"the real image's {name} listens on {default} unless its command says otherwise, "
+                                f"not {port}: give the port in clara.command instead")
+    tar = _layer_tar(check_static_busybox(busybox), _applets(busybox), real)
     gz = gzip.compress(tar, compresslevel=9, mtime=0)
     config = _json({
         "architecture": "amd64", "os": "linux", "created": EPOCH,
-        "config": {"Entrypoint": ["/entrypoint.sh"], "Cmd": None, "Env": [PATH_ENV], "WorkingDir": "/workspace",
-                   "ExposedPorts": {f"{jupyter_port}/tcp": {}, f"{aiaa_port}/tcp": {}},
+        "config": {**real["config"],
                    "Labels": {"org.opencontainers.image.title": TITLE,
                               "org.opencontainers.image.description":
-                                  "busybox stand-in for the Clara Train container (clara-bake local target)"}},
+                                  "busybox stand-in for the Clara Train container (clara-bake local target), "
+                                  "configured from manifests/images/" + Path(record).name}},
         "rootfs": {"type": "layers", "diff_ids": [_digest(tar)]},
         "history": [{"created": EPOCH, "created_by": "clara-bake clouds/local/standin.py"}],
     })

@@ -83,7 +83,7 @@ def provision_overrides(manifest) -> dict:
                             "password_env": manifest.registry_login.password_env}
                            if manifest.registry_login else None),
         "images": [{"ref": image, "digest": None}],
-        "launcher": {"image": image, "gpus": None, "command": None},
+        "launcher": {"image": image, "gpus": None},      # the manifest's command: the stand-in serves only under it
         "generalize": {"build_user": SSH_USER},
     }
 

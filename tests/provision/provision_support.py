@@ -31,7 +31,10 @@ BASE_CONFIG = {
     "pull": {"retries": 3, "backoff_seconds": 5},
     "launcher": {"image": "nvcr.io/nvidia/clara-train-sdk:v4.1", "jupyter_port": 8890, "aiaa_port": 5000,
                  "container_jupyter_port": 8888, "container_aiaa_port": 5000, "gpus": "all",
-                 "workspace": "clara-workspace"},
+                 "workspace": "clara-workspace", "group": "clara",
+                 "command": ["jupyter", "lab", "/workspace", "--ip", "0.0.0.0", "--port", "8888", "--allow-root",
+                             "--no-browser"],
+                 "aiaa_command": ["AIAA", "start", "-w", "/workspace/aiaa", "--engine", "AIAA"]},
     "generalize": {"azure_deprovision": False, "build_user": "clara-build"},
 }
 

@@ -63,8 +63,33 @@ def test_config_is_frozen_and_typed(make_config):
 
 
 def test_optional_and_null_sections(make_config):
-    cfg = config_module.load(str(make_config({"registry_login": None, "launcher.gpus": None})))
-    assert cfg.registry_login is None and cfg.launcher.gpus is None and cfg.launcher.command is None
+    cfg = config_module.load(str(make_config({"registry_login": None, "launcher.gpus": None,
+                                              "launcher.aiaa_command": None})))
+    assert cfg.registry_login is None and cfg.launcher.gpus is None and cfg.launcher.aiaa_command is None
+    assert cfg.launcher.command[:2] == ("jupyter", "lab") and cfg.launcher.group == "clara"
+
+
+@pytest.mark.parametrize("command", [None, [], ""])
+def test_launcher_command_is_required(make_config, tmp_path, command):
+    """The image's entrypoint alone starts a shell that exits at once when detached (issue #16)."""
+    proc = run_cli("--root", tmp_path, "--config", make_config({"launcher.command": command}), check_rc=2)
+    assert "launcher.command: is required" in proc.stderr and "starts Jupyter" in proc.stderr
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("launcher.workspace", "/srv/../etc", "launcher.workspace: expected an absolute folder"),
+    ("launcher.workspace", "/srv/clara ws", "launcher.workspace"),
+    ("launcher.group", "Clara Team", "launcher.group: expected a group name"),
+    ("launcher.aiaa_command", [3], "launcher.aiaa_command[0]: expected a string"),
+])
+def test_bad_launcher_settings(make_config, tmp_path, key, value, expected):
+    proc = run_cli("--root", tmp_path, "--config", make_config({key: value}), check_rc=2)
+    assert expected in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_shared_workspace_may_be_absolute(make_config):
+    cfg = config_module.load(str(make_config({"launcher.workspace": "/srv/clara-workspace"})))
+    assert cfg.launcher.workspace == "/srv/clara-workspace"
 
 
 def test_image_digests_env():

@@ -4,6 +4,7 @@ import json
 import os
 import stat
 import subprocess
+import sys
 
 import pytest
 
@@ -207,48 +208,147 @@ def test_generalize_azure_deprovision_is_skipped_off_the_running_system(make_con
 
 
 def test_launcher_content(make_config, guest, capsys):
-    cfg = make_config({"launcher.command": ["jupyter", "lab", "--ip=0.0.0.0", "--allow-root"]})
+    cfg = make_config()
     assert provision(capsys, "--root", guest, "--config", cfg, "--only", "launcher")[0] == 0
     path = guest / "usr/local/bin/clara-train"
     text = path.read_text()
     assert stat.S_IMODE(path.stat().st_mode) == 0o755
     assert text.startswith("#!/bin/bash\n")
-    assert "docker_ run -d --name \"$NAME\" --restart unless-stopped --ipc=host --gpus all" in text
-    assert '-p "$JUPYTER_PORT:8888" -p "$AIAA_PORT:5000"' in text
-    assert "JUPYTER_PORT=8890" in text and "AIAA_PORT=5000" in text
-    assert '-v "$WORKSPACE:/workspace"' in text and "$HOME/clara-workspace" in text
-    assert '"$IMAGE" jupyter lab --ip=0.0.0.0 --allow-root >/dev/null' in text
+    # NVIDIA's documented flags, as the member, with a writable $HOME, on the VM's loopback only.
+    assert ("docker_ run -d --name \"$NAME\" --restart unless-stopped --ipc=host --ulimit memlock=-1 "
+            "--ulimit stack=67108864 --gpus all") in text
+    assert '-u "$RUN_UID:$GID" -v /etc/passwd:/etc/passwd:ro -v /etc/group:/etc/group:ro' in text
+    assert '-e HOME="$RUN_HOME" -v "$CHOME:$RUN_HOME"' in text
+    assert '-p "127.0.0.1:$JUPYTER_PORT:8888" -p "127.0.0.1:$AIAA_PORT:5000"' in text
+    assert "JUPYTER_PORT=8890" in text and "AIAA_PORT=5000" in text and "GROUP=clara" in text
+    assert '-v "$WORKSPACE:/workspace"' in text and "WORKSPACE_SETTING=clara-workspace" in text
+    assert "COMMAND=(jupyter lab /workspace --ip 0.0.0.0 --port 8888 --allow-root --no-browser)" in text
+    assert """INNER='umask 0002; AIAA start -w /workspace/aiaa --engine AIAA & exec "$@"'""" in text
+    assert '"$IMAGE" /bin/sh -c "$INNER" clara-train "${COMMAND[@]}" >/dev/null' in text
     assert "IMAGE=nvcr.io/nvidia/clara-train-sdk:v4.1" in text
-    for sub in ("start)", "stop)", "status)", "url)"):
+    for sub in ("start)", "stop)", "status)", "url)", "exec)"):
         assert sub in text
     assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
     rc, out, _ = provision(capsys, "--root", guest, "--config", cfg, "--only", "launcher")
     assert "launcher: unchanged" in out
 
 
-def test_launcher_without_gpus_or_command(make_config, guest, capsys):
-    cfg = make_config({"launcher.gpus": None})
+def test_launcher_without_gpus_or_annotation_server(make_config, guest, capsys):
+    cfg = make_config({"launcher.gpus": None, "launcher.aiaa_command": None})
     provision(capsys, "--root", guest, "--config", cfg, "--only", "launcher")
     text = (guest / "usr/local/bin/clara-train").read_text()
-    assert "--gpus" not in text and '"$IMAGE" >/dev/null' in text
+    assert "--gpus" not in text and "AIAA_PORT= " in text and "AIAA start" not in text
+    assert """INNER='umask 0002; exec "$@"'""" in text
+    assert '-p "127.0.0.1:$JUPYTER_PORT:8888" \\\n' in text       # 5000 is not published
 
 
-def test_launcher_url_prints_the_token(make_config, guest, capsys, tmp_path):
-    """Run the script's `url` with a fake docker on PATH."""
-    provision(capsys, "--root", guest, "--config", make_config(), "--only", "launcher")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "docker"
-    fake.write_text("#!/bin/sh\n[ \"$1\" = logs ] && echo 'http://hostname:8888/?token=43dcac32bc4b9390' >&2\nexit 0\n")
-    fake.chmod(0o755)
+# --- the launcher's behaviour, with a fake docker and getent on PATH --------------------------------
+FAKE_DOCKER = """#!/bin/sh
+# Fake docker for the launcher tests: `run` records its arguments and, unless FAKE_MODE=dead,
+# starts the servers the container would (a python http.server per published port).
+state={state}
+case "$1" in
+  ps) [ -f "$state/running" ] && echo clara-train; exit 0 ;;
+  inspect)
+    case "$*" in *Labels*) echo "$(id -u)"; exit 0 ;; esac
+    if [ ! -f "$state/running" ]; then echo "no such container" >&2; exit 1; fi
+    if [ "$FAKE_MODE" = dead ]; then echo "restarting 3"; else echo "running 0"; fi ;;
+  run)
+    shift; printf '%s\\n' "$@" > "$state/run-args"; touch "$state/running"
+    [ "$FAKE_MODE" = dead ] && exit 0
+    for port in $(printf '%s\\n' "$@" | sed -n 's/^127[.]0[.]0[.]1:\\([0-9]*\\):.*/\\1/p'); do
+      {python} -m http.server "$port" --bind 127.0.0.1 >/dev/null 2>&1 &
+      echo $! >> "$state/pids"
+    done ;;
+  logs)
+    if [ "$FAKE_MODE" = dead ]; then echo "==  Clara Train SDK ==" >&2
+    else echo "[I ServerApp] http://hostname:8888/lab?token=0123abcd" >&2; fi ;;
+  rm) rm -f "$state/running"; [ -f "$state/pids" ] && kill $(cat "$state/pids") 2>/dev/null; rm -f "$state/pids" ;;
+  exec) shift; printf '%s\\n' "$@" > "$state/exec-args" ;;
+esac
+exit 0
+"""
+FAKE_GETENT = """#!/bin/sh
+# Fake getent: this user's home is a temporary folder; the group is this user's own.
+case "$1" in
+  passwd) echo "$(id -un):x:$(id -u):$(id -g)::{home}:/bin/sh" ;;
+  group) [ "$2" = "$(id -gn)" ] && echo "$(id -gn):x:$(id -g):" || exit 2 ;;
+esac
+"""
+
+
+@pytest.fixture
+def launcher_run(make_config, guest, capsys, tmp_path):
+    """Run the written clara-train against the fakes; yields run(args, mode) -> CompletedProcess."""
+    import grp
+    group = grp.getgrgid(os.getgid()).gr_name
+    provision(capsys, "--root", guest, "--config", make_config({"launcher.group": group}), "--only", "launcher")
+    bin_dir, state, home = tmp_path / "bin", tmp_path / "state", tmp_path / "home"
+    for d in (bin_dir, state, home):
+        d.mkdir()
+    (bin_dir / "docker").write_text(FAKE_DOCKER.format(state=state, python=sys.executable))
+    (bin_dir / "getent").write_text(FAKE_GETENT.format(home=home))
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
     sock = tmp_path / "docker.sock"
-    env = dict(os.environ, PATH="{}:{}".format(bin_dir, os.environ["PATH"]))
-    script = (guest / "usr/local/bin/clara-train").read_text().replace("/var/run/docker.sock", str(sock))
     sock.write_text("")
-    (tmp_path / "clara-train").write_text(script)
-    out = subprocess.run(["bash", str(tmp_path / "clara-train"), "url"], env=env, stdout=subprocess.PIPE,
-                         universal_newlines=True, check=True).stdout
-    assert ":8890/" in out and "token: 43dcac32bc4b9390" in out and ":5000/" in out
+    script = tmp_path / "clara-train"
+    script.write_text((guest / "usr/local/bin/clara-train").read_text().replace("/var/run/docker.sock", str(sock)))
+
+    def run(args, mode="ok"):
+        env = dict(os.environ, PATH="{}:{}".format(bin_dir, os.environ["PATH"]), FAKE_MODE=mode,
+                   CLARA_START_TIMEOUT="20", CLARA_WORKSPACE=str(tmp_path / "ws"))
+        env.pop("SUDO_UID", None)
+        return subprocess.run(["bash", str(script)] + args, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
+    run.state, run.home, run.workspace, run.group = state, home, tmp_path / "ws", group
+    yield run
+    run(["stop"])
+
+
+def test_launcher_start_waits_for_jupyter_and_prints_the_tunnel(launcher_run):
+    proc = launcher_run(["start"])
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "ssh -N -L 8890:localhost:8890 -L 5000:localhost:5000 " in out and "public address" in out
+    assert "http://localhost:8890/lab?token=0123abcd" in out and "token: 0123abcd" in out
+    assert "http://localhost:5000/v1/models" in out
+    assert "10.0." not in out and "192.168." not in out             # never the private address
+    args = (launcher_run.state / "run-args").read_text().splitlines()
+    assert args[args.index("-u") + 1] == "{}:{}".format(os.getuid(), os.getgid())
+    assert "HOME={}".format(launcher_run.home) in args
+    assert "{}/.clara-train/home:{}".format(launcher_run.home, launcher_run.home) in args
+    assert args[-9:] == ["jupyter", "lab", "/workspace", "--ip", "0.0.0.0", "--port", "8888", "--allow-root",
+                         "--no-browser"]
+    ws = launcher_run.workspace.stat()
+    assert stat.S_IMODE(ws.st_mode) & 0o2070 == 0o2070 and ws.st_gid == os.getgid()   # setgid, group rwx
+    home = (launcher_run.home / ".clara-train/home").stat()
+    assert home.st_uid == os.getuid() and stat.S_IMODE(home.st_mode) == 0o700
+
+
+def test_launcher_start_fails_when_the_container_does_not_serve(launcher_run):
+    """The image's entrypoint without a command: a shell exits, Docker restarts it in a loop."""
+    proc = launcher_run(["start"], mode="dead")
+    assert proc.returncode == 1
+    assert "clara-train is not serving: the container's command exited and Docker restarted it (3 restarts)" \
+        in proc.stderr
+    assert "  | ==  Clara Train SDK ==" in proc.stderr and "removed the container" in proc.stderr
+    assert "http://" not in proc.stdout and not (launcher_run.state / "running").exists()
+
+
+def test_launcher_exec_runs_as_the_member_with_the_shared_umask(launcher_run):
+    assert launcher_run(["start"]).returncode == 0
+    proc = launcher_run(["exec", "touch", "/workspace/x"])
+    assert proc.returncode == 0, proc.stderr
+    args = (launcher_run.state / "exec-args").read_text().splitlines()
+    assert args[args.index("-u") + 1] == "{}:{}".format(os.getuid(), os.getgid())
+    assert args[-6:] == ["/bin/sh", "-c", 'umask 0002; exec "$@"', "clara-train", "touch", "/workspace/x"]
+
+
+def test_launcher_url_prints_the_token(launcher_run):
+    assert launcher_run(["start"]).returncode == 0
+    out = launcher_run(["url"]).stdout
+    assert ":8890/" in out and "token: 0123abcd" in out and ":5000/" in out
 
 
 def test_data_root_moves_existing_data(make_config, guest, capsys):
