@@ -48,3 +48,34 @@ def test_aws_bake_with_failing_checks_leaves_nothing_in_moto(env, boto):
     # Packer's temporary security group admits the runner only: the bake gave it the address.
     log = next((env / "build" / "reports").rglob("aws/bake.log")).read_text()
     assert " -var ssh_source_cidr=198.51.100.7/32 " in log
+
+
+def test_test_vm_fallback_size_sets_the_gpu_the_checks_expect(env, aws_env):
+    """#11.5: no g4dn capacity for the test VM; it runs on g5.2xlarge, so the checks expect an
+    A10G, not the manifest's first size's T4."""
+    import json
+
+    from tests.clouds.aws_fixtures import error_response
+
+    def no_g4dn(params, **kwargs):
+        if params["body"].get("InstanceType", "").startswith("g4dn."):
+            return error_response("InsufficientInstanceCapacity", "We currently do not have sufficient capacity")
+    aws_env.add("before-call.ec2.RunInstances", no_g4dn)
+    manifest = site_manifest(env, '    base_image: {owners: ["898082745236"], ssm_parameter: null}\n'
+                                  '    copy_regions: []\n')
+    (result,) = bake_module.bake(manifest, ["aws"])
+    assert result["status"] == "failed"                    # no GPU on the local sshd
+    expect = json.loads(next((env / "build" / "reports").rglob("aws/checks/expect.json")).read_text())
+    assert expect["size"] == "g5.2xlarge" and expect["gpu"]["model"] == "A10G"
+
+
+def test_credentials_expiring_mid_bake_are_refused_before_packer_starts(env, boto, monkeypatch):
+    """#11.7: configure-aws-credentials' default one-hour session cannot outlive a bake."""
+    from datetime import datetime, timedelta, timezone
+    soon = (datetime.now(timezone.utc) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    monkeypatch.setenv("AWS_CREDENTIAL_EXPIRATION", soon)
+    manifest = site_manifest(env, '    base_image: {owners: ["898082745236"], ssm_parameter: null}\n')
+    (result,) = bake_module.bake(manifest, ["aws"])
+    assert result["status"] == "failed" and "before this bake may end" in result["error"]
+    assert boto("ec2").describe_instances()["Reservations"] == []     # no build VM, no test VM
+    assert boto("ec2").describe_images(Owners=["self"])["Images"] == []
