@@ -851,7 +851,7 @@ class Adapter:
 
 
 def packer_credentials(subscription: str, environ, az_cli: str | None) -> dict:
-    """Packer variables (and the secret, as env only) for the credentials this runner has."""
+    """Packer variables (and the secrets, as env only) for the credentials this runner has."""
     def first(*names: str) -> str:
         return next((environ[n] for n in names if environ.get(n)), "")
     variables = {"azure_subscription_id": subscription}
@@ -861,6 +861,14 @@ def packer_credentials(subscription: str, environ, az_cli: str | None) -> dict:
         variables["azure_client_id"] = first("AZURE_CLIENT_ID", "ARM_CLIENT_ID")
         variables["azure_tenant_id"] = first("AZURE_TENANT_ID", "ARM_TENANT_ID")
         env["PKR_VAR_azure_client_secret"] = secret
-    elif az_cli:                    # e.g. azure/login with OIDC in CI
+    elif clients.github_oidc(environ):
+        # The plugin asks GitHub for a fresh ID token each time it needs an access token; the az CLI's
+        # federated login would expire within minutes (Azure/azure-cli#28708). The request token is a
+        # secret: a sensitive variable, from the environment only (never -var, never a rendered file).
+        variables["azure_client_id"] = environ["AZURE_CLIENT_ID"]
+        variables["azure_tenant_id"] = environ["AZURE_TENANT_ID"]
+        variables["azure_oidc_request_url"] = environ["ACTIONS_ID_TOKEN_REQUEST_URL"]
+        env["PKR_VAR_azure_oidc_request_token"] = environ["ACTIONS_ID_TOKEN_REQUEST_TOKEN"]
+    elif az_cli:                    # an interactive `az login`
         variables["azure_use_cli_auth"] = "true"
     return {"vars": variables, "env": env}

@@ -5,9 +5,13 @@ Configuration (environment):
   AWS_ENDPOINT_URL for a local endpoint (moto's server in tests).
 - GCP: Application Default Credentials; CLARA_GCE_ENDPOINT (e.g. http://127.0.0.1:8085) points the
   compute clients at another endpoint and then uses anonymous credentials.
-- Azure: DefaultAzureCredential (env, workload identity/OIDC, managed identity, az login);
-  CLARA_AZURE_ENDPOINT (https://127.0.0.1:PORT) with CLARA_AZURE_CA_BUNDLE for a local ARM fake,
-  which then gets a static test token; AZURE_SUBSCRIPTION_ID / ARM_SUBSCRIPTION_ID.
+- Azure: in GitHub Actions with OIDC (ACTIONS_ID_TOKEN_REQUEST_URL/_TOKEN, AZURE_CLIENT_ID,
+  AZURE_TENANT_ID) a ClientAssertionCredential that asks GitHub for a fresh ID token whenever it
+  needs a new access token (the az CLI's federated login expires within minutes and cannot refresh,
+  Azure/azure-cli#28708); otherwise DefaultAzureCredential (env, workload identity, managed identity,
+  az login). CLARA_AZURE_ENDPOINT (https://127.0.0.1:PORT) with CLARA_AZURE_CA_BUNDLE for a local ARM
+  fake, which then gets a static test token, unless CLARA_AZURE_AUTHORITY names a local Entra token
+  endpoint too (tests of the OIDC refresh); AZURE_SUBSCRIPTION_ID / ARM_SUBSCRIPTION_ID.
 - CLARA_POLL_INTERVAL: seconds between long-running-operation polls (tests use 0).
 - CLARA_RUNNER_CIDR: the address the build and test VMs' firewalls admit (default: this host's
   public address, asked once per process).
@@ -17,7 +21,11 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import json
 import os
+import urllib.error
+import urllib.parse
+import urllib.request
 
 from pipeline.errors import CloudError, PrerequisiteError
 
@@ -109,6 +117,60 @@ def azure_subscription(manifest_value: str | None) -> str:
     return value
 
 
+# GitHub Actions' OIDC: the job's token endpoint and its bearer (present with `permissions: id-token: write`).
+GITHUB_OIDC_ENV = ("ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_ID_TOKEN_REQUEST_TOKEN")
+# The audience Entra's federated credentials expect. Source:
+# https://learn.microsoft.com/en-us/entra/workload-id/workload-identity-federation-create-trust
+AZURE_OIDC_AUDIENCE = "api://AzureADTokenExchange"
+
+
+def github_oidc(environ) -> bool:
+    """True in a GitHub Actions job that may ask for ID tokens and names the Azure app to sign in as."""
+    return all(environ.get(n) for n in (*GITHUB_OIDC_ENV, "AZURE_CLIENT_ID", "AZURE_TENANT_ID"))
+
+
+def github_id_token(request_url: str, request_token: str, timeout: float = 30) -> str:
+    """A fresh GitHub Actions ID token for Entra. Source: GitHub's "Configuring OpenID Connect in cloud
+    providers" (GET $ACTIONS_ID_TOKEN_REQUEST_URL&audience=..., `Authorization: bearer
+    $ACTIONS_ID_TOKEN_REQUEST_TOKEN`, answer {"value": "<jwt>"}); actions/toolkit core.getIDToken."""
+    split = urllib.parse.urlsplit(request_url)
+    query = urllib.parse.urlencode([*urllib.parse.parse_qsl(split.query), ("audience", AZURE_OIDC_AUDIENCE)])
+    request = urllib.request.Request(urllib.parse.urlunsplit(split._replace(query=query)), headers={
+        "Authorization": f"bearer {request_token}", "Accept": "application/json; api-version=2.0"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            value = json.loads(answer.read() or b"{}").get("value")
+    except urllib.error.HTTPError as exc:   # the message never carries the request token
+        raise CloudError(f"GitHub's OIDC token endpoint refused the request (HTTP {exc.code}): does the job "
+                         "have `permissions: id-token: write`?") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise CloudError(f"could not get a GitHub OIDC token for Azure: {exc}") from None
+    if not value:
+        raise CloudError("GitHub's OIDC token endpoint answered without a token (expected {\"value\": ...})")
+    return value
+
+
+def azure_credential(environ=None):
+    """The credential the pipeline's Azure SDK clients use (see the module docstring for the order)."""
+    environ = os.environ if environ is None else environ
+    identity_options = {}
+    if environ.get("CLARA_AZURE_ENDPOINT"):
+        if not (environ.get("CLARA_AZURE_AUTHORITY") and github_oidc(environ)):
+            return _StaticToken()
+        identity_options = {"authority": environ["CLARA_AZURE_AUTHORITY"],
+                            "connection_verify": environ.get("CLARA_AZURE_CA_BUNDLE", True)}
+    identity = _need("azure.identity", "azure")
+    if github_oidc(environ):
+        url, token = (environ[n] for n in GITHUB_OIDC_ENV)
+        # Called each time the credential needs a new access token: GitHub's ID tokens are short-lived,
+        # so a bake of any length refreshes on its own.
+        return identity.ClientAssertionCredential(environ["AZURE_TENANT_ID"], environ["AZURE_CLIENT_ID"],
+                                                  lambda: github_id_token(url, token), **identity_options)
+    import logging
+    logging.getLogger("azure.identity").setLevel(logging.ERROR)    # the chain's attempts, one per line
+    return identity.DefaultAzureCredential()
+
+
 def azure(client_path: str, subscription_id: str):
     """An azure.mgmt client by dotted path, e.g. azure("azure.mgmt.compute.ComputeManagementClient", sub)."""
     module_name, _, cls_name = client_path.rpartition(".")
@@ -118,12 +180,7 @@ def azure(client_path: str, subscription_id: str):
     if endpoint:
         kwargs.update(base_url=endpoint, credential_scopes=["https://management.azure.com/.default"],
                       connection_verify=os.environ.get("CLARA_AZURE_CA_BUNDLE", True))
-        credential = _StaticToken()
-    else:
-        import logging
-        logging.getLogger("azure.identity").setLevel(logging.ERROR)    # the chain's attempts, one per line
-        credential = _need("azure.identity", "azure").DefaultAzureCredential()
-    return cls(credential, subscription_id, **kwargs)
+    return cls(azure_credential(), subscription_id, **kwargs)
 
 
 def test_vm_address(default_host: str, default_port: int = 22) -> tuple[str, int]:

@@ -13,6 +13,9 @@ BUILTIN_PACKER_REFUSED = (
     "allows (since 2025-03-31): install Packer >= 1.14.1 (https://developer.hashicorp.com/packer/install); "
     "the bake then runs `packer init` for the azure plugin, which creates a Standard one")
 BUILDER = "azure-arm"
+# Arguments the azure plugin knows and Packer 1.6.6's built-in azure-arm does not (1.6.6 is refused for
+# Azure builds anyway, BUILTIN_PACKER_REFUSED): its `packer validate` reports exactly these as unsupported.
+PLUGIN_ONLY_ARGUMENTS = ("oidc_request_url", "oidc_request_token")
 PLUGIN = ("azure", "github.com/hashicorp/azure", ">= 2.6.3")
 
 
@@ -25,6 +28,12 @@ def source(manifest, names) -> Block:
     src.set("client_secret", Expr("var.azure_client_secret"))
     src.set("tenant_id", Expr("var.azure_tenant_id"))
     src.set("use_azure_cli_auth", Expr("var.azure_use_cli_auth"))
+    # GitHub Actions' OIDC: the plugin fetches a fresh ID token from GitHub whenever it needs a new
+    # access token, so a bake outlives the az CLI's minutes-long federated login (Azure/azure-cli#28708).
+    # Names: hashicorp/packer-plugin-azure builder/azure/common/client/config.go (oidc_request_url,
+    # oidc_request_token; with subscription_id and client_id; since plugin v2.1.5).
+    src.set("oidc_request_url", Expr("var.azure_oidc_request_url"))
+    src.set("oidc_request_token", Expr("var.azure_oidc_request_token"))
     src.set("location", azure.location)
     # Packer builds in a temporary resource group and deletes it; named after the bake (and tagged
     # by azure_tags), so `invoke sweep` finds it if Packer was killed before it could clean up.
@@ -56,14 +65,18 @@ def source(manifest, names) -> Block:
 
 def variables(manifest) -> list[Block]:
     # The bake fills these from the environment (clouds/azure.py: packer_credentials): a client
-    # secret (AZURE_CLIENT_SECRET), else the az CLI's login (CI's OIDC), else the VM's managed identity.
+    # secret (AZURE_CLIENT_SECRET), else GitHub Actions' OIDC (refreshing), else the az CLI's login,
+    # else the VM's managed identity.
     subscription = manifest.clouds.azure.subscription_id or ""
     blocks = []
     for name, default, sensitive, text in (
             ("azure_subscription_id", subscription, False, "the manifest's, else AZURE_SUBSCRIPTION_ID (the bake)"),
-            ("azure_client_id", "", False, "AZURE_CLIENT_ID, with a client secret"),
+            ("azure_client_id", "", False, "AZURE_CLIENT_ID, with a client secret or GitHub's OIDC"),
             ("azure_client_secret", "", True, "from PKR_VAR_azure_client_secret only"),
-            ("azure_tenant_id", "", False, "AZURE_TENANT_ID, with a client secret"),
+            ("azure_tenant_id", "", False, "AZURE_TENANT_ID, with a client secret or GitHub's OIDC"),
+            ("azure_oidc_request_url", "", False, "ACTIONS_ID_TOKEN_REQUEST_URL (GitHub Actions' OIDC)"),
+            ("azure_oidc_request_token", "", True,
+             "from PKR_VAR_azure_oidc_request_token only (ACTIONS_ID_TOKEN_REQUEST_TOKEN)"),
             ("azure_use_cli_auth", False, False, "true: the az CLI's login (no secret given)")):
         var = Block("variable", (name,))
         var.set("type", Expr("bool" if isinstance(default, bool) else "string"))

@@ -593,3 +593,34 @@ def test_packer_credentials_without_a_secret_use_the_az_login_or_the_managed_ide
     assert packer_credentials("sub", env, "/usr/bin/az") == {
         "vars": {"azure_subscription_id": "sub", "azure_use_cli_auth": "true"}, "env": {}}
     assert packer_credentials("sub", env, None) == {"vars": {"azure_subscription_id": "sub"}, "env": {}}
+
+
+def test_packer_gets_github_oidc_so_the_plugin_refreshes_its_own_tokens():
+    """#11 item 7: in GitHub Actions with OIDC, Packer's azure plugin gets oidc_request_url (a variable)
+    and oidc_request_token (a secret: PKR_VAR_ only), not the az CLI's minutes-long login."""
+    from clouds.azure import packer_credentials
+    env = {"AZURE_CLIENT_ID": "app-id", "AZURE_TENANT_ID": "t",
+           "ACTIONS_ID_TOKEN_REQUEST_URL": "https://pipelines.example/idtoken?api-version=2.0",
+           "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "gh-SECRET-request-token"}
+    got = packer_credentials("sub", env, "/usr/bin/az")
+    assert got == {"vars": {"azure_subscription_id": "sub", "azure_client_id": "app-id", "azure_tenant_id": "t",
+                            "azure_oidc_request_url": "https://pipelines.example/idtoken?api-version=2.0"},
+                   "env": {"PKR_VAR_azure_oidc_request_token": "gh-SECRET-request-token"}}
+    assert "SECRET" not in json.dumps(got["vars"])                # -var arguments are logged
+    # a client secret still wins; without the request token it is the az login again
+    assert "PKR_VAR_azure_client_secret" in packer_credentials("sub", {**env, "AZURE_CLIENT_SECRET": "s"}, None)["env"]
+    partial = {k: v for k, v in env.items() if k != "ACTIONS_ID_TOKEN_REQUEST_TOKEN"}
+    assert packer_credentials("sub", partial, "/usr/bin/az")["vars"].get("azure_use_cli_auth") == "true"
+
+
+def test_the_rendered_template_takes_the_oidc_token_as_a_sensitive_variable_only(manifest, monkeypatch):
+    import re
+    from packer.render import render_files
+    monkeypatch.setenv("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "gh-SECRET-canary")
+    monkeypatch.setenv("PKR_VAR_azure_oidc_request_token", "gh-SECRET-canary")
+    _, files = render_files(manifest, "azure")
+    assert not [name for name, data in files.items() if b"SECRET-canary" in data]
+    text = files["template.pkr.hcl"].decode()
+    assert re.search(r'oidc_request_token\s+= var\.azure_oidc_request_token', text)
+    assert re.search(r'oidc_request_url\s+= var\.azure_oidc_request_url', text)
+    assert re.search(r'variable "azure_oidc_request_token" \{[^}]*sensitive\s+= true', text)

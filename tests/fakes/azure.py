@@ -801,3 +801,70 @@ class FakeArm:
                 if key.endswith(f"/publishers/{publisher}/offers/{offer}/plans/{plan}/agreements/current".lower()):
                     return bool(value.get("properties", {}).get("accepted"))
         return False
+
+
+class FakeGitHubOidc:
+    """GitHub Actions' ID-token endpoint on 127.0.0.1 (plain HTTP): what ACTIONS_ID_TOKEN_REQUEST_URL serves.
+
+    Source: https://docs.github.com/en/actions/security-for-github-actions/security-hardening-your-deployments/
+    configuring-openid-connect-in-cloud-providers#requesting-the-jwt-using-environment-variables
+    (GET "$ACTIONS_ID_TOKEN_REQUEST_URL&audience=...", header `Authorization: bearer
+    $ACTIONS_ID_TOKEN_REQUEST_TOKEN`, answer {"value": "<jwt>"}) and actions/toolkit
+    packages/core/src/oidc-utils.ts (reads `.value`). Each request gets a different token that expires
+    after `lifetime_s` (GitHub's ID tokens are short-lived); `valid(token)` is what Entra checks.
+    """
+
+    def __init__(self, request_token: str = "gh-request-token", lifetime_s: float = 300):
+        self.request_token = request_token
+        self.lifetime_s = lifetime_s
+        self.requests: list[dict] = []          # {"audience": ..., "token": ...} per request answered
+        self.issued: dict[str, float] = {}
+        self._count = itertools.count(1)
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                status, body = fake._answer(self.path, self.headers.get("Authorization", ""))
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        # A query string already, as GitHub's URL has one: the client must append with "&".
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/_apis/distributedtask/idtoken?api-version=2.0"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> "FakeGitHubOidc":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _answer(self, raw_path: str, authorization: str):
+        query = parse_qs(urlsplit(raw_path).query)
+        if authorization != f"bearer {self.request_token}":
+            return 401, {"message": "Bad credentials"}
+        if query.get("api-version") != ["2.0"] or not query.get("audience"):
+            return 400, {"message": "api-version=2.0 and audience are required"}
+        token = f"gh-oidc-{next(self._count)}.{query['audience'][0]}"
+        self.issued[token] = time.time() + self.lifetime_s
+        self.requests.append({"audience": query["audience"][0], "token": token})
+        return 200, {"count": 1, "value": token}
+
+    def valid(self, assertion: str) -> str | None:
+        """Entra's view: None when the assertion is a current GitHub token for Entra's audience."""
+        expiry = self.issued.get(assertion)
+        if expiry is None or not assertion.endswith(".api://AzureADTokenExchange"):
+            return "AADSTS700211: No matching federated identity record found for presented assertion issuer."
+        if expiry <= time.time():
+            return "AADSTS700024: Client assertion is not within its valid time range."
+        return None
