@@ -14,6 +14,11 @@ the call created (copies deregistered with their snapshots, parameters and tags 
 `keep` channel-less ones) and never deletes one an SSM channel parameter points at in any region.
 `sweep` looks in the manifest's region, where build and test resources live.
 
+The test VM is created with cloud-init user data: `clouds.base.TEST_USER` with the test key and
+passwordless sudo, next to the AMI's default user; no EC2 key pair. TestVM.size is the instance
+type that runs after any capacity fallback. Before Packer starts, `build_session` refuses
+credentials whose known expiry (AWS_CREDENTIAL_EXPIRATION) comes before the bake may end.
+
 Every client comes from clients.aws (adaptive retries for throttling and 5xx; AWS_ENDPOINT_URL
 points it at a local endpoint). Waits use botocore waiters, bounded; CLARA_POLL_INTERVAL scales
 their delay (tests use 0).
