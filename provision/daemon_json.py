@@ -26,10 +26,18 @@ def read(ctx):
     return data
 
 
-def write(ctx, data):
-    """Atomic, with daemon.json.bak holding the previous content. True if it changed."""
+def write(ctx, data, backup=True):
+    """Atomic, with daemon.json.bak holding the previous content (unless `backup` is False: the
+    caller saved it already). True if it changed."""
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    return fsutil.write_atomic(ctx.root(PATH), text, mode=0o644, backup=True)
+    return fsutil.write_atomic(ctx.root(PATH), text, mode=0o644, backup=backup)
+
+
+def save_backup(ctx):
+    """daemon.json.bak := the current file (before a tool other than us rewrites it)."""
+    raw = fsutil.read_bytes(ctx.root(PATH))
+    if raw is not None:
+        fsutil.write_atomic(ctx.root(PATH) + ".bak", raw, mode=0o600)
 
 
 def changed_keys(old, new):

@@ -9,6 +9,7 @@ import platform
 from .. import fsutil, system
 from ..report import changed, unchanged
 from .compose import PLUGIN
+from .nvidia_runtime import installed_version
 from .pull import images, repository
 
 NAME = "inventory"
@@ -58,7 +59,9 @@ def collect(ctx):
         "kernel": platform.release() if running else None,
         "nvidia_driver": _first_line(system.output(
             ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])) if running else None,
-        "container_runtime": {"nvidia": nvidia_path if os.path.exists(ctx.root(nvidia_path)) else None},
+        # The toolkit's version: which container-escape fixes the image has (null: not installed).
+        "container_runtime": {"nvidia": nvidia_path if os.path.exists(ctx.root(nvidia_path)) else None,
+                              "nvidia_container_toolkit": installed_version(ctx)},
         "docker_version": system.output(["docker", "version", "--format", "{{.Server.Version}}"]) if running else None,
         "compose_version": compose.lstrip("v") if compose else None,
         "umask": cfg.umask,

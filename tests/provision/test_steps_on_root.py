@@ -398,7 +398,9 @@ def test_inventory_off_the_running_system(make_config, guest, capsys):
         "schema": 1, "fingerprint": "cd" * 32, "content_fingerprint": "ab" * 32,     # the bake's; the config's
         "git_commit": "abc123", "build_time": "20240101000000",
         "source_image": "debian-12", "cloud": "local", "kernel": None, "nvidia_driver": None,
-        "container_runtime": {"nvidia": "/usr/bin/nvidia-container-runtime"}, "docker_version": None,
+        # No dpkg status in this root: the toolkit's version is unknown.
+        "container_runtime": {"nvidia": "/usr/bin/nvidia-container-runtime", "nvidia_container_toolkit": None},
+        "docker_version": None,
         "compose_version": "2.29.7", "umask": "0002",
         "images": [{"ref": "nvcr.io/nvidia/clara-train-sdk:v4.1", "digest": digest}]}
 
