@@ -27,6 +27,7 @@ def arm():
 @pytest.fixture
 def fake(arm, monkeypatch):
     arm.reset()
+    arm.page_size = 2                   # ARM pages its lists: the adapter must follow nextLink everywhere
     monkeypatch.setenv("CLARA_AZURE_ENDPOINT", arm.endpoint)
     monkeypatch.setenv("CLARA_AZURE_CA_BUNDLE", str(arm.cert_path))
     monkeypatch.setenv("CLARA_POLL_INTERVAL", "0")
