@@ -662,6 +662,10 @@ class Adapter:
         made: dict[str, str] = {}
         lock = threading.Lock()
         undo.append(lambda: self._delete_images(made))
+        # Tagged as it is created (CopyImage's TagSpecifications, "image" and "snapshot"), so a copy a
+        # killed publish left in flight is found and reused by the next one instead of leaking untagged.
+        born_tags = _tag_list({TAG_SOURCE_AMI: src["ImageId"], TAG_MANIFEST: self.manifest.name})
+        born = [{"ResourceType": kind, "Tags": born_tags} for kind in ("image", "snapshot")]
 
         def one(region: str) -> str:
             existing = [i for i in self._images(region, **{TAG_SOURCE_AMI: src["ImageId"]})
@@ -673,7 +677,7 @@ class Adapter:
                 ami = self._ec2("copy_image", f"copy {src['ImageId']} to {region}", region,
                                 Name=src.get("Name") or src["ImageId"], SourceImageId=src["ImageId"],
                                 SourceRegion=home, Description=src.get("Description", "")[:255] or
-                                f"copy of {home}:{src['ImageId']}")["ImageId"]
+                                f"copy of {home}:{src['ImageId']}", TagSpecifications=born)["ImageId"]
                 with lock:
                     made[region] = ami
                 self.log(f"aws: copying {src['ImageId']} to {region} as {ami}")

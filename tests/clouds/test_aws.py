@@ -627,3 +627,20 @@ def test_a_parameter_value_that_shows_late_is_waited_for(adapter, aws_env, boto)
     aws_env.add("before-call.ssm.GetParameter", old_value, region=HOME)
     regions = adapter.publish(image, "candidate")
     assert stale["n"] == 3 and param(boto, HOME) == regions[HOME] == image.id
+
+
+def test_copies_are_tagged_as_they_are_created(adapter, aws_env, boto):
+    """CopyImage's TagSpecifications tag the new AMI and snapshots at creation (EC2 API Reference,
+    CopyImage), so a copy left in flight by a killed publish carries clara-source-ami and is reused.
+    moto ignores TagSpecifications on CopyImage: the request itself is checked."""
+    image = build(boto)
+    sent: list[dict] = []
+    aws_env.add("before-send.ec2.CopyImage", lambda request, **kw: sent.append(query_params(request)))
+    adapter.publish(image, "candidate")
+    assert len(sent) == 2
+    for params in sent:
+        specs = {params[f"TagSpecification.{n}.ResourceType"]: {
+            params[f"TagSpecification.{n}.Tag.{t}.Key"]: params[f"TagSpecification.{n}.Tag.{t}.Value"]
+            for t in (1, 2)} for n in (1, 2)}
+        assert specs == {kind: {"clara-source-ami": image.id, "clara-manifest": "clara-train"}
+                         for kind in ("image", "snapshot")}
