@@ -130,9 +130,9 @@ while read -r line; do
   [ -z "$line" ] && break
   case "$line" in [Aa]uthorization:*) auth=${line#*:}; auth=${auth# } ;; esac
 done
-path=${target%%\?*}
+path=${target%%\\?*}
 query=
-case "$target" in *\?*) query=${target#*\?} ;; esac
+case "$target" in *\\?*) query=${target#*\\?} ;; esac
 authed=no
 case "&$query&" in *"&token=$STANDIN_TOKEN&"*) authed=yes ;; esac
 [ "$auth" = "token $STANDIN_TOKEN" ] && authed=yes

@@ -84,8 +84,11 @@ def test_skopeo_sees_the_digest_and_config(reg, image, tmp_path):
     assert info["Architecture"] == "amd64" and info["Os"] == "linux"
     assert info["Labels"]["org.opencontainers.image.title"] == "clara-train-standin"
     config = json.loads(run("inspect", "--tls-verify=false", "--config", ref))
-    assert config["config"]["Entrypoint"] == ["/entrypoint.sh"]
-    assert set(config["config"]["ExposedPorts"]) == {"8888/tcp", "5000/tcp"}
+    # What a pull sees is the recorded real image's config (manifests/images/).
+    record = standin.load_record()["config"]
+    assert config["config"]["Entrypoint"] == record["Entrypoint"] == ["/opt/nvidia/nvidia_entrypoint.sh"]
+    assert config["config"]["ExposedPorts"] == record["ExposedPorts"]
+    assert config["config"]["WorkingDir"] == record["WorkingDir"] and config["config"]["Env"] == record["Env"]
     # The same image copied from its dir: layout by skopeo lands with the same digest.
     layout = standin.build_standin(tmp_path / "layout").layout
     run("copy", "--quiet", "--dest-tls-verify=false", f"dir:{layout}", f"docker://{reg.address}/clara/copied:v1")
