@@ -600,7 +600,7 @@ class Adapter:
                 return None
             raise
 
-    def _ensure_gallery(self) -> None:
+    def _ensure_gallery(self, generation: str = "V2") -> None:
         from azure.mgmt.compute import models as cm
         g, loc = self.cfg.gallery, self.cfg.location
         tags = dict(self.manifest.tags)
@@ -615,7 +615,7 @@ class Adapter:
             self.log(f"azure: creating image definition {g.name}/{g.image_definition}")
             self._lro(f"create image definition {g.image_definition}", lambda: self.compute.gallery_images.begin_create_or_update(
                 self.rg, g.name, g.image_definition, cm.GalleryImage(
-                    location=loc, tags=tags, os_type="Linux", os_state="Generalized", hyper_v_generation="V2",
+                    location=loc, tags=tags, os_type="Linux", os_state="Generalized", hyper_v_generation=generation,
                     identifier=cm.GalleryImageIdentifier(publisher=self.manifest.name, offer="clara-train",
                                                          sku=g.image_definition),
                     purchase_plan=plan, description="NVIDIA Clara Train golden image")))
@@ -645,7 +645,9 @@ class Adapter:
         if managed is None:
             raise PublishError(f"azure: managed image {image.id} does not exist")
         try:
-            self._ensure_gallery()
+            # The definition's generation is the image's (a gen1 base sku gives a V1 image; a V2
+            # definition would refuse its versions). Images without the property are V1 (the API default).
+            self._ensure_gallery(managed.hyper_v_generation or "V1")
         except Exception as exc:  # noqa: BLE001
             raise PublishError(f"azure: could not prepare gallery {g.name}/{g.image_definition}: {_short(exc)}") from exc
 

@@ -58,11 +58,11 @@ def adapter(fake, manifest, logs):
     return a
 
 
-def managed_image(fake, stamp="20260315093012", fp=FP) -> Image:
-    """What Packer leaves: a tagged managed image."""
+def managed_image(fake, stamp="20260315093012", fp=FP, generation="V2") -> Image:
+    """What Packer leaves: a tagged managed image (V2 from the default gen2 base sku)."""
     name = f"clara-train-{stamp}"
     rid = f"{RG}/providers/Microsoft.Compute/images/{name}"
-    fake.put_resource(rid, {"location": "eastus", "tags": {
+    fake.put_resource(rid, {"location": "eastus", "properties": {"hyperVGeneration": generation}, "tags": {
         "clara-fingerprint": fp[:32], "clara-build-time": stamp, "clara-role": "image", "clara-bake-id": "b0",
         "clara-expires": "202001010000"}})
     return Image("azure", rid, name, "eastus", fp, stamp)
@@ -317,6 +317,14 @@ def test_publish_creates_gallery_definition_and_version(adapter, fake):
     assert fake.get(image.id)["tags"]["clara-validated"] == "true"
     # the PUT carried exclude_from_latest=True: only the later PATCH could change it
     assert v["properties"]["provisioningState"] == "Succeeded"
+
+
+def test_the_gallery_definition_takes_the_images_hyper_v_generation(adapter, fake):
+    """A gen1 base sku builds a V1 image; a definition hard-coded V2 refused its every version."""
+    adapter.publish(managed_image(fake, generation="V1"), "candidate")
+    definition = fake.get(f"{RG}/providers/Microsoft.Compute/galleries/clara_images/images/clara-train")
+    assert definition["properties"]["hyperVGeneration"] == "V1"
+    assert version(fake, "2026.315.93012")["properties"]["provisioningState"] == "Succeeded"
 
 
 def test_find_validated_second_call_creates_nothing(adapter, fake):

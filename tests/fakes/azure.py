@@ -675,6 +675,16 @@ class FakeArm:
                                "(null).", target="storageProfile")
         if source.lower() not in self.resources:
             return self._error(404, "NotFound", f"source {source} not found")
+        # A version's source has the definition's Hyper-V generation. Source: azure-mgmt-compute 39.0.0 models,
+        # GalleryImage.hyper_v_generation ("The hypervisor generation of the Virtual Machine") and
+        # Image.hyper_v_generation ("the HyperVGenerationType of the VirtualMachine created from the image"),
+        # unset meaning V1 (ComputeRP spec default); the message is the fake's own.
+        definition = self.resources.get(path.rsplit("/", 2)[0].lower()) or {}
+        wanted = definition.get("properties", {}).get("hyperVGeneration") or "V1"
+        have = self.resources[source.lower()].get("properties", {}).get("hyperVGeneration") or "V1"
+        if have != wanted:
+            return self._error(400, "InvalidParameter", f"The Hyper-V generation of the source ({have}) does not "
+                               f"match the gallery image definition's ({wanted}).", target="storageProfile.source")
         return None
 
     def _references(self, resource_id: str) -> list[str]:
