@@ -1,13 +1,21 @@
 """Pre-pull the Clara image (and any others), with retries and back-off, verified by digest when
-pinned, and tagged by its ref so the launcher runs it by name."""
+pinned, and tagged by its ref so the launcher runs it by name.
+
+Before each pull, the free space where the layers will land (Docker's data-root, or containerd's
+root with the containerd image store) is checked against the image's size from its registry
+manifest; a full disk ("no space left on device") fails at once instead of being retried.
+"""
 import json
 import time
 
-from .. import system
+from .. import daemon_json, fsutil, registry, storage, system
 from ..report import NOT_RUNNING, StepError, changed, skipped, unchanged
 
 NAME = "pull"
 _sleep = time.sleep          # tests replace it
+GB = 1000 ** 3
+MARGIN = 1024 ** 3           # left free after the pull: logs, apt, the containers' writable layers
+ENOSPC = "no space left on device"
 
 
 def images(ctx):
@@ -53,7 +61,60 @@ def state(ref, digest):
     return "ok"
 
 
-def pull_with_retries(ctx, name):
+class Space:
+    """Free space where `name`'s layers land, and what the pull needs there (needed None: unknown)."""
+
+    def __init__(self, name, store, free, compressed, factor):
+        self.name, self.store, self.free, self.compressed = name, store, free, compressed
+        self.factor = factor + (1 if store.kind == "containerd" else 0)
+        self.needed = None if compressed is None else int(compressed * self.factor) + MARGIN
+
+    def why(self):
+        """How `needed` was reckoned, for the messages."""
+        extra = " (the containerd image store keeps the compressed layers too)" if self.store.kind == "containerd" else ""
+        return "compressed {} x {:g}{} + {} margin".format(_size(self.compressed), self.factor, extra, _size(MARGIN))
+
+    def shortage(self):
+        return "{}: not enough space at {} ({}): {} bytes free ({}), about {} bytes needed ({}); " \
+               "give the disk more room or move docker.data_root".format(
+                   self.name, self.store.path, self.store.describe(), self.free, _size(self.free),
+                   self.needed, self.why())
+
+    def full(self, error):
+        needed = "about {} bytes needed ({})".format(self.needed, self.why()) if self.needed else "size unknown"
+        return "docker pull {}: the disk is full at {} ({} bytes free, {}); not retried: {}".format(
+            self.name, self.store.path, self.free, needed, error.splitlines()[-1] if error else ENOSPC)
+
+
+def space_for(ctx, name):
+    """Space for pulling `name`; the size is None (and logged) when the registry can't tell."""
+    store = storage.layer_store(ctx)
+    free = storage.free_bytes(ctx.root(store.path))
+    try:
+        compressed = registry.compressed_size(name, _credentials(ctx, name), _insecure(ctx, name))
+    except registry.RegistryError as exc:
+        ctx.log("size of {} unknown, free-space check skipped: {}".format(name, exc))
+        compressed = None
+    return Space(name, store, free, compressed, ctx.config.pull.unpack_factor)
+
+
+def _credentials(ctx, name):
+    host = registry.split_ref(name)[0]
+    return registry.credentials(fsutil.read_text(ctx.root(system.DOCKER_CONFIG_DIR + "/config.json")), host)
+
+
+def _insecure(ctx, name):
+    """Registries the engine reaches over plain HTTP (daemon.json and the config's list)."""
+    listed = set(ctx.config.docker.insecure_registries)
+    listed.update(daemon_json.read(ctx).get("insecure-registries") or ())
+    return registry.split_ref(name)[0] in listed
+
+
+def _size(n):
+    return "{:.1f} GB".format(n / GB)
+
+
+def pull_with_retries(ctx, name, space=None):
     cfg = ctx.config.pull
     for attempt in range(1, cfg.retries + 1):
         result = system.run(["docker", "pull", "--quiet", name], check=False, timeout=7200,
@@ -61,6 +122,11 @@ def pull_with_retries(ctx, name):
         if result.returncode == 0:
             return attempt
         error = (result.stderr or result.stdout).strip()[-300:]
+        if ENOSPC in error.lower():
+            # Retrying a full disk only burns the timeout again: fail now, saying where and how much.
+            space = space or space_for(ctx, name)
+            space.free = storage.free_bytes(ctx.root(space.store.path))
+            raise StepError(space.full(error))
         if attempt == cfg.retries:
             raise StepError("docker pull {} failed {} time(s); last error: {}".format(name, attempt, error))
         delay = cfg.backoff_seconds * (2 ** (attempt - 1))
@@ -68,6 +134,15 @@ def pull_with_retries(ctx, name):
             name, attempt, cfg.retries, error.splitlines()[-1] if error else "no output", delay))
         _sleep(delay)
     raise StepError("docker pull {}: pull.retries must be at least 1".format(name))
+
+
+def _sizes(space, info):
+    """`, compressed A, unpacked B (xR)`: the measured ratio, to check pull.unpack_factor against."""
+    unpacked = (info or {}).get("Size")
+    if not space.compressed or not isinstance(unpacked, int):
+        return ""
+    return ", compressed {}, unpacked {} (x{:.2f})".format(_size(space.compressed), _size(unpacked),
+                                                           unpacked / space.compressed)
 
 
 def run(ctx):
@@ -86,8 +161,12 @@ def run(ctx):
         name = target(ref, digest)
         note = ""
         if status == "missing":
-            attempts = pull_with_retries(ctx, name)
+            space = space_for(ctx, name)
+            if space.needed is not None and space.free < space.needed:
+                raise StepError(space.shortage())
+            attempts = pull_with_retries(ctx, name, space)
             note = " after {} tries".format(attempts) if attempts > 1 else ""
+            note += _sizes(space, _inspect(name))
         if digest:
             info = _inspect(name)
             if not _has_digest(info, digest):
