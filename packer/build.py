@@ -5,8 +5,10 @@ template.pkr.hcl alone; Packer >= 1.14.1 gets the folder (with plugins.pkr.hcl) 
 Packer 1.7 to 1.14.0 is refused: HashiCorp's plugins moved to releases.hashicorp.com in 2025 and
 those versions' `packer init` cannot fetch them. A target may refuse the built-in builders too
 (Azure: see packer/sources/azure.py).
-An interrupt reaches Packer as SIGINT, which lets it delete its build VM, disks and keys, and we
-wait for that; only if it hangs is it killed.
+An interrupt reaches Packer as a terminal's Ctrl-C does, SIGINT to its process group (see
+_Packer), which lets it delete its build VM, disks and keys; we wait for that (CLEANUP_GRACE_S)
+and kill it only if it hangs. The error then says whether its cleanup finished, and when it did
+not, what may be left and how `invoke sweep` removes it.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,8 +66,10 @@ def build(folder: Path, variables: dict[str, str], *, env: dict[str, str], log_f
             f"Packer {'.'.join(map(str, version))} cannot `packer init` HashiCorp's plugins (they moved to "
             f"releases.hashicorp.com in 2025): install Packer >= {'.'.join(map(str, MIN_PLUGIN_PACKER))} "
             "(https://developer.hashicorp.com/packer/install), or Debian's 1.6.6 with its built-in builders")
+    cloud = _plan_cloud(folder)
     if not modern:
-        _refuse_builtin_if_retired(folder)
+        _refuse_builtin_if_retired(cloud)
+    where = _Where(cloud, variables.get("bake_id", ""))
     args = []
     for name, value in sorted(variables.items()):
         args += ["-var", f"{name}={value}"]
@@ -73,84 +78,243 @@ def build(folder: Path, variables: dict[str, str], *, env: dict[str, str], log_f
     full_env = {**os.environ, **env, "PACKER_NO_COLOR": "1", "CHECKPOINT_DISABLE": "1"}
     with open(log_file, "a", encoding="utf-8") as log:
         if modern:
-            _run([binary, "init", "."], folder, full_env, log, on_line)
+            _run([binary, "init", "."], folder, full_env, log, on_line, where)
         target = "." if modern else "template.pkr.hcl"
-        _run([binary, "build", "-color=false", *args, target], folder, full_env, log, on_line)
-    return _artifact(manifest_path, log_file)
+        late = _run([binary, "build", "-color=false", *args, target], folder, full_env, log, on_line, where)
+    artifact = _artifact(manifest_path, log_file)
+    if late and not cancel.cancelled():
+        # Ctrl-C in this thread as Packer finished. Under the cancel switch the caller gets the
+        # artifact instead, discards the image and stops at its next cancel.check().
+        raise Interrupted(f"interrupted as Packer finished: its image {artifact.artifact_id} was built, is not "
+                          "published and is left; delete it", log=str(log_file))
+    return artifact
 
 
-def _refuse_builtin_if_retired(folder: Path) -> None:
-    from .sources import target
+def _plan_cloud(folder: Path) -> str | None:
     try:
-        cloud = json.loads((folder / "plan.json").read_text())["cloud"]
-    except (OSError, ValueError, KeyError):
-        return                               # not a rendered folder (tests): nothing to check
+        return json.loads((folder / "plan.json").read_text())["cloud"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None                          # not a rendered folder (tests)
+
+
+def _refuse_builtin_if_retired(cloud: str | None) -> None:
+    from .sources import target
+    if cloud is None:
+        return
     reason = getattr(target(cloud), "BUILTIN_PACKER_REFUSED", None)
     if reason:
         raise PrerequisiteError(reason)
 
 
-def _run(cmd, cwd, env, log, on_line) -> None:
+def _run(cmd, cwd, env, log, on_line, where: _Where) -> bool:
+    """Run one Packer command to its end; True when it was interrupted but had finished (exit 0)."""
     # Secrets never reach the command line (they are PKR_VAR_* variables), so it can be logged.
     log.write(f"$ {' '.join(cmd)}\n")
     log.flush()
     cancel.check("the Packer build")
-    # Its own session: a terminal's Ctrl-C reaches us, and we decide how Packer is stopped.
+    # Its own session, so its process group id is its pid and _Packer can signal the whole group.
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, errors="replace", start_new_session=True)
-    interrupt = lambda: proc.poll() is None and proc.send_signal(signal.SIGINT)
-    try:
-        with cancel.on_cancel(interrupt):
-            for line in proc.stdout:
-                log.write(line)
-                log.flush()
-                on_line(line.rstrip("\n"))
-            rc = _wait_for_cleanup(proc, log)
-    except BaseException:
-        _stop(proc, log)
-        raise Interrupted("Packer was interrupted and cleaned up its build resources",
-                          log=log.name) from None
-    if cancel.cancelled():
-        raise Interrupted("Packer was interrupted and cleaned up its build resources", log=log.name)
+    packer = _Packer(proc, log, on_line)
+    with cancel.on_cancel(packer.interrupt):
+        rc = packer.wait()
+    if packer.interrupted and rc != 0:
+        raise Interrupted(_interrupted_message(packer, where), log=log.name)
     if rc != 0:
-        raise PackerError(f"packer {cmd[1]} failed (exit {rc}): {_last_error(log.name)}", log=log.name)
+        raise PackerError(_failure_message(cmd[1], rc, packer, where), log=log.name)
+    return packer.interrupted
 
 
-def _wait_for_cleanup(proc: subprocess.Popen, log) -> int:
-    try:
-        return proc.wait(timeout=CLEANUP_GRACE_S)
-    except subprocess.TimeoutExpired:
-        log.write("[clara-bake] packer did not exit after its output ended: killing it\n")
-        os.killpg(proc.pid, signal.SIGKILL)
-        return proc.wait()
+class _Packer:
+    """One running Packer: its output to the log (once), the interrupt, the bounded wait for its cleanup.
 
+    Packer runs as two processes (panicwrap): the outer one ignores a SIGINT sent to it alone and
+    forwards only SIGTERM. A terminal's Ctrl-C reaches the whole process group; the inner one then
+    prints "Cancelling build after receiving interrupt", runs every step's cleanup and exits 1.
+    Seen with Packer 1.6.6 (tests/pipeline/packer_outputs/packer-1.6.6.json): SIGINT to the pid is
+    ignored and the build runs to its end; SIGTERM to the pid cancels Packer but leaves its
+    shell-local scripts running; SIGINT to the group stops them all. So: SIGINT to the group.
+    """
 
-def _stop(proc: subprocess.Popen, log) -> None:
-    """SIGINT lets Packer delete what it created; wait for that before anything harsher."""
-    if proc.poll() is not None:
-        return
-    log.write("[clara-bake] interrupt: sending SIGINT to packer and waiting for its cleanup\n")
-    proc.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + CLEANUP_GRACE_S
-    try:
-        for line in proc.stdout:
-            log.write(line)
-            if time.monotonic() > deadline:
+    def __init__(self, proc: subprocess.Popen, log, on_line: Callable[[str], None]):
+        self.proc, self.log, self.on_line = proc, log, on_line
+        self.lines: list[str] = []
+        self.interrupted_at: float | None = None
+        self.killed = ""                 # why we killed it, when we did
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._pump, name="packer-output", daemon=True)
+        self._reader.start()
+
+    @property
+    def interrupted(self) -> bool:
+        return self.interrupted_at is not None
+
+    def _pump(self) -> None:
+        for raw in self.proc.stdout:
+            line = raw.rstrip("\n")
+            with self._lock:
+                self.log.write(raw)
+                self.log.flush()
+                self.lines.append(line)
+            try:
+                self.on_line(line)
+            except Exception:        # a progress display must not stop the pipe (Packer would block on it)
+                pass
+
+    def note(self, text: str) -> None:
+        with self._lock:
+            self.log.write(f"[clara-bake] {text}\n")
+            self.log.flush()
+
+    def interrupt(self) -> None:
+        with self._lock:
+            if self.interrupted or self.proc.poll() is not None:
+                return
+            self.interrupted_at = time.monotonic()
+        self.note(f"interrupt: SIGINT to packer's process group; waiting up to {CLEANUP_GRACE_S}s for its cleanup")
+        self._signal_group(signal.SIGINT)
+
+    def wait(self) -> int:
+        """Packer's exit code, once it and its output have ended; killed only after CLEANUP_GRACE_S
+        from the interrupt, or at a second Ctrl-C."""
+        while True:
+            try:
+                rc = self.proc.wait(timeout=0.2)
                 break
-        proc.wait(timeout=max(1, deadline - time.monotonic()))
-    except (subprocess.TimeoutExpired, KeyboardInterrupt):
-        log.write("[clara-bake] packer did not finish its cleanup in time: killing it\n")
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    log.flush()
+            except subprocess.TimeoutExpired:
+                if self.interrupted and time.monotonic() - self.interrupted_at > CLEANUP_GRACE_S:
+                    self._kill(f"packer did not finish its cleanup within {CLEANUP_GRACE_S}s")
+            except KeyboardInterrupt:        # Ctrl-C (or SIGTERM, see cancel.sigterm_as_interrupt) in this thread
+                if not self.interrupted:
+                    self.interrupt()
+                else:
+                    self._kill("a second interrupt came before packer finished its cleanup")
+        self._reader.join(5)
+        if self._reader.is_alive():          # something Packer started still holds its output open
+            self.note("processes packer left in its process group hold its output open: killing them")
+        self._signal_group(signal.SIGKILL)   # nothing of the build outlives Packer
+        self._reader.join()
+        return rc
+
+    def _kill(self, why: str) -> None:
+        if self.proc.poll() is None:
+            self.killed = why
+            self.note(f"{why}: killing it")
+        self._signal_group(signal.SIGKILL)
+
+    def _signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass                             # the group is gone: everything in it has exited
+
+    def cleanup_errors(self) -> list[str]:
+        return [line.strip() for line in self.lines if _CLEANUP_FAILED.search(line)]
 
 
-def _last_error(log_path: str) -> str:
-    lines = Path(log_path).read_text(errors="replace").splitlines()
-    for line in reversed(lines):
-        if "error" in line.lower() or "Build '" in line:
-            return line.strip()[:300]
-    return lines[-1].strip()[:300] if lines else "no output"
+# Lines Packer prints when a cleanup step fails, so that what it created may be left, e.g.
+# "Error terminating instance, may still be around", "Error cleaning up security group. Please
+# delete the group manually" (packer-plugin-amazon builder/common/step_run_source_instance.go,
+# step_security_group.go, step_key_pair.go), "Error deleting instance. Please delete it manually"
+# (packer-plugin-googlecompute builder/googlecompute/step_create_instance.go), "Error deleting
+# resource group.  Please delete it manually" (packer-plugin-azure builder/azure/arm/
+# step_create_resource_group.go); and panicwrap's crash banner, after which nothing was cleaned.
+_CLEANUP_FAILED = re.compile(r"^==> .*(manually|may still be around)|PACKER CRASH", re.IGNORECASE)
+
+# What each target's Packer build creates: its builder's cleanup deletes it, `invoke sweep` finds
+# what a stopped cleanup left by the bake's tags (clouds/<cloud>.py: sweep).
+LEFTOVERS = {
+    "aws": "the build instance and its EBS volumes, Packer's temporary key pair and security group",
+    "gcp": "the build VM and its boot disk",
+    "azure": "Packer's resource group clara-build-{bake_id} with the build VM, its disks, NIC, public IP and key vault",
+    "local": "QEMU's partial output (.building-{bake_id} in the image folder) and the clara-local-build-* folder",
+}
+
+
+@dataclass(frozen=True)
+class _Where:
+    """Which target the build is for (plan.json's cloud; None outside a rendered folder) and its bake."""
+    cloud: str | None
+    bake_id: str
+
+
+def _sweep_hint(where: _Where) -> str:
+    what = LEFTOVERS.get(where.cloud or "", "the build VM and what Packer created for it (disks, keys, firewall rules)")
+    what = what.format(bake_id=where.bake_id or "<bake id>")
+    name = where.cloud or "<cloud>"
+    return (f"{what} may be left: `invoke sweep --cloud {name} --dry-run` lists them and "
+            f"`invoke sweep --cloud {name}` removes them by the bake's tags once they are older than "
+            "--older-than (default 6h)")
+
+
+def _interrupted_message(packer: _Packer, where: _Where) -> str:
+    rc = packer.proc.returncode
+    if packer.killed:
+        problem = packer.killed + ", so it was killed"
+    elif rc < 0:
+        problem = f"it was ended by {signal.Signals(-rc).name} before it could clean up"
+    elif packer.cleanup_errors():
+        problem = "its cleanup reported: " + "; ".join(e[:200] for e in packer.cleanup_errors()[:3])
+    else:
+        return (f"Packer was interrupted: it cancelled the build and its cleanup finished without "
+                f"errors (exit {rc})")
+    return f"Packer was interrupted and its cleanup did not finish ({problem}); " + _sweep_hint(where)
+
+
+def _failure_message(command: str, rc: int, packer: _Packer, where: _Where) -> str:
+    message = f"packer {command} failed (exit {rc}): " + "; ".join(_build_errors(packer.lines))
+    if packer.cleanup_errors():
+        message += (". Its cleanup reported: " + "; ".join(e[:200] for e in packer.cleanup_errors()[:3])
+                    + "; " + _sweep_hint(where))
+    return message
+
+
+_ERRORED = re.compile(r"^Build '([^']+)' errored(?: after [^:]*)?: (.*)")
+_SUMMARY = re.compile(r"^--> (\S+): (.*)")
+
+
+def _build_errors(lines: list[str]) -> list[str]:
+    """The builders' own errors rather than Packer's "Some builds didn't complete successfully":
+    its summary (`--> <build>: <error>`), else `Build '<name>' errored ...: <error>`, else its
+    `Error: ...` paragraphs (a template or variable error ends Packer before any build)."""
+    errors = [f"Build '{name}' errored: {error}" for name, error in
+              _summary_errors(lines) or [m.groups() for m in map(_ERRORED.match, lines) if m]]
+    if not errors:
+        errors = _error_paragraphs(lines)
+    if not errors:
+        tail = [line.strip() for line in lines if line.strip()]
+        errors = tail[-1:] or ["no output"]
+    return list(dict.fromkeys(e[:300] for e in errors))[:3]
+
+
+def _summary_errors(lines: list[str]) -> list[tuple[str, str]]:
+    errors: list[list[str]] = []
+    inside = False
+    for line in lines:
+        if line.startswith("==> Some builds didn't complete successfully"):
+            inside = True
+        elif inside and line.startswith("==> "):
+            break
+        elif inside and _SUMMARY.match(line):
+            m = _SUMMARY.match(line)
+            errors.append([m[1], m[2]])
+        elif inside and errors and line.strip():     # a multi-line error goes on unprefixed
+            errors[-1][1] += " " + line.strip()
+    return [(name, error) for name, error in errors]
+
+
+def _error_paragraphs(lines: list[str]) -> list[str]:
+    found: list[str] = []
+    for i, line in enumerate(lines):
+        if line.startswith("Error: "):
+            detail = []
+            for nxt in lines[i + 1:]:
+                if nxt.strip():
+                    detail.append(nxt.strip())
+                elif detail:
+                    break
+            found.append(": ".join([line.strip(), " ".join(detail)]) if detail else line.strip())
+    return found
 
 
 def _artifact(manifest_path: Path, log_file: Path) -> Artifact:

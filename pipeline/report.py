@@ -31,11 +31,16 @@ class CloudRun:
         self.summary: dict = {"cloud": cloud, "bake_id": bake_id, "status": "running"}
 
     def say(self, message: str, style: str = "") -> None:
+        """On the console and in bake.log."""
+        self.show(message, style)
+        self.write_log(message)
+
+    def show(self, message: str, style: str = "") -> None:
+        """On the console only: for lines bake.log already holds (Packer's own output)."""
         elapsed = time.monotonic() - self.started
         with _print_lock:
             console.print(f"[dim]{elapsed:7.1f}s[/dim] [bold]{self.cloud:>5}[/bold] "
                           f"[{style or 'default'}]{escape(message)}[/]", soft_wrap=True)
-        self.write_log(message)
 
     def write_log(self, message: str) -> None:
         with _print_lock, open(self.log_file, "a") as log:

@@ -2,7 +2,10 @@
 """A stand-in for `packer` in offline tests: reads the rendered template like Packer would and
 registers the image in the fake cloud (GCE fake, ARM fake, or moto) through the real SDKs.
 
-STANDIN_PACKER_SECONDS: how long the "build" takes (interruptible by SIGINT, like Packer).
+It runs as real Packer does, two processes, and prints Packer's own lines (tests/pipeline/
+packer_model.py, captured from the real binary): a SIGINT to its pid alone is ignored; SIGINT to
+its process group, or SIGTERM, cancels the build.
+STANDIN_PACKER_SECONDS: how long the "build" takes (cancellable as above, like Packer).
 STANDIN_PACKER_FAIL=1: fail mid-build after creating nothing.
 STANDIN_PACKER_NO_CAPACITY=a,b: fail like a capacity error when a variable (given or default) is a or b.
 Like real Packer, it refuses an unset variable that has no default and an undeclared -var.
@@ -10,7 +13,6 @@ Like real Packer, it refuses an unset variable that has no default and an undecl
 import json
 import os
 import re
-import signal
 import sys
 import time
 from pathlib import Path
@@ -18,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-import hcl2  # noqa: E402
+from tests.pipeline import packer_model  # noqa: E402
 
 args = sys.argv[1:]
 if args[:1] == ["version"]:
@@ -51,86 +53,97 @@ def labels(block):
     return {value(k): value(v) for k, v in block.items()}
 
 
-interrupted = False
+def check_variables(template) -> list[str]:
+    """Like real Packer: a variable without a default must be given; an undeclared one is an error."""
+    declared = {value(name): block for entry in template.get("variable", []) for name, block in entry.items()}
+    errors = [f'Error: Unset variable "{name}"\n\nA used variable must be set or have a default value (stand-in packer)'
+              for name, block in declared.items() if "default" not in block and name not in variables]
+    errors += [f'Error: Undefined -var variable\n\nA "{name}" variable was passed in the command line but was '
+               "not found in known variables (stand-in packer)" for name in variables if name not in declared]
+    effective.update({name: value(block.get("default", "")) for name, block in declared.items()})
+    effective.update(variables)
+    return errors
 
 
-def on_int(signum, frame):
-    global interrupted
-    interrupted = True
+effective = {}
 
 
-signal.signal(signal.SIGINT, on_int)
-print("==> clara: stand-in build starting", flush=True)
-deadline = time.monotonic() + float(os.environ.get("STANDIN_PACKER_SECONDS", "0"))
-while time.monotonic() < deadline and not interrupted:
-    time.sleep(0.05)
-if interrupted:
-    print("==> clara: interrupted: cleaning up (nothing was created yet)", flush=True)
-    sys.exit(1)
-if os.environ.get("STANDIN_PACKER_FAIL"):
-    print("==> clara: Error: stand-in build failed on purpose", flush=True)
-    sys.exit(1)
+def main() -> int:
+    import hcl2
+    cancel = packer_model.Cancel()
+    template = hcl2.loads(Path("template.pkr.hcl").read_text())
+    errors = check_variables(template)
+    if errors:
+        print("\n\n".join(errors), flush=True)
+        return 1
+    (builder_key, sources), = template["source"][0].items()
+    builder = value(builder_key)
+    build = f"{builder}.clara"
+    src = sources['"clara"']
+    pp = template["build"][0]["post-processor"][0]['"manifest"']
+    custom = {value(k): value(v) for k, v in pp["custom_data"].items()}
+    print(f"==> {build}: stand-in build starting", flush=True)
+    deadline = time.monotonic() + float(os.environ.get("STANDIN_PACKER_SECONDS", "0"))
+    while time.monotonic() < deadline and not cancel.received:
+        time.sleep(0.05)
+    if cancel.received:
+        print(f"==> {build}: nothing to delete: the stand-in creates its image at the end", flush=True)
+        return cancel.finish(build)
+    if os.environ.get("STANDIN_PACKER_FAIL"):
+        return packer_model.failed(build, "stand-in build failed on purpose")
+    exhausted = set(filter(None, os.environ.get("STANDIN_PACKER_NO_CAPACITY", "").split(",")))
+    if exhausted & {str(v) for v in effective.values()}:
+        error = ("Error creating instance: ZONE_RESOURCE_POOL_EXHAUSTED InsufficientInstanceCapacity "
+                 "SkuNotAvailable: no capacity (stand-in packer)")
+        print(f"==> {build}: {error}", flush=True)
+        return packer_model.failed(build, error)
+    artifact = create(builder, src)
+    Path("packer-manifest.json").write_text(json.dumps({"builds": [{
+        "name": "clara", "builder_type": builder, "build_time": int(time.time()), "files": None,
+        "artifact_id": artifact, "packer_run_uuid": "standin", "custom_data": custom}], "last_run_uuid": "standin"}))
+    return packer_model.succeeded(build, artifact)
 
-template = hcl2.loads(Path("template.pkr.hcl").read_text())
-# Like real Packer: a variable without a default must be given; an undeclared one is an error.
-declared = {value(name): block for entry in template.get("variable", []) for name, block in entry.items()}
-for name, block in declared.items():
-    if "default" not in block and name not in variables:
-        sys.exit(f'Error: Unset variable "{name}": a value for it must be given (stand-in packer)')
-for name in variables:
-    if name not in declared:
-        sys.exit(f'Error: Undefined -var variable "{name}" (stand-in packer)')
-effective = {name: value(block.get("default", "")) for name, block in declared.items()}
-effective.update(variables)
-exhausted = set(filter(None, os.environ.get("STANDIN_PACKER_NO_CAPACITY", "").split(",")))
-if exhausted & {str(v) for v in effective.values()}:
-    print("==> clara: Error creating instance: ZONE_RESOURCE_POOL_EXHAUSTED InsufficientInstanceCapacity "
-          "SkuNotAvailable: no capacity (stand-in packer)", flush=True)
-    sys.exit(1)
-(builder_key, sources), = template["source"][0].items()
-builder = value(builder_key)
-src = sources['"clara"']
-custom = {value(k): value(v) for k, v in template["build"][0]["post-processor"][0]['"manifest"']["custom_data"].items()}
 
-from clouds import clients  # noqa: E402
+def create(builder: str, src: dict) -> str:
+    """Register the image in the fake cloud through the real SDK, as the builder would."""
+    from clouds import clients
+    if builder == "googlecompute":
+        from google.cloud import compute_v1
+        name = value(src["image_name"])
+        project = value(src["project_id"])
+        image = compute_v1.Image(name=name, labels=labels(src["image_labels"]),
+                                 source_image=f"projects/{value(src['source_image_project_id'][0])}/global/images/"
+                                              f"{variables.get('source_image', 'base')}")
+        op = clients.gce("ImagesClient").insert_unary(project=project, image_resource=image)
+        ops = clients.gce("GlobalOperationsClient")
+        while op.status != compute_v1.Operation.Status.DONE:
+            op = ops.wait(project=project, operation=op.name)
+        artifact = name
+    elif builder == "azure-arm":
+        from azure.mgmt.compute import models
+        sub = clients.azure_subscription(None)
+        compute = clients.azure("azure.mgmt.compute.ComputeManagementClient", sub)
+        name, group = value(src["managed_image_name"]), value(src["managed_image_resource_group_name"])
+        result = compute.images.begin_create_or_update(group, name, models.Image(
+            location=value(src["location"]), tags=labels(src["azure_tags"]),
+            hyper_v_generation="V2")).result()
+        artifact = result.id
+    elif builder == "amazon-ebs":
+        region = value(src["region"])
+        ec2 = clients.aws("ec2", region)
+        filters = src["source_ami_filter"][0]
+        base = sorted(ec2.describe_images(Owners=[value(o) for o in filters["owners"]])["Images"],
+                      key=lambda i: i["CreationDate"])[-1]
+        run = ec2.run_instances(ImageId=base["ImageId"], InstanceType=value(src["instance_type"]), MinCount=1, MaxCount=1)
+        instance = run["Instances"][0]["InstanceId"]
+        ami = ec2.create_image(InstanceId=instance, Name=value(src["ami_name"]))["ImageId"]
+        ec2.create_tags(Resources=[ami], Tags=[{"Key": k, "Value": v} for k, v in labels(src["tags"]).items()])
+        ec2.terminate_instances(InstanceIds=[instance])
+        artifact = f"{region}:{ami}"
+    else:
+        raise SystemExit(f"stand-in packer: builder {builder} not supported")
+    return artifact
 
-if builder == "googlecompute":
-    from google.cloud import compute_v1
-    name = value(src["image_name"])
-    project = value(src["project_id"])
-    image = compute_v1.Image(name=name, labels=labels(src["image_labels"]),
-                             source_image=f"projects/{value(src['source_image_project_id'][0])}/global/images/"
-                                          f"{variables.get('source_image', 'base')}")
-    op = clients.gce("ImagesClient").insert_unary(project=project, image_resource=image)
-    ops = clients.gce("GlobalOperationsClient")
-    while op.status != compute_v1.Operation.Status.DONE:
-        op = ops.wait(project=project, operation=op.name)
-    artifact = name
-elif builder == "azure-arm":
-    from azure.mgmt.compute import models
-    sub = clients.azure_subscription(None)
-    compute = clients.azure("azure.mgmt.compute.ComputeManagementClient", sub)
-    name, group = value(src["managed_image_name"]), value(src["managed_image_resource_group_name"])
-    result = compute.images.begin_create_or_update(group, name, models.Image(
-        location=value(src["location"]), tags=labels(src["azure_tags"]),
-        hyper_v_generation="V2")).result()
-    artifact = result.id
-elif builder == "amazon-ebs":
-    region = value(src["region"])
-    ec2 = clients.aws("ec2", region)
-    filters = src["source_ami_filter"][0]
-    base = sorted(ec2.describe_images(Owners=[value(o) for o in filters["owners"]])["Images"],
-                  key=lambda i: i["CreationDate"])[-1]
-    run = ec2.run_instances(ImageId=base["ImageId"], InstanceType=value(src["instance_type"]), MinCount=1, MaxCount=1)
-    instance = run["Instances"][0]["InstanceId"]
-    ami = ec2.create_image(InstanceId=instance, Name=value(src["ami_name"]))["ImageId"]
-    ec2.create_tags(Resources=[ami], Tags=[{"Key": k, "Value": v} for k, v in labels(src["tags"]).items()])
-    ec2.terminate_instances(InstanceIds=[instance])
-    artifact = f"{region}:{ami}"
-else:
-    sys.exit(f"stand-in packer: builder {builder} not supported")
 
-Path("packer-manifest.json").write_text(json.dumps({"builds": [{
-    "name": "clara", "builder_type": builder, "build_time": int(time.time()), "files": None,
-    "artifact_id": artifact, "packer_run_uuid": "standin", "custom_data": custom}], "last_run_uuid": "standin"}))
-print(f"==> Builds finished. The artifacts of successful builds are:\n--> {builder}.clara: {artifact}", flush=True)
+if __name__ == "__main__":
+    packer_model.run_as_packer(main)

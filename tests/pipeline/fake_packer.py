@@ -1,47 +1,72 @@
 #!/usr/bin/env python3
-"""A stand-in for the packer binary, driven by FAKE_PACKER_MODE: ok | fail | hang.
+"""A stand-in for the packer binary where the real one cannot show it (a newer version, a build
+that hangs in its cleanup or reports a cleanup error), driven by FAKE_PACKER_MODE:
+ok | fail | hang | stuck | cleanup-error.
 
-`hang` waits for SIGINT, then "cleans up" (writes FAKE_PACKER_CLEANED) and exits 1, as Packer does.
+It runs as real Packer does, two processes, and prints Packer's own lines (tests/pipeline/
+packer_model.py, captured from the real binary): a SIGINT to its pid alone is ignored.
+`hang` builds until cancelled (SIGINT to its process group, or SIGTERM), then cleans up (writes
+FAKE_PACKER_CLEANED) and exits 1. `stuck` never finishes its cleanup. `cleanup-error` cancels but
+its cleanup fails the way packer-plugin-amazon reports it (builder/common/step_run_source_instance.go).
 """
 import json
 import os
-import signal
 import sys
 import time
+from pathlib import Path
 
-mode = os.environ.get("FAKE_PACKER_MODE", "ok")
-args = sys.argv[1:]
-if args[:1] == ["version"]:
-    print(os.environ.get("FAKE_PACKER_VERSION", "Packer v1.6.6"))
-    sys.exit(0)
-if args[:1] == ["init"]:
-    print("init ok")
-    sys.exit(0)
-assert args[:1] == ["build"], args
-print("==> clara: starting build", flush=True)
-if os.environ.get("FAKE_PACKER_ARGS"):
-    with open(os.environ["FAKE_PACKER_ARGS"], "w") as out:
-        json.dump({"args": args, "secret_env": os.environ.get("PKR_VAR_registry_password")}, out)
-if mode == "fail":
-    print("==> clara: Error: something broke in the build", flush=True)
-    sys.exit(1)
-if mode == "hang":
-    def on_int(signum, frame):
-        print("==> clara: cleaning up build resources", flush=True)
-        time.sleep(0.5)
-        with open(os.environ["FAKE_PACKER_CLEANED"], "w") as out:
-            out.write("cleaned")
-        sys.exit(1)
-    signal.signal(signal.SIGINT, on_int)
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.pipeline import packer_model  # noqa: E402
+
+BUILD = "amazon-ebs.clara"
+
+
+def main() -> int:
+    mode = os.environ.get("FAKE_PACKER_MODE", "ok")
+    args = sys.argv[1:]
+    if args[:1] == ["version"]:
+        print(os.environ.get("FAKE_PACKER_VERSION", "Packer v1.6.6"))
+        return 0
+    if args[:1] == ["init"]:
+        print("init ok")
+        return 0
+    assert args[:1] == ["build"], args
+    cancel = packer_model.Cancel()
+    print(f"==> {BUILD}: Prevalidating any provided VPC information", flush=True)
+    if os.environ.get("FAKE_PACKER_ARGS"):
+        with open(os.environ["FAKE_PACKER_ARGS"], "w") as out:
+            json.dump({"args": args, "secret_env": os.environ.get("PKR_VAR_registry_password")}, out)
+    if mode == "fail":
+        return packer_model.failed(BUILD, "something broke in the build")
+    if mode in ("hang", "stuck", "cleanup-error"):
+        return hang(mode, cancel)
+    manifest = {"builds": [
+        {"name": "clara", "builder_type": "amazon-ebs", "packer_run_uuid": "old", "artifact_id": "us-east-1:ami-old",
+         "files": None, "custom_data": {}},
+        {"name": "clara", "builder_type": "amazon-ebs", "packer_run_uuid": "r2", "artifact_id": "us-east-1:ami-0123",
+         "files": None, "custom_data": {"build_time": "20261128120000"}}], "last_run_uuid": "r2"}
+    with open("packer-manifest.json", "w") as out:
+        json.dump(manifest, out)
+    return packer_model.succeeded(BUILD, "AMIs were created:\nus-east-1: ami-0123")
+
+
+def hang(mode: str, cancel) -> int:
     with open(os.environ["FAKE_PACKER_STARTED"], "w") as out:
-        out.write(str(os.getpid()))
-    while True:
-        time.sleep(0.1)
-manifest = {"builds": [
-    {"name": "clara", "builder_type": "amazon-ebs", "packer_run_uuid": "old", "artifact_id": "us-east-1:ami-old",
-     "files": None, "custom_data": {}},
-    {"name": "clara", "builder_type": "amazon-ebs", "packer_run_uuid": "r2", "artifact_id": "us-east-1:ami-0123",
-     "files": None, "custom_data": {"build_time": "20261128120000"}}], "last_run_uuid": "r2"}
-with open("packer-manifest.json", "w") as out:
-    json.dump(manifest, out)
-print("==> Builds finished.", flush=True)
+        out.write(str(os.getppid()))             # the outer process: the pid Packer's caller knows
+    print(f"==> {BUILD}: Launching a source AWS instance...", flush=True)
+    while not cancel.received:
+        time.sleep(0.05)
+    print(f"==> {BUILD}: Terminating the source AWS instance...", flush=True)
+    if mode == "stuck":
+        while True:                              # e.g. a cloud API that never answers
+            time.sleep(0.1)
+    if mode == "cleanup-error":
+        print(f"==> {BUILD}: Error terminating instance, may still be around: RequestLimitExceeded", flush=True)
+    time.sleep(0.5)
+    with open(os.environ["FAKE_PACKER_CLEANED"], "w") as out:
+        out.write("cleaned")
+    return cancel.finish(BUILD)
+
+
+if __name__ == "__main__":
+    packer_model.run_as_packer(main)

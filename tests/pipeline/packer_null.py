@@ -1,0 +1,58 @@
+"""Packer templates that run on any machine with the real `packer` (no cloud, no VM): a `null`
+source whose `shell-local` provisioner succeeds, fails with exit 7, or sleeps until interrupted.
+
+Packer 1.6.6's HCL2 has no `error-cleanup-provisioner` block ("Blocks of type
+"error-cleanup-provisioner" are not expected here"), so a sleeping script marks that it started
+with a file, and Packer's own cancel lines show the cleanup.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+PACKER = shutil.which("packer")
+NO_PACKER = "needs the real `packer` on PATH (setup.sh installs Debian's packer 1.6.6; CI always has it)"
+
+_TEMPLATE = """source "null" "clara" {{
+  communicator = "{communicator}"{ssh}
+}}
+
+build {{
+  sources = ["source.null.clara"]
+{provisioner}
+  post-processor "manifest" {{
+    output      = "packer-manifest.json"
+    custom_data = {{ build_time = "20261128120000" }}
+  }}
+}}
+"""
+_SHELL = """  provisioner "shell-local" {{
+    inline = [{commands}]
+  }}
+"""
+# A closed loopback port: Packer's SSH wait times out after 2 s, like an unreachable build VM.
+_SSH = """
+  ssh_host     = "127.0.0.1"
+  ssh_port     = 9
+  ssh_username = "packer"
+  ssh_password = "unused"
+  ssh_timeout  = "2s\""""
+
+SCRIPTS = {
+    "ok": ["echo provisioning the image"],
+    "exit7": ["echo provisioning the image", "echo the step fails now", "exit 7"],
+    # `started` tells the test the build is under way; the loop keeps it going until a signal.
+    "sleep": ["echo $$ > started", "for i in $(seq 1 600); do sleep 0.1; done", "echo slept > finished"],
+}
+
+
+def write_template(folder: Path, script: str) -> Path:
+    """template.pkr.hcl in `folder` for one of SCRIPTS, or "ssh_timeout"."""
+    if script == "ssh_timeout":
+        text = _TEMPLATE.format(communicator="ssh", ssh=_SSH, provisioner="")
+    else:
+        commands = ", ".join(f'"{c}"' for c in SCRIPTS[script])
+        text = _TEMPLATE.format(communicator="none", ssh="", provisioner=_SHELL.format(commands=commands))
+    path = folder / "template.pkr.hcl"
+    path.write_text(text)
+    return path
