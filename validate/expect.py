@@ -53,10 +53,34 @@ def expectations(manifest: Manifest, cloud: str, config: dict, *, fingerprint: s
         "size": size,
         "service": {"enabled": manifest.validation.service_smoke,
                     "jupyter_port": config["launcher"]["jupyter_port"],
-                    "aiaa_port": config["launcher"]["aiaa_port"], "ready_timeout_s": 180},
+                    "aiaa_port": config["launcher"]["aiaa_port"], "ready_timeout_s": 180,
+                    # AIAA is probed only when the launcher starts it (clara.aiaa_command).
+                    "aiaa": bool(config["launcher"].get("aiaa_command")),
+                    # The shared-workspace check adds a second member: on the throwaway test VM only.
+                    "workspace": {"path": config["launcher"]["workspace"],
+                                  "group": config["launcher"].get("group", "clara")}},
         "build_user": config["generalize"]["build_user"],
-        # Azure's `waagent -deprovision+user` deletes Packer's user; other targets keep their login user.
-        "removed_users": ([config["generalize"]["build_user"]]
-                          if config["generalize"].get("azure_deprovision") else []),
+        "removed_users": removed_users(config),
+        "nvidia_toolkit": expected_toolkit(config, cloud),
         "test_public_key": test_public_key.strip(),
     }
+
+
+def removed_users(config: dict) -> list[str]:
+    """The users that must be gone from the image: the build user where the build created it
+    (generalize.remove_build_user: GCP's `packer` from ssh-keys metadata, Azure's admin user, which
+    `waagent -deprovision+user` deletes). AWS's `ubuntu` and the local `clara` belong to the base
+    image and stay (their authorized_keys hold no build key: test_authorized_keys_only_test_key)."""
+    g = config["generalize"]
+    gone = g.get("remove_build_user") or g.get("azure_deprovision")
+    return [g["build_user"]] if gone and g.get("build_user") else []
+
+
+def expected_toolkit(config: dict, cloud: str) -> dict:
+    """The NVIDIA Container Toolkit the checks require (the config's docker.nvidia_toolkit)."""
+    spec = config["docker"].get("nvidia_toolkit")
+    if not spec:
+        return {"expected": False,
+                "reason_if_absent": f"the {cloud} target installs no NVIDIA Container Toolkit (no GPU; "
+                                    "not packaged in Debian): the runtime is registered, not run"}
+    return {"expected": True, "min_version": spec["min_version"]}

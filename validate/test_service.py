@@ -3,14 +3,17 @@
 Records in ``--metrics`` the seconds from VM boot to both ports answering (``time_to_ready_s``,
 from /proc/uptime) and from `clara-train start` to answering (``start_to_ready_s``). conftest
 runs this module first so the boot-based figure is not inflated by the other checks.
-The launcher runs as root (through sudo when the test user is not root): the check is that the
-image's service comes up, not which users may talk to Docker.
+The launcher runs as the test user, as a team member would (it uses sudo for Docker itself); Jupyter
+must answer with the token the launcher prints. AIAA is probed when the launcher starts it
+(expect.service.aiaa). The shared-workspace check adds a second member to the team's group and
+proves that a file created in the container by one member is writable by the other, and back.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import time
 
@@ -40,7 +43,7 @@ def started(request, remote, service_spec, launcher):
     request.addfinalizer(stop)
     # A failed start is reported by the test (FAILED), not here (that would be an ERROR).
     t0 = time.monotonic()
-    return remote.root(f"timeout 600 {shlex.quote(launcher)} start"), t0
+    return remote.run(f"timeout 600 {shlex.quote(launcher)} start"), t0
 
 
 def _probe_cmd(remote) -> str:
@@ -52,9 +55,12 @@ def _probe_cmd(remote) -> str:
 def test_service_answers(started, remote, service_spec, launcher, metrics_path):
     start, t0 = started
     require(start.rc == 0, f"`{launcher} start` failed: {explain(start)}")
-    urls = {name: f"http://127.0.0.1:{service_spec.get(key, default)}/"
-            for name, key, default in (("jupyter", "jupyter_port", 8890),
-                                       ("aiaa", "aiaa_port", 5000))}
+    token = re.search(r"token: ([0-9A-Za-z]+)", start.stdout)
+    require(token, f"`{launcher} start` printed no Jupyter token: {explain(start)}")
+    # Jupyter's API answers only with the token (403 without it).
+    urls = {"jupyter": f"http://127.0.0.1:{service_spec.get('jupyter_port', 8890)}/api/status?token={token.group(1)}"}
+    if service_spec.get("aiaa", True):
+        urls["aiaa"] = f"http://127.0.0.1:{service_spec.get('aiaa_port', 5000)}/"
     probe = _probe_cmd(remote)
     timeout = float(service_spec.get("ready_timeout_s", 120))
     deadline = time.monotonic() + timeout
@@ -76,6 +82,59 @@ def test_service_answers(started, remote, service_spec, launcher, metrics_path):
     if metrics_path:
         _write_metrics(metrics_path, {"time_to_ready_s": round(up, 1),
                                       "start_to_ready_s": round(time.monotonic() - t0, 1)})
+
+
+PEER = "clara-peer-check"
+CONTAINER_FILE, PEER_FILE = ".clara-check-from-container", ".clara-check-from-peer"
+
+
+def _workspace(remote, spec) -> str:
+    path = spec["path"]
+    return path if path.startswith("/") else remote.run('printf %s "$HOME"').stdout.strip() + "/" + path
+
+
+def test_workspace_is_shared_with_the_group(started, remote, service_spec, launcher, expect, request):
+    spec = service_spec.get("workspace")
+    if not spec:
+        pytest.skip("expect.service.workspace is not set: no throwaway test VM to add a second member to")
+    start, _ = started
+    require(start.rc == 0, f"`{launcher} start` failed: {explain(start)}")
+    group, path, want = spec["group"], _workspace(remote, spec), checks.umask_text(expect.get("umask", "0002"))
+    q, lq = shlex.quote, shlex.quote(launcher)
+
+    r = remote.run(f"stat -c '%G %a' {q(path)}")
+    require(r.rc == 0, f"no workspace {path}: {explain(r)}")
+    owner, mode = r.stdout.split()
+    require(owner == group and int(mode, 8) & 0o2070 == 0o2070,
+            f"{path} is group {owner}, mode {mode}; expected group {group}, setgid and group-writable (2775)")
+
+    # The container's main process: the member who started it, with the manifest's umask.
+    status = remote.docker("exec clara-train cat /proc/1/status", timeout=60).stdout
+    uid, mask = re.search(r"^Uid:\s+(\d+)", status, re.M), re.search(r"^Umask:\s+(\d+)", status, re.M)
+    me = remote.run("id -u").stdout.strip()
+    require(uid and uid.group(1) == me, f"the container runs as uid {uid and uid.group(1)}, not the member's {me}")
+    require(mask and int(mask.group(1), 8) == want, f"the container's umask is {mask and mask.group(1)}, "
+                                                    f"expected {want:04o}")
+    r = remote.run("sudo -n sh -c umask")
+    require(r.rc == 0 and checks.parse_umask(r.stdout) == want, f"`sudo sh -c umask` gives {r.stdout.strip()}, "
+                                                                 f"expected {want:04o}")
+
+    request.addfinalizer(lambda: remote.root(f"rm -f {q(path + '/' + CONTAINER_FILE)} {q(path + '/' + PEER_FILE)}; "
+                                             f"userdel {PEER} 2>/dev/null; true"))
+    r = remote.root(f"id {PEER} >/dev/null 2>&1 || useradd --no-create-home --shell /usr/sbin/nologin -G {q(group)} {PEER}")
+    require(r.rc == 0, f"cannot add the second member {PEER}: {explain(r)}")
+    as_peer = lambda cmd: remote.root(f"cd / && sudo -n -u {PEER} sh -c {q(cmd)}")  # noqa: E731
+
+    r = remote.run(f"{lq} exec sh -c 'echo from the container > /workspace/{CONTAINER_FILE}'")
+    require(r.rc == 0, f"cannot create a file in the container: {explain(r)}")
+    r = as_peer(f"echo from {PEER} >> {q(path + '/' + CONTAINER_FILE)}")
+    require(r.rc == 0, f"{PEER}, in group {group}, cannot write a file the container created: {explain(r)} "
+                       f"({remote.run(f'ls -l {q(path)}').stdout.strip()})")
+    r = as_peer(f"echo from {PEER} > {q(path + '/' + PEER_FILE)}")
+    require(r.rc == 0, f"{PEER} cannot create a file in {path}: {explain(r)}")
+    r = remote.run(f"{lq} exec sh -c 'echo from the container >> /workspace/{PEER_FILE}'")
+    require(r.rc == 0, f"the container cannot write a file {PEER} created: {explain(r)} "
+                       f"({remote.run(f'ls -l {q(path)}').stdout.strip()})")
 
 
 def _write_metrics(path: str, values: dict) -> None:

@@ -181,10 +181,12 @@ FAKE_LAUNCHER = textwrap.dedent("""\
     case "$1" in
     start)
       : > "$PIDS"
+      mkdir -p "$PIDS.www/api" && echo '{{}}' > "$PIDS.www/api/status"    # Jupyter's /api/status
       for port in {ports}; do
-        (sleep 2; exec {python} -m http.server "$port" --bind 127.0.0.1) >/dev/null 2>&1 &
+        (sleep 2; cd "$PIDS.www" && exec {python} -m http.server "$port" --bind 127.0.0.1) >/dev/null 2>&1 &
         echo $! >> "$PIDS"
-      done ;;
+      done
+      echo "  token: 0123abcd" ;;
     stop)
       [ -f "$PIDS" ] && while read -r pid; do kill "$pid" 2>/dev/null || true; done < "$PIDS"
       echo stopped > "$PIDS.stopped" ;;
@@ -224,7 +226,7 @@ def test_service_ready_and_metrics(tmp_path):
 
 def test_service_not_answering_fails_bounded(tmp_path):
     launcher = tmp_path / "clara-train"
-    launcher.write_text("#!/bin/sh\ntouch \"$0.$1\"\n")  # starts nothing
+    launcher.write_text("#!/bin/sh\ntouch \"$0.$1\"\necho 'token: 0123abcd'\n")  # starts nothing
     launcher.chmod(0o755)
     exp = base_expect(launcher=str(launcher),
                       service={"enabled": True, "jupyter_port": free_port(),
@@ -242,3 +244,16 @@ def test_service_launcher_missing_fails(tmp_path):
     proc, res = run_validate(tmp_path, exp, "validate/test_service.py")
     outcome, msg, _ = res["test_service.test_service_answers[local]"]
     assert outcome == "failed" and "/nonexistent/clara-train start` failed" in msg, msg
+
+
+def test_service_without_a_token_fails_and_workspace_check_needs_a_test_vm(tmp_path):
+    launcher = tmp_path / "clara-train"
+    launcher.write_text("#!/bin/sh\necho 'JupyterLab: http://10.0.0.5:8890/'\n")   # the old launcher's output
+    launcher.chmod(0o755)
+    exp = base_expect(launcher=str(launcher),
+                      service={"enabled": True, "jupyter_port": free_port(), "aiaa": False, "ready_timeout_s": 3})
+    proc, res = run_validate(tmp_path, exp, "validate/test_service.py")
+    outcome, msg, _ = res["test_service.test_service_answers[local]"]
+    assert outcome == "failed" and "printed no Jupyter token" in msg, msg
+    outcome, msg, _ = res["test_service.test_workspace_is_shared_with_the_group[local]"]
+    assert outcome == "skipped" and "no throwaway test VM" in msg, msg
