@@ -1,9 +1,21 @@
-"""umask for every login and non-login shell of every user.
+"""umask for every way a team member's processes start, so files in the shared workspace stay
+group-writable.
 
-GCP and Azure Ubuntu images default to 0077, which makes files in the workspace mounted into the
-Clara container unreadable to it. Four places cover every way a shell starts:
-login.defs (pam_umask's value, useradd), PAM sessions (ssh, su, login; before any shell),
-profile.d (login shells) and bash.bashrc (interactive non-login shells).
+Why: the team shares one workspace (a setgid folder of the launcher's group). A file is editable
+by the other members only if its creator's umask leaves the group's write bit: Ubuntu's default
+0022 does not, GCP and Azure images' 0077 does not even leave it readable. What is set, and where
+validation checks it:
+- login.defs (pam_umask's value, useradd) and pam_umask in the PAM sessions (ssh, su, login, sudo:
+  before any shell);
+- profile.d (login shells: `bash -lc umask`) and bash.bashrc (interactive non-login shells:
+  `bash -ic umask`), both in validate/test_image.py;
+- sudoers `Defaults umask=` (sudo applies the union of the caller's umask and this; without it the
+  default 0022 wins): `sudo sh -c umask` in validate/test_service.py;
+- inside the Clara container: the launcher sets it for the container's command and `clara-train
+  exec` (Docker starts containers with 0022 whatever the host's umask): checked on the container's
+  PID 1 in validate/test_service.py.
+systemd services get no UMask= drop-in: none writes into the workspace (dockerd's own umask does not
+reach containers, and the launcher creates the workspace itself).
 """
 import re
 
@@ -17,6 +29,7 @@ PAM_FILES = ("/etc/pam.d/common-session", "/etc/pam.d/common-session-noninteract
 PAM_LINE = "session optional pam_umask.so"
 PROFILE = "/etc/profile.d/clara-umask.sh"
 BASHRC = "/etc/bash.bashrc"
+SUDOERS = "/etc/sudoers.d/clara-umask"
 
 
 def planned(ctx):
@@ -40,6 +53,9 @@ def planned(ctx):
     bashrc = fsutil.read_text(r(BASHRC))
     wanted.append((BASHRC, fsutil.with_block(bashrc, MARK, "umask {}".format(mask)),
                    None if bashrc is not None else 0o644))
+    if fsutil.read_text(r("/etc/sudoers")) is not None:        # sudo is installed: its own umask too
+        wanted.append((SUDOERS, "# clara-bake: sudo keeps group-writable files\nDefaults umask={}\n".format(mask),
+                       0o440))
     return [(p, text, mode) for p, text, mode in wanted if fsutil.differs(r(p), text, mode)]
 
 

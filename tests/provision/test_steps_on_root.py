@@ -3,6 +3,7 @@ import hashlib
 import json
 import os
 import stat
+import shutil
 import subprocess
 import sys
 
@@ -118,6 +119,18 @@ def test_umask_files(make_config, guest, capsys):
     bashrc = (guest / "etc/bash.bashrc").read_text()
     assert bashrc.count("# BEGIN clara-bake umask") == 1 and "umask 0022" in bashrc and "umask 0002" not in bashrc
     assert (guest / "etc/pam.d/common-session").read_text().count("pam_umask.so") == 1
+
+
+def test_umask_for_sudo_only_where_sudo_is(make_config, guest, capsys):
+    """sudo applies the union of the caller's umask and sudoers' (default 0022): set it to ours."""
+    assert provision(capsys, "--root", guest, "--config", make_config(), "--only", "umask")[0] == 0
+    drop_in = guest / "etc/sudoers.d/clara-umask"
+    assert drop_in.exists() == (guest / "etc/sudoers").exists()
+    (guest / "etc/sudoers").write_text("root ALL=(ALL:ALL) ALL\n@includedir /etc/sudoers.d\n")
+    assert provision(capsys, "--root", guest, "--config", make_config(), "--only", "umask")[0] == 0
+    assert drop_in.read_text().endswith("Defaults umask=0002\n") and stat.S_IMODE(drop_in.stat().st_mode) == 0o440
+    if shutil.which("visudo"):
+        assert subprocess.run(["visudo", "-c", "-f", str(drop_in)], capture_output=True).returncode == 0
 
 
 def test_umask_in_a_login_shell_reads_profile_d(make_config, guest, capsys):
