@@ -14,6 +14,9 @@ Mutations use the `*_unary` methods and wait through Global/ZoneOperationsClient
 a retried insert after a 5xx/429 cannot create twice. Throttling and 5xx are retried with bounded
 exponential back-off (CLARA_POLL_INTERVAL scales the delays; tests use 0).
 
+Test VMs log in as `clara-check` (clouds.base.TEST_USER, never the build user: the hygiene check
+proves that one is gone), with OS Login off for the VM so its ssh-keys metadata counts. List calls
+never combine `filter` with `orderBy` (GCE refuses that): results are sorted here.
 Test VMs use the project's `default` network; the firewall `clara-test-<bake_id>` admits only the
 runner's CIDR on tcp:22 to the network tag of the same name; Packer's build VM gets the same kind of
 rule, `clara-build-<bake_id>`, for the length of the build (`build_session`). A project whose default
@@ -38,7 +41,7 @@ from pipeline.errors import CloudError, Interrupted, PublishError
 
 from . import clients
 from .base import (TAG_BAKE_ID, TAG_CHANNEL_PREFIX, TAG_EXPIRES, TAG_FINGERPRINT, TAG_ROLE, TAG_VALIDATED,
-                   BaseImage, Image, Log, TestVM)
+                   TEST_USER, BaseImage, Image, Log, TestVM)
 
 TAG_ORIGIN = "clara-origin"      # the built image every copy came from
 TAG_FAMILY = "clara-family"      # the manifest's image_family: what prune looks at
@@ -46,6 +49,11 @@ STABLE = "stable"
 TEST_TTL = timedelta(hours=6)
 CAPACITY_CODES = ("RESOURCE_POOL_EXHAUSTED", "QUOTA", "STOCKOUT", "RESOURCE_NOT_AVAILABLE")
 GONE_STATES = ("OBSOLETE", "DELETED")
+# GCE answers a rate-quota overrun with 403 and reason rateLimitExceeded ("wait a minute then try
+# again", https://cloud.google.com/compute/api-quota), not only with 429.
+RATE_LIMIT_REASONS = ("rateLimitExceeded", "userRateLimitExceeded")
+# Instance statuses from which a new test VM will not reach RUNNING by itself (Instance.status).
+NOT_STARTING = ("STOPPING", "STOPPED", "SUSPENDING", "SUSPENDED", "TERMINATED", "PENDING_STOP", "DEPROVISIONING")
 
 
 class GceError(CloudError):
@@ -66,6 +74,18 @@ class GceError(CloudError):
 
 def _utc(stamp: str) -> datetime:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone(timezone.utc)
+
+
+def _filter(*terms: str) -> str:
+    """A list filter of several expressions: each in parentheses, as the list methods' `filter`
+    documentation requires ("To filter on multiple expressions, provide each separate expression
+    within parentheses"); AND is the default between them."""
+    return " AND ".join(f"({t})" for t in terms) if len(terms) > 1 else terms[0]
+
+
+def _rate_limited(exc) -> bool:
+    return exc.code == 403 and any(isinstance(e, dict) and e.get("reason") in RATE_LIMIT_REASONS
+                                   for e in (exc.errors or ()))
 
 
 def _label(value: str) -> str:
@@ -108,14 +128,16 @@ class Adapter:
         for attempt in range(self.attempts):
             try:
                 return fn(request=request)
-            except retryable as exc:
+            except gexc.GoogleAPICallError as exc:
+                if not (isinstance(exc, retryable) or _rate_limited(exc)):
+                    raise GceError(f"gcp: {what}: {exc.message}", exc.code) from None
                 if attempt + 1 == self.attempts:
                     raise GceError(f"gcp: {what}: still failing after {self.attempts} attempts: "
                                    f"{exc.message}", exc.code) from None
-                delay = min(clients.poll_interval(1.0) * 2 ** attempt, 30.0)
+                # a rate quota refills at the next minute: those waits add up to more than one
+                base, cap = (10.0, 60.0) if _rate_limited(exc) else (1.0, 30.0)
+                delay = min(clients.poll_interval(base) * 2 ** attempt, cap)
                 cancel.sleep(delay * (0.5 + random.random() / 2))
-            except gexc.GoogleAPICallError as exc:
-                raise GceError(f"gcp: {what}: {exc.message}", exc.code) from None
 
     def _wait(self, op, what: str, zone: str | None = None):
         """Wait for an operation (bounded); raise GceError if it ended with an error."""
@@ -143,12 +165,14 @@ class Adapter:
         cancel.check(what)                  # a cancelled bake starts nothing new (cleanup is shielded)
         return self._wait(self._call(client, method, request, what), what, zone)
 
-    def _images(self, filter_: str = "", project: str | None = None) -> list:
+    def _images(self, *terms: str) -> list:
+        """Images matching every filter term, newest first. Sorted here: GCE refuses a list call
+        with both `filter` and `orderBy` (400 "Specifying both a list filter and sort order is not
+        currently supported"), and orderBy itself only knows `name` and `creationTimestamp desc`."""
         from google.cloud import compute_v1 as c
-        request = c.ListImagesRequest(project=project or self.project, filter=filter_,
-                                      order_by="creationTimestamp desc")
+        request = c.ListImagesRequest(project=self.project, filter=_filter(*terms) if terms else "")
         pager = self._call("ImagesClient", "list", request, "list images")
-        return sorted(pager, key=lambda i: _utc(i.creation_timestamp), reverse=True)
+        return sorted(pager, key=lambda i: (_utc(i.creation_timestamp), i.name), reverse=True)
 
     def _image(self, name: str):
         from google.cloud import compute_v1 as c
@@ -199,7 +223,7 @@ class Adapter:
         return BaseImage(img.name, img.name, _utc(img.creation_timestamp).isoformat())
 
     def find_validated(self, fingerprint: str) -> Image | None:
-        found = self._images(f'labels.{TAG_FINGERPRINT} = "{fingerprint[:32]}" AND labels.{TAG_VALIDATED} = "true"')
+        found = self._images(f'labels.{TAG_FINGERPRINT} = "{fingerprint[:32]}"', f'labels.{TAG_VALIDATED} = "true"')
         found = [i for i in found if self._state(i) not in GONE_STATES]
         return self._as_image(found[0]) if found else None
 
@@ -220,8 +244,9 @@ class Adapter:
             if not ip:
                 raise CloudError(f"gcp: instance {name} has no external IP")
             host, port = clients.test_vm_address(ip, self.manifest.ports.ssh)
-            self.log(f"gcp: test VM {name} running in {zone} at {ip}")
-            return TestVM("gcp", name, host, port, self.g.ssh_username, tuple(created))
+            size = inst.machine_type.rsplit("/", 1)[-1] or self.g.machine_type    # what GCE says runs
+            self.log(f"gcp: test VM {name} ({size}) running in {zone} at {ip}")
+            return TestVM("gcp", name, host, port, TEST_USER, tuple(created), size)
         except BaseException as exc:
             self.log(f"gcp: launch failed ({exc}); removing what it created")
             try:
@@ -277,9 +302,7 @@ class Adapter:
                                           disk_name=name, labels=labels))],
                 network_interfaces=[c.NetworkInterface(network="global/networks/default", access_configs=[
                     c.AccessConfig(name="External NAT", type_="ONE_TO_ONE_NAT")])],
-                metadata=c.Metadata(items=[
-                    c.Items(key="ssh-keys", value=f"{self.g.ssh_username}:{public_key.strip()}"),
-                    c.Items(key="block-project-ssh-keys", value="true")]))
+                metadata=self._test_vm_metadata(public_key))
             paths = [f"projects/{self.project}/zones/{zone}/instances/{name}",
                      f"projects/{self.project}/zones/{zone}/disks/{name}"]
             created.extend(paths)       # whatever happens next, teardown looks there
@@ -298,6 +321,20 @@ class Adapter:
                     created.remove(p)
         raise CloudError(f"gcp: no GPU capacity for {self.g.machine_type} in {', '.join(zones)}: {last}")
 
+    @staticmethod
+    def _test_vm_metadata(public_key: str):
+        """The checks' key for TEST_USER, never the build user: the guest agent creates the user an
+        ssh-keys entry names (USERNAME:KEY, https://cloud.google.com/compute/docs/connect/add-ssh-keys),
+        and the hygiene check proves the build user is gone. Project-wide keys are blocked, and OS
+        Login is off for this VM: where a project turns OS Login on, "metadata-based SSH keys are
+        ignored" unless the instance's own enable-oslogin says FALSE
+        (https://cloud.google.com/compute/docs/oslogin/set-up-oslogin; an organization policy
+        compute.requireOsLogin still wins, and then no metadata key can work)."""
+        from google.cloud import compute_v1 as c
+        return c.Metadata(items=[c.Items(key="ssh-keys", value=f"{TEST_USER}:{public_key.strip()}"),
+                                 c.Items(key="block-project-ssh-keys", value="TRUE"),
+                                 c.Items(key="enable-oslogin", value="FALSE")])
+
     def _wait_running(self, zone: str, name: str):
         from google.cloud import compute_v1 as c
         deadline = time.monotonic() + self.running_timeout_s
@@ -306,7 +343,7 @@ class Adapter:
                 project=self.project, zone=zone, instance=name), f"get instance {name}")
             if inst.status == "RUNNING":
                 return inst
-            if inst.status in ("STOPPING", "STOPPED", "SUSPENDED", "TERMINATED"):
+            if inst.status in NOT_STARTING:
                 raise CloudError(f"gcp: test VM {name} is {inst.status} instead of RUNNING")
             if time.monotonic() > deadline:
                 raise CloudError(f"gcp: test VM {name} not RUNNING after {self.running_timeout_s:.0f}s "
@@ -482,7 +519,7 @@ class Adapter:
             raise PublishError(f"gcp: revoking {image_id} failed: {exc}") from None
 
     def prune(self, keep: int, dry_run: bool) -> list[str]:
-        images = self._images(f'labels.{TAG_FAMILY} = "{_label(self.g.image_family)}" AND '
+        images = self._images(f'labels.{TAG_FAMILY} = "{_label(self.g.image_family)}"',
                               f'labels.{TAG_VALIDATED} = "true"')
         groups: dict[str, list] = {}
         for img in images:                                  # newest first

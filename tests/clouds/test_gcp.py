@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from clouds.base import Image
+from clouds.base import TEST_USER, Image
 from manifests import DEFAULT, load_manifest
 from pipeline.errors import CloudError, Interrupted, PublishError
 from tests.fakes.gce import FakeGCE
@@ -103,17 +103,50 @@ def test_launch_and_teardown(fake, manifest):
     assert inst["guestAccelerators"][0]["acceleratorType"].endswith("acceleratorTypes/nvidia-tesla-t4")
     assert inst["scheduling"]["onHostMaintenance"] == "TERMINATE"
     assert inst["tags"]["items"] == ["clara-test-b1"]
-    assert {"key": "ssh-keys", "value": f"packer:{KEY}"} in inst["metadata"]["items"]
+    assert {"key": "ssh-keys", "value": f"{TEST_USER}:{KEY}"} in inst["metadata"]["items"]
     assert inst["networkInterfaces"][0]["accessConfigs"][0]["type"] == "ONE_TO_ONE_NAT"
     labels = inst["labels"]
     assert labels["clara-bake-id"] == "b1" and labels["clara-role"] == "test"
     assert len(labels["clara-expires"]) == 12 and labels["project"] == "clara-train"
     assert inst["disks"][0]["autoDelete"]
     assert vm.host == inst["networkInterfaces"][0]["accessConfigs"][0]["natIP"] and vm.port == 22
-    assert vm.user == "packer" and len(fake.disks) == 1
+    assert vm.user == TEST_USER and vm.size == "n1-standard-16" and len(fake.disks) == 1
     a.teardown(vm)
     nothing_left(fake)
     a.teardown(vm)                                           # idempotent
+
+
+def test_test_vm_logs_in_as_the_test_user_never_the_build_user(fake, manifest):
+    """#11 item 4: the guest agent creates the user an ssh-keys entry names, so a key for the build
+    user would bring back the user the hygiene check requires to be gone."""
+    assert manifest.clouds.gcp.ssh_username != TEST_USER
+    vm = adapter(manifest).launch_test_vm(built(fake), KEY, "b1", CIDR)
+    (inst,) = fake.instances.values()
+    metadata = {item["key"]: item["value"] for item in inst["metadata"]["items"]}
+    assert metadata["ssh-keys"].splitlines() == [f"clara-check:{KEY}"]
+    assert not [line for line in metadata["ssh-keys"].splitlines()
+                if line.startswith(f"{manifest.clouds.gcp.ssh_username}:")]
+    assert metadata["block-project-ssh-keys"] == "TRUE"     # no project-wide key adds another user
+    assert metadata["enable-oslogin"] == "FALSE"            # OS Login would ignore metadata keys
+    assert vm.user == "clara-check"
+
+
+def test_test_vm_size_is_the_machine_type_that_runs(fake, manifest):
+    """#11 item 5: the GPU checks expect the size GCE says the VM runs on (after a zone fallback too)."""
+    fake.operation_error_next("instances.insert", code="ZONE_RESOURCE_POOL_EXHAUSTED", zone="us-central1-a")
+    vm = adapter(manifest).launch_test_vm(built(fake), KEY, "b1", CIDR)
+    (inst,) = fake.instances.values()
+    assert vm.size == inst["machineType"].rsplit("/", 1)[-1] == manifest.clouds.gcp.machine_type
+    assert "us-central1-b" in inst["zone"]
+
+
+def test_a_vm_that_stops_while_starting_fails_at_once(fake, manifest):
+    fake.instances_end_in = "DEPROVISIONING"     # e.g. deleted or preempted while it starts
+    a = adapter(manifest)
+    a.running_timeout_s = 5
+    with pytest.raises(CloudError, match="DEPROVISIONING instead of RUNNING"):
+        a.launch_test_vm(built(fake), KEY, "b1", CIDR)
+    nothing_left(fake)
 
 
 def test_address_override(fake, manifest, monkeypatch):
@@ -174,6 +207,18 @@ def test_lost_answer_does_not_create_twice(fake, manifest):
     assert a.publish(built(fake, "clara-train-3"), "candidate") == {"us-central1-a": "clara-train-3-candidate"}
     inserts = [p for m, p in fake.requests if m == "POST" and p.endswith("/global/images")]
     assert len(inserts) == 1 + 2 and len(fake.images) == 3 + 5       # the retry got the same operation
+
+
+def test_rate_limit_403_is_retried_and_other_403s_are_not(fake, manifest):
+    """GCE signals a rate quota overrun with 403 reason rateLimitExceeded (compute/api-quota)."""
+    a = adapter(manifest)
+    fake.fail_next("GET", "/global/images$", status=403, reason="rateLimitExceeded", times=2)
+    assert a.find_validated(FP) is None
+    assert fake.count("GET", "/global/images") == 3
+    fake.fail_next("GET", "/global/images$", status=403, reason="forbidden", message="Required 'compute.images.list'")
+    with pytest.raises(CloudError, match="compute.images.list"):
+        a.find_validated(FP)
+    assert fake.count("GET", "/global/images") == 4
 
 
 def test_persistent_5xx_gives_up_and_cleans_up(fake, manifest):
@@ -329,6 +374,33 @@ def test_prune_keeps_newest_and_family_heads(fake, manifest):
     left = {n for (p, n) in fake.images if p == PROJECT}
     assert left == {"clara-train-5", "clara-train-5-candidate", "clara-train-3-candidate", "someone-elses"}
     assert fake.family_head(PROJECT, "clara-train-candidate")["name"] == "clara-train-3-candidate"
+
+
+def test_list_calls_never_combine_filter_and_order_by(fake, manifest):
+    """#11 item 3: GCE refuses filter + orderBy; every list the adapter makes sorts on the client."""
+    a = adapter(manifest)
+    a.publish(built(fake, "clara-train-1"), "candidate")
+    a.promote("clara-train-1-candidate", "stable")
+    a.find_validated(FP)
+    a.revoke("clara-train-1-candidate")
+    a.prune(1, dry_run=True)
+    a.sweep(0, dry_run=True)
+    lists = [(m, q) for m, q in fake.calls if m.endswith(".list")]
+    assert {m for m, _ in lists} == {"compute.images.list", "compute.instances.list", "compute.disks.list",
+                                     "compute.firewalls.list"}
+    assert not [q for _, q in lists if q.get("filter") and q.get("orderBy")]
+    assert not fake.bugs
+
+
+def test_newest_first_is_by_creation_time_not_name(fake, manifest):
+    """GCE lists by name unless told otherwise; the newest validated image must win."""
+    a = adapter(manifest)
+    a.publish(built(fake, "clara-train-b"), "candidate")      # older, later in name order
+    a.publish(built(fake, "clara-train-a"), "candidate")      # newer
+    assert a.find_validated(FP).name == "clara-train-a-candidate"
+    assert fake.family_head(PROJECT, "clara-train-candidate")["name"] == "clara-train-a-candidate"
+    assert fake.images[(PROJECT, "clara-train-b-candidate")]["deprecated"]["state"] == "DEPRECATED"
+    assert a.prune(1, dry_run=True) == ["clara-train-b", "clara-train-b-candidate"]
 
 
 def test_prune_with_paging(fake, manifest):
