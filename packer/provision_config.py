@@ -3,6 +3,16 @@ from __future__ import annotations
 
 from manifests import Manifest
 
+# NVIDIA Container Toolkit (docs.nvidia.com/datacenter/cloud-native/container-toolkit/latest/
+# install-guide.html, "With apt"). 1.17.8 fixes the last known container escape (CVE-2025-23266;
+# CVE-2024-0132 was fixed in 1.16.2). A target without GPUs sets docker.nvidia_toolkit to null.
+NVIDIA_TOOLKIT = {
+    "min_version": "1.17.8",
+    "install_if_missing": True,
+    "key_url": "https://nvidia.github.io/libnvidia-container/gpgkey",
+    "list_url": "https://nvidia.github.io/libnvidia-container/stable/deb/nvidia-container-toolkit.list",
+}
+
 
 def provision_config(manifest: Manifest, target, fingerprint: str) -> dict:
     docker = manifest.docker
@@ -22,6 +32,7 @@ def provision_config(manifest: Manifest, target, fingerprint: str) -> dict:
             "max_concurrent_downloads": docker.max_concurrent_downloads,
             "log": {"max_size": docker.log_max_size, "max_file": docker.log_max_file},
             "insecure_registries": [],
+            "nvidia_toolkit": dict(NVIDIA_TOOLKIT),
         },
         "compose": {"version": manifest.compose.version, "sha256": manifest.compose.sha256,
                     "url": manifest.compose.resolved_url, "file": None},
@@ -37,7 +48,9 @@ def provision_config(manifest: Manifest, target, fingerprint: str) -> dict:
                      "workspace": manifest.launcher.workspace, "group": manifest.launcher.group,
                      "command": list(clara.command),
                      "aiaa_command": list(clara.aiaa_command) if clara.aiaa_command else None},
-        "generalize": {"azure_deprovision": False,
+        # remove_build_user: the build created this user (Packer's ssh user on GCP and Azure), so
+        # it goes; a distribution's default user (AWS's ubuntu) stays, without the build's key.
+        "generalize": {"azure_deprovision": False, "remove_build_user": False,
                        "build_user": getattr(getattr(manifest.clouds, target.NAME), "ssh_username", None)},
     }
     return _merge(config, target.provision_overrides(manifest))

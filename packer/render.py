@@ -100,8 +100,9 @@ def _build(manifest: Manifest, target, fp: str) -> Block:
     run.set("remote_folder", "/dev/shm")
     run.set("execute_command", "sudo -E sh -c '. {{ .EnvVarFile }} && sh {{ .Path }}'")
     run.set("inline", [f"cd {GUEST_DIR} && python3 -m provision --config {CONFIG}"])
-    # Azure: the deprovision deleted the build user, who can no longer remove the script.
-    run.set("skip_clean", target.NAME == "azure")
+    # Provisioning deleted the build user (generalize.remove_build_user: Azure's deprovision, GCP's
+    # userdel), who can no longer remove the script; it is in /dev/shm (RAM), not in the image.
+    run.set("skip_clean", provision_config(manifest, target, fp)["generalize"]["remove_build_user"])
     post = build.add(Block("post-processor", ("manifest",)))
     post.set("output", "packer-manifest.json")
     post.set("strip_path", False)      # the qemu artifact is a file path: keep it whole

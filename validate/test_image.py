@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 
 import pytest
 
+from provision import toolkit
 from validate import checks
 from validate.remote import explain, require
+
+# dockerd's PATH under systemd: where a bare runtime name in daemon.json is looked up.
+DAEMON_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 # --- umask -----------------------------------------------------------------------------------
@@ -37,7 +42,42 @@ def daemon_json(remote) -> dict:
 def test_nvidia_runtime_registered(remote, expect):
     want = (expect.get("nvidia_runtime") or {}).get("path")
     got = checks.runtime_path(daemon_json(remote))
+    if got and want and "/" not in got and got == os.path.basename(want):
+        # nvidia-ctk's default registration names the file; dockerd finds it on its PATH.
+        r = remote.run(f"PATH={DAEMON_PATH}; command -v {shlex.quote(got)}")
+        found = r.stdout.strip()
+        require(found == want, f"daemon.json runtimes.nvidia.path is {got!r}, which dockerd finds as "
+                               f"{found or 'nothing'!r}, expected {want!r}")
+        return
     require(got == want, f"daemon.json runtimes.nvidia.path is {got!r}, expected {want!r}")
+
+
+def toolkit_version(remote) -> str | None:
+    """The NVIDIA Container Toolkit's version, as provisioning reads it: the lowest of its packages
+    dpkg lists as installed, else what `nvidia-ctk --version` says."""
+    fmt = shlex.quote("--showformat=" + toolkit.DPKG_FORMAT)
+    r = remote.run(f"dpkg-query -W {fmt} {' '.join(toolkit.PACKAGES)} 2>/dev/null")
+    found = toolkit.dpkg_versions(r.stdout)
+    if found:
+        return toolkit.lowest(found.values())
+    return toolkit.ctk_version(remote.run("nvidia-ctk --version 2>/dev/null").stdout)
+
+
+def test_nvidia_container_toolkit(remote, expect):
+    spec = expect.get("nvidia_toolkit") or {}
+    if not spec.get("expected"):
+        pytest.skip(spec.get("reason_if_absent") or "expect.nvidia_toolkit: no toolkit on this target")
+    path = (expect.get("nvidia_runtime") or {}).get("path") or "/usr/bin/nvidia-container-runtime"
+    r = remote.run(f"test -x {shlex.quote(path)}")
+    require(r.rc == 0, f"the nvidia runtime {path} is missing or not executable: every `docker run` "
+                       "with the nvidia runtime would fail")
+    minimum = spec.get("min_version") or "1.17.8"
+    version = toolkit_version(remote)
+    require(version, f"cannot tell the NVIDIA Container Toolkit's version: dpkg lists none of "
+                     f"{', '.join(toolkit.PACKAGES)} and `nvidia-ctk --version` tells none")
+    require(toolkit.at_least(version, minimum),
+            f"NVIDIA Container Toolkit {version} is older than {minimum}: known container escapes "
+            "(CVE-2024-0132 is fixed in 1.16.2, CVE-2025-23266 in 1.17.8)")
 
 
 def test_default_runtime(remote, expect):

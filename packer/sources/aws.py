@@ -55,6 +55,8 @@ def variables(manifest) -> list[Block]:
 
 
 def provision_overrides(manifest) -> dict:
+    # The build logs in as the AMI's default user (ubuntu), whom teams log in as and cloud-init
+    # manages: it stays (remove_build_user false); generalize empties its authorized_keys.
     return {}
 
 

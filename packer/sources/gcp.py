@@ -54,7 +54,9 @@ def variables(manifest) -> list[Block]:
 
 
 def provision_overrides(manifest) -> dict:
-    return {}
+    # googlecompute creates its ssh user through the instance's ssh-keys metadata (the guest
+    # agent makes the account): it exists only for the build, so provisioning deletes it last.
+    return {"generalize": {"remove_build_user": True}}
 
 
 def uploads(manifest) -> list:

@@ -73,9 +73,11 @@ def provision_overrides(manifest) -> dict:
     registry = f"{GUEST_HOST}:{local.registry_port}"
     image = f"{registry}/{local.standin_image}"
     return {
-        # No GPU and no nvidia-container-runtime locally: the runtime is registered (so the
-        # checks see it) but not made default, or every `docker run` would fail.
-        "docker": {"insecure_registries": [registry], "nvidia_runtime": {"default": False}},
+        # No GPU and no nvidia-container-runtime locally (the toolkit is not in Debian): the
+        # runtime is registered (so the checks see it) but not made default, or every `docker run`
+        # would fail, and no toolkit is installed.
+        "docker": {"insecure_registries": [registry], "nvidia_runtime": {"default": False},
+                   "nvidia_toolkit": None},
         "compose": {"file": COMPOSE_GUEST_PATH, "url": None},
         # The local registry needs no login, but logging in exercises the same path as nvcr.io:
         # the secret from the environment, then logout and the credential file removed.
@@ -84,7 +86,9 @@ def provision_overrides(manifest) -> dict:
                            if manifest.registry_login else None),
         "images": [{"ref": image, "digest": None}],
         "launcher": {"image": image, "gpus": None},      # the manifest's command: the stand-in serves only under it
-        "generalize": {"build_user": SSH_USER},
+        # The base image's own user, like AWS's ubuntu: it stays, without the build's key; the
+        # test VM logs in as clouds.base.TEST_USER, made at boot by the metadata agent.
+        "generalize": {"build_user": SSH_USER, "remove_build_user": False},
     }
 
 

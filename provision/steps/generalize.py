@@ -5,13 +5,18 @@ and registry credentials go (clouds and the local target inject keys at boot); o
 agent's deprovision runs last of all. The uploaded /tmp/clara-provision goes too (on the running
 system): every module is already loaded, and Packer uploads nothing more; it must go before the
 deprovision, which deletes the build user that could still remove it.
+
+With generalize.remove_build_user (the build created that user: GCP's googlecompute through
+ssh-keys metadata, Azure's admin user) the user is deleted as the very last action, like
+`waagent -deprovision+user` does: `userdel -f -r` (-f: it is still logged in, running us). Packer
+can then no longer clean up as that user, so the render sets skip_clean for these targets.
 """
 import glob
 import os
 import shutil
 
 from .. import fsutil, system
-from ..report import NOT_RUNNING, changed, unchanged
+from ..report import NOT_RUNNING, StepError, changed, unchanged
 
 NAME = "generalize"
 HOME_FILES = (".bash_history", ".python_history", ".lesshst", ".viminfo", ".ssh/authorized_keys",
@@ -83,6 +88,9 @@ def run(ctx):
         todo.append(GUEST_UPLOAD)
     if azure:
         todo.append("waagent deprovision")
+    remove_user = cfg.build_user if cfg.remove_build_user and _user_exists(r, cfg.build_user) else None
+    if remove_user:
+        todo.append("build user " + remove_user)
     if not todo:
         return unchanged("nothing instance-specific left")
     if ctx.dry_run:
@@ -113,7 +121,30 @@ def run(ctx):
     if azure:
         if ctx.root.running:
             system.run(["/usr/sbin/waagent", "-force", "-deprovision+user"], timeout=300)
-            system.run(["sync"], check=False)
         else:
             detail += "; waagent deprovision skipped: " + NOT_RUNNING
+    if remove_user:
+        detail += _remove_user(ctx, remove_user)
+    if ctx.root.running:
+        system.run(["sync"], check=False)
     return changed(detail)
+
+
+def _user_exists(r, user):
+    for line in (fsutil.read_text(r("/etc/passwd")) or "").splitlines():
+        if line.split(":", 1)[0] == user:
+            return True
+    return False
+
+
+def _remove_user(ctx, user):
+    """Delete the build user and its home, last of all; a note for the result's detail."""
+    if not ctx.root.running:
+        return "; build user {} removal skipped: {}".format(user, NOT_RUNNING)
+    if not _user_exists(ctx.root, user):
+        return "; build user {} removed by the deprovision".format(user)
+    # Exit 8 "user currently logged in" cannot happen with -f; any other failure is real.
+    system.run(["userdel", "-f", "-r", user], timeout=120)
+    if _user_exists(ctx.root, user):
+        raise StepError("userdel -f -r {} succeeded but {} is still in /etc/passwd".format(user, user))
+    return "; build user {} deleted".format(user)

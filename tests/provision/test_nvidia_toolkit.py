@@ -313,3 +313,15 @@ def test_dearmor_matches_gpg(tmp_path):
     real = subprocess.run(["gpg", "--batch", "--dearmor"], input=armored, env=env,
                           stdout=subprocess.PIPE, check=True).stdout
     assert toolkit.dearmor(armored, "key") == real == b"\x99" + data
+
+
+@pytest.mark.parametrize("over, problem", [
+    ({"min_version": "1.17"}, "docker.nvidia_toolkit.min_version: expected a version like \"1.17.8\", got \"1.17\""),
+    ({"key_url": "http://nvidia.github.io/libnvidia-container/gpgkey"},
+     "docker.nvidia_toolkit.key_url: expected an https:// (or file://) URL"),
+    ({"install_if_missing": "yes"}, "docker.nvidia_toolkit.install_if_missing: expected true/false"),
+])
+def test_toolkit_config_errors(make_config, repo, over, problem):
+    with pytest.raises(config_module.ConfigError) as info:
+        config_module.load(str(cloud_config(make_config, repo, **over)))
+    assert problem in str(info.value)

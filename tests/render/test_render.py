@@ -219,3 +219,21 @@ def test_an_image_name_with_the_fingerprint_uses_the_bakes(manifest):
     from packer.sources.common import names
     pattern = manifest.model_copy(update={"image_name": "{name}-{fingerprint}-{timestamp}"})
     assert hcl.value(names(pattern).image_name) == '"clara-train-${local.fingerprint_short}-${local.timestamp}"'
+
+
+@pytest.mark.parametrize("cloud, removed, toolkit", [("aws", False, True), ("gcp", True, True),
+                                                     ("azure", True, True), ("local", False, False)])
+def test_build_user_removal_and_toolkit_follow_the_target(manifest, tmp_path, cloud, removed, toolkit):
+    """Who deletes the build user decides skip_clean (the user can no longer remove Packer's script);
+    every GPU target requires the NVIDIA Container Toolkit >= 1.17.8, the local target none."""
+    folder = render(manifest, cloud, tmp_path).folder
+    config = json.loads((folder / "provision.json").read_text())
+    assert config["generalize"]["remove_build_user"] is removed
+    runs = [p['"shell"'] for p in hcl2.loads((folder / "template.pkr.hcl").read_text())["build"][0]["provisioner"]
+            if '"shell"' in p and "environment_vars" in p['"shell"']]
+    assert [run["skip_clean"] for run in runs] == [removed]
+    spec = config["docker"]["nvidia_toolkit"]
+    if toolkit:
+        assert spec["min_version"] == "1.17.8" and spec["list_url"].startswith("https://nvidia.github.io/")
+    else:
+        assert spec is None

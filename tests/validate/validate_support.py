@@ -28,8 +28,9 @@ def base_expect(**over):
     return e
 
 
-def run_validate(tmp_path: Path, expect: dict | None, *args: str, name: str = "run"):
-    """Run `python -m pytest validate ...` on local://; return (proc, {test name: outcome})."""
+def run_validate(tmp_path: Path, expect: dict | None, *args: str, name: str = "run", env: dict | None = None):
+    """Run `python -m pytest validate ...` on local://; return (proc, {test name: outcome}).
+    `env` adds to the environment (a PATH with stand-ins: local:// runs commands on this machine)."""
     junit = tmp_path / f"{name}.xml"
     cmd = [sys.executable, "-m", "pytest", *(args or ["validate"]), "--hosts=local://",
            f"--junitxml={junit}", "-p", "no:cacheprovider", "-q"]
@@ -37,7 +38,7 @@ def run_validate(tmp_path: Path, expect: dict | None, *args: str, name: str = "r
         path = tmp_path / f"{name}-expect.json"
         path.write_text(json.dumps(expect))
         cmd.append(f"--expect={path}")
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", **(env or {}))
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     return proc, (parse_junit(junit) if junit.exists() else {})
 
