@@ -268,7 +268,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    do_GET = do_POST = do_DELETE = do_PATCH = _any
+    do_GET = do_POST = do_DELETE = do_PATCH = do_PUT = _any
 
 
 class FakeGCE:
