@@ -15,7 +15,7 @@ from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from clouds.base import BaseImage, Image, TestVM
+from clouds.base import TEST_USER, BaseImage, Image, TestVM
 from packer.sources.local import GUEST_HOST
 from pipeline.errors import PublishError
 from publish import record
@@ -128,14 +128,16 @@ class Adapter:
             pub = work / "authorized_keys"
             pub.write_text(public_key.strip() + "\n")
             serial = (self.report_dir or work) / "test-serial.log"
+            # As on the clouds, the checks log in as a test-only user, made at boot by the image's
+            # metadata agent (fw_cfg), never as the build user `clara` whose key generalize removed.
             vm = qemu.start_vm(overlay, accel=self.accelerator(), memory_mb=self.local.memory_mb,
-                               cpus=self.local.cpus, pubkey_file=pub, serial_log=serial)
+                               cpus=self.local.cpus, pubkey_file=pub, serial_log=serial, user=TEST_USER)
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
         vm_id = f"qemu-{vm.pid}"
         self._vms[vm_id] = (vm, work)
-        return TestVM("local", vm_id, "127.0.0.1", vm.ssh_port, "clara", (str(overlay), vm_id))
+        return TestVM("local", vm_id, "127.0.0.1", vm.ssh_port, TEST_USER, (str(overlay), vm_id))
 
     def teardown(self, vm: TestVM) -> None:
         entry = self._vms.pop(vm.id, None)

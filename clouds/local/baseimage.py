@@ -42,11 +42,31 @@ HOST_TOOLS = {"mmdebstrap": "mmdebstrap", "mkfs.ext4": "e2fsprogs", "sfdisk": "f
 
 METADATA_SCRIPT = r"""#!/bin/sh
 # clara-metadata: the local target's metadata agent (the analog of cloud-init). Installs the SSH
-# key QEMU passed with -fw_cfg name=opt/clara/authorized_keys and makes fresh host keys.
+# key QEMU passed with -fw_cfg name=opt/clara/authorized_keys for the user named in
+# opt/clara/user (default: the image's own user), creating that user with passwordless sudo if it
+# is missing, as cloud-init and GCE's guest agent do; and makes fresh host keys.
 set -u
 user=__USER__
 modprobe qemu_fw_cfg 2>/dev/null || true
 key=/sys/firmware/qemu_fw_cfg/by_name/opt/clara/authorized_keys/raw
+named=/sys/firmware/qemu_fw_cfg/by_name/opt/clara/user/raw
+if [ -r "$named" ]; then
+  wanted=$(cat "$named")
+  if printf '%s' "$wanted" | grep -Eqx '[a-z_][a-z0-9_-]{0,31}'; then
+    user=$wanted
+  else
+    echo "clara-metadata: ignoring the invalid user name in fw_cfg"
+  fi
+fi
+if [ -r "$key" ] && ! getent passwd "$user" >/dev/null; then
+  useradd --create-home --shell /bin/bash "$user"
+  for group in sudo docker; do
+    getent group "$group" >/dev/null && usermod -aG "$group" "$user"
+  done
+  echo "$user ALL=(ALL) NOPASSWD:ALL" > "/etc/sudoers.d/90-clara-metadata-$user"
+  chmod 0440 "/etc/sudoers.d/90-clara-metadata-$user"
+  echo "clara-metadata: created user $user"
+fi
 if [ -r "$key" ]; then
   home=$(getent passwd "$user" | cut -d: -f6)
   install -d -m 700 -o "$user" -g "$user" "$home/.ssh"

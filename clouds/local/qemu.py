@@ -9,6 +9,7 @@ multi-user.target); otherwise TCG. Every VM runs on a copy-on-write overlay, is 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import tempfile
@@ -157,6 +158,8 @@ class VM:
                  serial_log: Path, workdir: Path | None = None, private_key: Path | None = None,
                  user: str = "clara"):
         accel_args(accel)                                   # validates
+        if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", user):
+            raise ValueError(f"not a valid user name: {user!r}")
         self.disk, self.accel, self.user = Path(disk), accel, user
         self.memory_mb, self.cpus = memory_mb, cpus
         self.pubkey_file, self.serial_log = Path(pubkey_file), Path(serial_log)
@@ -183,7 +186,9 @@ class VM:
                 "-drive", f"file={self.disk},if=virtio,format=qcow2",
                 "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22",
                 "-device", "virtio-net-pci,netdev=n0",
-                "-fw_cfg", f"name=opt/clara/authorized_keys,file={self.pubkey_file}"]
+                "-fw_cfg", f"name=opt/clara/authorized_keys,file={self.pubkey_file}",
+                # The user the key is for: the base image's metadata agent creates it if missing.
+                "-fw_cfg", f"name=opt/clara/user,string={self.user}"]
 
     def start(self, attempts: int = 3) -> "VM":
         if self.proc is not None:
