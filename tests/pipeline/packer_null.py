@@ -56,3 +56,18 @@ def write_template(folder: Path, script: str) -> Path:
     path = folder / "template.pkr.hcl"
     path.write_text(text)
     return path
+
+
+def live_processes_in_group(pgid: int) -> list[str]:
+    """Processes of the group that still run. A zombie (state Z) has exited: a script whose
+    parent, a Packer plugin, ended first waits there until init reaps it."""
+    live = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue                                        # it exited while we looked
+        name, fields = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":     # proc(5): state, ppid, pgrp
+            live.append(f"{stat.parent.name} {name}")
+    return live

@@ -1,16 +1,20 @@
-"""packer/build.py with a stand-in packer: artifacts, failures, and interrupts that let Packer clean up."""
+"""packer/build.py with a stand-in packer (fake_packer.py, the real one's process model and lines)
+where the real packer 1.6.6 cannot show it: a newer version, a cleanup that hangs or fails.
+Failures and interrupts with the real binary: test_packer_real.py."""
 from __future__ import annotations
 
-import os
+import json
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from packer import build as build_module
 from packer.build import build
 from pipeline import cancel
-from pipeline.errors import Interrupted, PackerError, PrerequisiteError
+from pipeline.errors import Interrupted, PrerequisiteError
+from tests.pipeline.packer_null import live_processes_in_group
 
 FAKE = Path(__file__).with_name("fake_packer.py")
 
@@ -30,7 +34,7 @@ def test_artifact_of_the_last_run_and_secret_only_in_env(folder, monkeypatch, tm
                      log_file=tmp_path / "log")
     assert artifact.artifact_id == "us-east-1:ami-0123"
     assert artifact.custom_data["build_time"] == "20261128120000"
-    seen = __import__("json").loads((tmp_path / "args.json").read_text())
+    seen = json.loads((tmp_path / "args.json").read_text())
     assert seen["secret_env"] == "s3cret"
     assert "s3cret" not in " ".join(seen["args"])
     assert seen["args"][-1] == "template.pkr.hcl"          # Packer 1.6.6: the template alone
@@ -42,42 +46,67 @@ def test_modern_packer_builds_the_folder_after_init(folder, monkeypatch, tmp_pat
     monkeypatch.setenv("FAKE_PACKER_ARGS", str(tmp_path / "args.json"))
     build(folder, {}, env={}, log_file=tmp_path / "log")
     assert "$ " + str(FAKE) + " init ." in (tmp_path / "log").read_text()
-    assert __import__("json").loads((tmp_path / "args.json").read_text())["args"][-1] == "."
+    assert json.loads((tmp_path / "args.json").read_text())["args"][-1] == "."
 
 
-def test_failure_names_the_error_and_the_log(folder, monkeypatch, tmp_path):
-    monkeypatch.setenv("FAKE_PACKER_MODE", "fail")
-    with pytest.raises(PackerError) as info:
-        build(folder, {}, env={}, log_file=tmp_path / "log")
-    assert "something broke" in str(info.value)
-    assert str(tmp_path / "log") in str(info.value)
-
-
-def test_cancel_sends_sigint_and_waits_for_packer_cleanup(folder, monkeypatch, tmp_path):
-    started, cleaned = tmp_path / "started", tmp_path / "cleaned"
-    monkeypatch.setenv("FAKE_PACKER_MODE", "hang")
+def _interrupt_once_started(folder, tmp_path, monkeypatch, mode: str, cloud: str | None):
+    """Run the fake in `mode` until it builds, cancel (as Ctrl-C does) and return the error."""
+    started = tmp_path / "started"
+    monkeypatch.setenv("FAKE_PACKER_MODE", mode)
     monkeypatch.setenv("FAKE_PACKER_STARTED", str(started))
-    monkeypatch.setenv("FAKE_PACKER_CLEANED", str(cleaned))
+    monkeypatch.setenv("FAKE_PACKER_CLEANED", str(tmp_path / "cleaned"))
+    if cloud:
+        (folder / "plan.json").write_text(json.dumps({"cloud": cloud}))
     errors = []
 
     def run():
         try:
-            build(folder, {}, env={}, log_file=tmp_path / "log")
-        except Exception as exc:        # collected for the assertion below
+            build(folder, {"bake_id": "b1"}, env={}, log_file=tmp_path / "log")
+        except Exception as exc:        # collected for the caller's assertions
             errors.append(exc)
     worker = threading.Thread(target=run)
     worker.start()
     deadline = time.monotonic() + 20
-    while not started.exists() and time.monotonic() < deadline:
+    while not (started.exists() and started.read_text()) and time.monotonic() < deadline:
         time.sleep(0.05)
-    pid = int(started.read_text())
+    pgid = int(started.read_text())
     cancel.trigger()
     worker.join(30)
     assert not worker.is_alive()
-    assert cleaned.read_text() == "cleaned"            # Packer's own cleanup ran before we returned
-    assert len(errors) == 1 and isinstance(errors[0], Interrupted)
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
+    assert live_processes_in_group(pgid) == []            # neither Packer process is left
+    assert len(errors) == 1 and isinstance(errors[0], Interrupted), errors
+    return str(errors[0])
+
+
+def test_cleanup_that_never_ends_is_killed_after_the_grace_and_says_what_may_be_left(folder, monkeypatch, tmp_path):
+    monkeypatch.setattr(build_module, "CLEANUP_GRACE_S", 2)
+    message = _interrupt_once_started(folder, tmp_path, monkeypatch, "stuck", "gcp")
+    assert "its cleanup did not finish (packer did not finish its cleanup within 2s, so it was killed)" in message
+    assert "the build VM and its boot disk may be left" in message
+    assert "`invoke sweep --cloud gcp`" in message
+    assert "finished without errors" not in message
+    assert "killing it" in (tmp_path / "log").read_text()
+
+
+def test_cleanup_error_says_what_may_be_left_and_how_to_sweep_it(folder, monkeypatch, tmp_path):
+    message = _interrupt_once_started(folder, tmp_path, monkeypatch, "cleanup-error", "aws")
+    assert "its cleanup reported: ==> amazon-ebs.clara: Error terminating instance, may still be around" in message
+    assert "Packer's temporary key pair and security group may be left" in message
+    assert "`invoke sweep --cloud aws`" in message
+
+
+def test_azure_leftovers_name_the_bakes_resource_group(folder, monkeypatch, tmp_path):
+    monkeypatch.setenv("FAKE_PACKER_VERSION", "Packer v1.14.2")    # Azure needs the plugin
+    message = _interrupt_once_started(folder, tmp_path, monkeypatch, "cleanup-error", "azure")
+    assert "Packer's resource group clara-build-b1 with the build VM" in message
+    assert "`invoke sweep --cloud azure`" in message
+
+
+def test_a_clean_cancel_is_reported_as_finished(folder, monkeypatch, tmp_path):
+    message = _interrupt_once_started(folder, tmp_path, monkeypatch, "hang", "aws")
+    assert (tmp_path / "cleaned").read_text() == "cleaned"  # its cleanup ran before we returned
+    assert "its cleanup finished without errors (exit 1)" in message
+    assert "may be left" not in message
 
 
 @pytest.mark.parametrize("version", ["Packer v1.7.0", "Packer v1.10.3", "Packer v1.14.0"])
