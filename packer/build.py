@@ -255,6 +255,10 @@ def _interrupted_message(packer: _Packer, where: _Where) -> str:
         problem = f"it was ended by {signal.Signals(-rc).name} before it could clean up"
     elif packer.cleanup_errors():
         problem = "its cleanup reported: " + "; ".join(e[:200] for e in packer.cleanup_errors()[:3])
+    elif not any(line.startswith(_CANCELLING) for line in packer.lines):
+        # It ended on its own as the interrupt came (exit 1): an error, after its usual cleanup.
+        return (f"Packer was interrupted as it stopped with an error ({'; '.join(_build_errors(packer.lines))}); "
+                f"its cleanup reported no errors (exit {rc})")
     else:
         return (f"Packer was interrupted: it cancelled the build and its cleanup finished without "
                 f"errors (exit {rc})")
@@ -269,6 +273,7 @@ def _failure_message(command: str, rc: int, packer: _Packer, where: _Where) -> s
     return message
 
 
+_CANCELLING = "Cancelling build after receiving"     # then "interrupt" or "terminated"
 _ERRORED = re.compile(r"^Build '([^']+)' errored(?: after [^:]*)?: (.*)")
 _SUMMARY = re.compile(r"^--> (\S+): (.*)")
 

@@ -86,8 +86,12 @@ def main() -> None:
         "sigterm_to_the_pid": run_signalled("pid-SIGTERM"),
     }
     out = HERE / "packer_outputs" / f"packer-{version}.json"
-    out.write_text(json.dumps({"packer": version, "captured_by": "tests/pipeline/capture_packer_outputs.py",
-                               "cases": cases}, indent=1) + "\n")
+    notes = ("Captured from the real binary by tests/pipeline/capture_packer_outputs.py; read by "
+             "tests/pipeline/packer_model.py for the stand-ins. processes_while_building: the two "
+             "`packer build` processes are panicwrap's outer process and the inner one that builds; "
+             "the plugins and the shell-local script are the inner one's children, all in one "
+             "process group (started with start_new_session=True).")
+    out.write_text(json.dumps({"packer": version, "notes": notes, "cases": cases}, indent=1) + "\n")
     print(f"wrote {out}")
 
 
