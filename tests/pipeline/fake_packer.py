@@ -41,9 +41,9 @@ def main() -> int:
     if mode in ("hang", "stuck", "cleanup-error"):
         return hang(mode, cancel)
     manifest = {"builds": [
-        {"name": "clara", "builder_type": "amazon-ebs", "packer_run_uuid": "old", "artifact_id": "us-east-1:ami-old",
+        {"name": "clara", "builder_type": "amazon-ebs", "build_time": 1796200000, "packer_run_uuid": "old", "artifact_id": "us-east-1:ami-old",
          "files": None, "custom_data": {}},
-        {"name": "clara", "builder_type": "amazon-ebs", "packer_run_uuid": "r2", "artifact_id": "us-east-1:ami-0123",
+        {"name": "clara", "builder_type": "amazon-ebs", "build_time": 1796205436, "packer_run_uuid": "r2", "artifact_id": "us-east-1:ami-0123",
          "files": None, "custom_data": {"build_time": "20261128120000"}}], "last_run_uuid": "r2"}
     with open("packer-manifest.json", "w") as out:
         json.dump(manifest, out)

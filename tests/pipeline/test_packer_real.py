@@ -52,6 +52,22 @@ def test_artifact_comes_from_the_manifest_post_processor(folder):
     assert artifact.custom_data == {"build_time": "20261128120000"}
 
 
+def test_the_stand_ins_write_the_manifest_post_processors_shape(folder, tmp_path):
+    """packer-manifest.json as the real manifest post-processor writes it (builds[] with these
+    keys, last_run_uuid naming this run's builds) is what fake_packer.py writes (standin_packer.py
+    writes the same keys: the e2e bakes read their artifact through packer/build.py)."""
+    write_template(folder, "ok")
+    packer_build.build(folder, {}, env={}, log_file=folder / "log")
+    real = json.loads((folder / "packer-manifest.json").read_text())
+    fake_dir = tmp_path / "fake"
+    fake_dir.mkdir()
+    subprocess.run([sys.executable, str(FAKE), "build"], cwd=fake_dir, check=True, capture_output=True)
+    fake = json.loads((fake_dir / "packer-manifest.json").read_text())
+    assert set(real) == set(fake) == {"builds", "last_run_uuid"}
+    assert {key for b in fake["builds"] for key in b} == set(real["builds"][0])
+    assert real["builds"][0]["packer_run_uuid"] == real["last_run_uuid"]
+
+
 @pytest.mark.parametrize("script, error", [
     ("exit7", "Build 'null.clara' errored: Script exited with non-zero exit status: 7"),
     ("ssh_timeout", "Build 'null.clara' errored: Timeout waiting for SSH."),
