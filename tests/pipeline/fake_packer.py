@@ -40,11 +40,12 @@ def main() -> int:
         return packer_model.failed(BUILD, "something broke in the build")
     if mode in ("hang", "stuck", "cleanup-error"):
         return hang(mode, cancel)
-    manifest = {"builds": [
-        {"name": "clara", "builder_type": "amazon-ebs", "build_time": 1796200000, "packer_run_uuid": "old", "artifact_id": "us-east-1:ami-old",
-         "files": None, "custom_data": {}},
-        {"name": "clara", "builder_type": "amazon-ebs", "build_time": 1796205436, "packer_run_uuid": "r2", "artifact_id": "us-east-1:ami-0123",
-         "files": None, "custom_data": {"build_time": "20261128120000"}}], "last_run_uuid": "r2"}
+    old = {"name": "clara", "builder_type": "amazon-ebs", "build_time": 1796200000, "files": None,
+           "artifact_id": "us-east-1:ami-old", "packer_run_uuid": "old", "custom_data": {}}
+    this = {"name": "clara", "builder_type": "amazon-ebs", "build_time": 1796205436, "files": None,
+            "artifact_id": "us-east-1:ami-0123", "packer_run_uuid": "r2",
+            "custom_data": {"build_time": "20261128120000"}}
+    manifest = {"builds": [old, this], "last_run_uuid": "r2"}     # it appends across runs
     with open("packer-manifest.json", "w") as out:
         json.dump(manifest, out)
     return packer_model.succeeded(BUILD, "AMIs were created:\nus-east-1: ami-0123")
