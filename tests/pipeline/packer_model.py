@@ -5,8 +5,8 @@ Both were captured from the real binary (Debian's Packer 1.6.6) by capture_packe
 packer_outputs/packer-1.6.6.json; test_packer_real.py::test_stand_ins_answer_signals_like_real_packer
 holds the stand-ins to them.
 
-- Two processes (panicwrap, https://github.com/mitchellh/panicwrap; Packer's main.go sets
-  ForwardSignals to SIGTERM): the outer one runs the inner one, ignores SIGINT and forwards SIGTERM.
+- Two processes (Packer's main.go wraps itself with https://github.com/mitchellh/panicwrap): the
+  outer one runs the inner one, ignores SIGINT and forwards SIGTERM (as seen with the real binary).
   A SIGINT sent to the outer pid alone is lost and the build runs on; a terminal's Ctrl-C reaches
   the whole process group, so the inner one gets it.
 - The inner one cancels on SIGINT or SIGTERM: "Cancelling build after receiving interrupt" (or
