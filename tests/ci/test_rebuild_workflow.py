@@ -86,3 +86,13 @@ def test_the_bake_step_strips_the_quotes_botocore_refuses(tmp_path):
            "SITE_MANIFEST": "m.yaml", "FORCE": ""}
     done = subprocess.run(["bash", "-e", "-c", script], env=env, capture_output=True, text=True, timeout=30)
     assert done.stdout.strip() == "2026-12-02T16:00:00.000Z"
+
+
+def test_the_azure_bake_gets_what_github_oidc_refresh_needs():
+    """The pipeline's ClientAssertionCredential and Packer's oidc_request_* need the app's ids and the
+    job's id-token permission (GitHub then sets ACTIONS_ID_TOKEN_REQUEST_URL/_TOKEN in every step)."""
+    from clouds.clients import GITHUB_OIDC_ENV
+    assert jobs()["bake"]["permissions"]["id-token"] == "write"
+    env = step("bake", "Bake")["env"]
+    assert {"AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_SUBSCRIPTION_ID"} <= set(env)
+    assert not set(GITHUB_OIDC_ENV) & set(env)       # GitHub's own, never passed by hand
