@@ -36,7 +36,7 @@ def _user_errors(fn):
     @wraps(fn)
     def wrapper(*args, **kwargs):
         from manifests import ManifestError
-        from pipeline.errors import PipelineError
+        from core.errors import PipelineError
         try:
             return fn(*args, **kwargs)
         except ManifestError as exc:

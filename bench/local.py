@@ -67,7 +67,7 @@ def run(quick: bool) -> dict:
     from manifests import load_manifest
     from packer.render import render
     from pipeline.report import CloudRun
-    from pipeline.sshkey import ephemeral_keypair
+    from core.sshkey import ephemeral_keypair
 
     manifest = load_manifest()
     out: dict = {}

@@ -14,7 +14,7 @@ the call created (copies deregistered with their snapshots, parameters and tags 
 `keep` channel-less ones) and never deletes one an SSM channel parameter points at in any region.
 `sweep` looks in the manifest's region, where build and test resources live.
 
-The test VM is created with cloud-init user data: `clouds.base.TEST_USER` with the test key and
+The test VM is created with cloud-init user data: `core.names.TEST_USER` with the test key and
 passwordless sudo, next to the AMI's default user; no EC2 key pair. TestVM.size is the instance
 type that runs after any capacity fallback. Before Packer starts, `build_session` refuses
 credentials whose known expiry (AWS_CREDENTIAL_EXPIRATION) comes before the bake may end.
@@ -35,13 +35,13 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
-from packer.sources.common import RUNNER_CIDR
-from pipeline import cancel
-from pipeline.errors import CloudError, Interrupted, PublishError
+from core import cancel
+from core.errors import CloudError, Interrupted, PublishError
+from core.names import (RUNNER_CIDR, TAG_BAKE_ID, TAG_CHANNEL_PREFIX, TAG_EXPIRES, TAG_FINGERPRINT, TAG_ROLE,
+                        TAG_VALIDATED, TEST_PREFIX, TEST_USER)
 
 from . import clients
-from .base import (TAG_BAKE_ID, TAG_CHANNEL_PREFIX, TAG_EXPIRES, TAG_FINGERPRINT, TAG_ROLE, TAG_VALIDATED,
-                   TEST_USER, BaseImage, Image, Log, TestVM)
+from .base import BaseImage, Image, Log, TestVM
 
 TAG_SOURCE_AMI = "clara-source-ami"   # on copies: the AMI Packer built in the home region
 TAG_MANIFEST = "clara-manifest"       # manifest.name: what prune looks at
@@ -453,7 +453,7 @@ class Adapter:
         if network.prefixlen == 0:
             raise CloudError(f"aws: refusing to open SSH to {runner_cidr}: give the runner's own address")
         region = image.region or self.region
-        name = f"clara-test-{bake_id}"
+        name = f"{TEST_PREFIX}{bake_id}"
         expires = _stamp(datetime.now(timezone.utc) + TEST_TTL)
         tags = {**self.manifest.tags, "Name": name, TAG_BAKE_ID: bake_id, TAG_ROLE: "test", TAG_EXPIRES: expires}
         user_data = cloud_init_user_data(public_key)          # before anything exists: a bad key creates nothing

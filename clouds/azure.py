@@ -30,14 +30,13 @@ import time
 from contextlib import contextmanager
 from typing import Callable
 
-from packer.sources.azure import BUILD_RESOURCE_GROUP_PREFIX
-from packer.sources.common import RUNNER_CIDR
-from pipeline import cancel
-from pipeline.errors import CloudError, Interrupted, PublishError
+from core import cancel
+from core.errors import CloudError, Interrupted, PublishError
+from core.names import (RUNNER_CIDR, BUILD_PREFIX, TAG_BAKE_ID, TAG_BUILD_TIME, TAG_CHANNEL_PREFIX, TAG_EXPIRES,
+                        TAG_FINGERPRINT, TAG_ROLE, TAG_VALIDATED, TEST_PREFIX, TEST_USER)
 
 from . import clients
-from .base import (TAG_BAKE_ID, TAG_CHANNEL_PREFIX, TAG_EXPIRES, TAG_FINGERPRINT, TAG_ROLE, TAG_VALIDATED,
-                   TEST_USER, BaseImage, Image, TestVM)
+from .base import BaseImage, Image, TestVM
 
 TAG_REVOKED = "clara-revoked"
 TAG_PUBLISHED_CHANNEL = "clara-published-channel"
@@ -366,13 +365,13 @@ class Adapter:
                  and (img.tags or {}).get(TAG_REVOKED) != "true"]
         if not found:
             return None
-        best = max(found, key=lambda img: ((img.tags or {}).get("clara-build-time", ""), img.name))
+        best = max(found, key=lambda img: ((img.tags or {}).get(TAG_BUILD_TIME, ""), img.name))
         channels: tuple[str, ...] = ()
         for version in self._versions():
             if self._source_of(version).lower() == best.id.lower():
                 channels = self._channels(version)
         return Image("azure", best.id, best.name, best.location or self.cfg.location, fingerprint,
-                     (best.tags or {}).get("clara-build-time", ""), True, channels)
+                     (best.tags or {}).get(TAG_BUILD_TIME, ""), True, channels)
 
     @_reported()
     def discard(self, image: Image) -> None:
@@ -403,7 +402,7 @@ class Adapter:
         # Azure creates admin_username on the VM: the build user's name would bring that user back
         # and fail the hygiene check, so the test VM gets the test-only user.
         cfg, loc, user = self.cfg, self.cfg.location, TEST_USER
-        prefix = f"clara-test-{bake_id}"
+        prefix = f"{TEST_PREFIX}{bake_id}"
         tags = self._tags(bake_id, "test")
         rg_path = self._rg_path()
         created: list[str] = []
@@ -631,7 +630,7 @@ class Adapter:
         created = _parse_time(image.created)
         if created is None:
             managed = self._get_or_none(lambda: self.compute.images.get(self.rg, _parse_id(image.id)["name"]))
-            created = _parse_time(((managed.tags or {}) if managed else {}).get("clara-build-time", ""))
+            created = _parse_time(((managed.tags or {}) if managed else {}).get(TAG_BUILD_TIME, ""))
         return created or _utcnow()
 
     @_reported(PublishError)
@@ -843,7 +842,7 @@ class Adapter:
         # Packer's temporary resource groups (named after the bake, tagged by azure_tags) that a
         # killed Packer left behind, with the build VM inside.
         for group in self._retry("list resource groups", lambda: list(self.resources.resource_groups.list())):
-            if (group.name.lower().startswith(BUILD_RESOURCE_GROUP_PREFIX) and group.name.lower() != self.rg.lower()
+            if (group.name.lower().startswith(BUILD_PREFIX) and group.name.lower() != self.rg.lower()
                     and TAG_BAKE_ID in (group.tags or {}) and stale(group)):
                 found.append(group.id)
         if found and not dry_run:

@@ -27,7 +27,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from pipeline.errors import CloudError, PrerequisiteError
+from core.errors import CloudError, PrerequisiteError
 
 
 def _need(module: str, extra: str):

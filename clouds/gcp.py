@@ -14,7 +14,7 @@ Mutations use the `*_unary` methods and wait through Global/ZoneOperationsClient
 a retried insert after a 5xx/429 cannot create twice. Throttling and 5xx are retried with bounded
 exponential back-off (CLARA_POLL_INTERVAL scales the delays; tests use 0).
 
-Test VMs log in as `clara-check` (clouds.base.TEST_USER, never the build user: the hygiene check
+Test VMs log in as `clara-check` (core.names.TEST_USER, never the build user: the hygiene check
 proves that one is gone), with OS Login off for the VM so its ssh-keys metadata counts. List calls
 never combine `filter` with `orderBy` (GCE refuses that): results are sorted here.
 Test VMs use the project's `default` network; the firewall `clara-test-<bake_id>` admits only the
@@ -35,13 +35,13 @@ import uuid
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
-from packer.sources.gcp import BUILD_TAG_PREFIX
-from pipeline import cancel
-from pipeline.errors import CloudError, Interrupted, PublishError
+from core import cancel
+from core.errors import CloudError, Interrupted, PublishError
+from core.names import (BUILD_PREFIX, TAG_BAKE_ID, TAG_CHANNEL_PREFIX, TAG_EXPIRES, TAG_FINGERPRINT,
+                        TAG_ROLE, TAG_VALIDATED, TEST_PREFIX, TEST_USER)
 
 from . import clients
-from .base import (TAG_BAKE_ID, TAG_CHANNEL_PREFIX, TAG_EXPIRES, TAG_FINGERPRINT, TAG_ROLE, TAG_VALIDATED,
-                   TEST_USER, BaseImage, Image, Log, TestVM)
+from .base import BaseImage, Image, Log, TestVM
 
 TAG_ORIGIN = "clara-origin"      # the built image every copy came from
 TAG_FAMILY = "clara-family"      # the manifest's image_family: what prune looks at
@@ -273,7 +273,7 @@ class Adapter:
     def build_session(self, run):
         """Packer's build VM (network tag clara-build-<bake id>) is reachable on SSH from this
         runner only, through a rule that lives as long as the build."""
-        name = f"{BUILD_TAG_PREFIX}{run.bake_id}"
+        name = f"{BUILD_PREFIX}{run.bake_id}"
         network = ipaddress.ip_network(clients.runner_cidr())
         expires = (datetime.now(timezone.utc) + TEST_TTL).strftime("%Y%m%d%H%M")
         created: list[str] = []
@@ -572,7 +572,7 @@ class Adapter:
         for fw in self._call("FirewallsClient", "list", c.ListFirewallsRequest(project=self.project),
                              "list firewalls"):
             m = re.search(rf"{TAG_EXPIRES}=(\d{{12}})", fw.description or "")
-            if fw.name.startswith(("clara-test-", BUILD_TAG_PREFIX)) and stale(m.group(1) if m else "", fw.creation_timestamp):
+            if fw.name.startswith((TEST_PREFIX, BUILD_PREFIX)) and stale(m.group(1) if m else "", fw.creation_timestamp):
                 found.append(f"projects/{self.project}/global/firewalls/{fw.name}")
         if not dry_run and found:
             self._delete_all(found)

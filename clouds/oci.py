@@ -25,8 +25,8 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
-from pipeline import cancel
-from pipeline.errors import PipelineError
+from core import cancel
+from core.errors import PipelineError
 
 # An index first: a multi-platform tag is pinned as the index, and `docker pull repo@<index digest>`
 # still picks this machine's platform.

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from pipeline import cancel
-from pipeline.errors import Interrupted, PackerError, PrerequisiteError
+from core import cancel
+from core.errors import Interrupted, PackerError, PrerequisiteError
 
 CLEANUP_GRACE_S = 300
 MIN_PLUGIN_PACKER = (1, 14, 1)     # the first whose `packer init` reads releases.hashicorp.com

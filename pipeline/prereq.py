@@ -5,7 +5,7 @@ import importlib.util
 import os
 import shutil
 
-from .errors import PrerequisiteError
+from core.errors import PrerequisiteError
 
 # tool -> Debian package
 LOCAL_TOOLS = {

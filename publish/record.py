@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from core import settings
-from pipeline.errors import RecordError
+from core.errors import RecordError
 
 
 

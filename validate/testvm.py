@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clouds import clients
-from pipeline import cancel
-from pipeline.sshkey import ephemeral_keypair
-from pipeline.errors import ValidationFailed
+from core import cancel
+from core.sshkey import ephemeral_keypair
+from core.errors import ValidationFailed
+from core.names import TEST_PREFIX
 
 HERE = Path(__file__).resolve().parent
 
@@ -114,13 +115,13 @@ def _read_junit(junit: Path, metrics: dict, log_file: Path) -> CheckResult:
 def check_image(adapter, image, *, expect_for, bake_id: str, user_override: str | None = None,
                ssh_timeout_s: float, out_dir: Path, log_file: Path, log=print) -> CheckResult:
     """The whole lifecycle: key, VM, SSH, checks, teardown (always)."""
-    keydir = Path(tempfile.mkdtemp(prefix="clara-test-key-"))
+    keydir = Path(tempfile.mkdtemp(prefix=f"{TEST_PREFIX}key-"))
     vm = None
     try:
         key, public_file = ephemeral_keypair(keydir)
         public_key = public_file.read_text().strip()
         # Only a cloud VM needs a firewall rule for this runner's address.
-        cidr = clients.runner_cidr() if getattr(adapter, "needs_runner_cidr", True) else "127.0.0.1/32"
+        cidr = clients.runner_cidr() if adapter.needs_runner_cidr else "127.0.0.1/32"
         vm = adapter.launch_test_vm(image, public_key, bake_id, cidr)
         user = user_override or os.environ.get("CLARA_TEST_VM_USER") or vm.user
         log(f"test VM {vm.id} at {vm.host}:{vm.port}: waiting for SSH")

@@ -15,12 +15,11 @@ from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from clouds.base import TEST_USER, BaseImage, Image, TestVM
-from packer.sources.local import GUEST_HOST
-from pipeline.errors import PublishError
+from clouds.base import BaseImage, Image, TestVM
+from core import sshkey
+from core.errors import PublishError
+from core.names import GUEST_HOST, TEST_PREFIX, TEST_USER
 from publish import record
-
-from pipeline import sshkey
 
 from . import baseimage, composefile, qemu, registry, standin
 
@@ -121,7 +120,7 @@ class Adapter:
 
     # --- test VM -------------------------------------------------------------------------
     def launch_test_vm(self, image: Image, public_key: str, bake_id: str, runner_cidr: str) -> TestVM:
-        work = Path(tempfile.mkdtemp(prefix=f"clara-test-{bake_id}-"))
+        work = Path(tempfile.mkdtemp(prefix=f"{TEST_PREFIX}{bake_id}-"))
         try:
             overlay = work / "overlay.qcow2"
             qemu.make_overlay(Path(image.id), overlay)
@@ -201,7 +200,7 @@ class Adapter:
     def sweep(self, older_than_s: int, dry_run: bool) -> list[str]:
         """Leftovers of interrupted bakes: partial Packer outputs and test overlays."""
         now = time.time()
-        candidates = list(images_dir().glob(".building-*")) + list(Path(tempfile.gettempdir()).glob("clara-test-*")) \
+        candidates = list(images_dir().glob(".building-*")) + list(Path(tempfile.gettempdir()).glob(f"{TEST_PREFIX}*")) \
             + list(Path(tempfile.gettempdir()).glob("clara-local-build-*"))
         old = [p for p in candidates if now - p.stat().st_mtime > older_than_s]
         if not dry_run:

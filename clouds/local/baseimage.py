@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from pipeline import cancel
-from pipeline.errors import PipelineError
+from core import cancel
+from core.errors import PipelineError
 
 from . import procs
 

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from pipeline import cancel
-from pipeline.errors import PipelineError
+from core import cancel
+from core.errors import PipelineError
 
 from . import procs
 

@@ -38,7 +38,7 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import PipelineError, PrerequisiteError
+from core.errors import PipelineError, PrerequisiteError
 
 BUSYBOX = Path("/bin/busybox")
 RECORD = Path(__file__).resolve().parents[2] / "manifests" / "images" / "clara-train-sdk-v4.1.json"

@@ -1,8 +1,10 @@
 """AWS: an EBS-backed AMI built in the manifest's build region (copies happen at publish)."""
 from __future__ import annotations
 
+from core.names import RUNNER_CIDR
+
 from ..hcl import Block, Expr
-from .common import RUNNER_CIDR, placement_variable, runner_cidr_variable
+from .common import placement_variable, runner_cidr_variable
 
 NAME = "aws"
 BUILDER = "amazon-ebs"

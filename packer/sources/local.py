@@ -5,12 +5,13 @@ build key reaches the guest through QEMU's fw_cfg, read at boot by the base imag
 """
 from __future__ import annotations
 
+from core.names import GUEST_HOST
+
 from ..hcl import Block, Expr, Template
 
 NAME = "local"
 BUILDER = "qemu"
 PLUGIN = ("qemu", "github.com/hashicorp/qemu", ">= 1.1.4")
-GUEST_HOST = "10.0.2.2"          # the host as QEMU's user network shows it to the guest
 SSH_USER = "clara"
 COMPOSE_GUEST_PATH = "files/docker-compose"
 
@@ -87,7 +88,7 @@ def provision_overrides(manifest) -> dict:
         "images": [{"ref": image, "digest": None}],
         "launcher": {"image": image, "gpus": None},      # the manifest's command: the stand-in serves only under it
         # The base image's own user, like AWS's ubuntu: it stays, without the build's key; the
-        # test VM logs in as clouds.base.TEST_USER, made at boot by the metadata agent.
+        # test VM logs in as core.names.TEST_USER, made at boot by the metadata agent.
         "generalize": {"build_user": SSH_USER, "remove_build_user": False},
     }
 

@@ -11,9 +11,10 @@ import pytest
 import yaml
 
 from clouds.aws import Adapter
-from clouds.base import TEST_USER, Image
+from clouds.base import Image
+from core.names import TEST_USER
 from manifests import load_manifest
-from pipeline.errors import CloudError, Interrupted, PublishError
+from core.errors import CloudError, Interrupted, PublishError
 from tests.clouds.aws_fixtures import (ACCOUNT, SSM_BASE, aws_env, boto, ec2_http_error,  # noqa: F401
                                        error_response, moto_url, query_params, site_manifest)
 

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from clouds.base import TEST_USER, Image
-from pipeline.errors import CloudError, Interrupted, PublishError
+from clouds.base import Image
+from core.names import TEST_USER
+from core.errors import CloudError, Interrupted, PublishError
 from tests.fakes.azure import FakeArm
 
 SUB = "00000000-0000-0000-0000-0000000000a1"

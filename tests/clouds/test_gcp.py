@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from clouds.base import TEST_USER, Image
+from clouds.base import Image
+from core.names import TEST_USER
 from manifests import DEFAULT, load_manifest
-from pipeline.errors import CloudError, Interrupted, PublishError
+from core.errors import CloudError, Interrupted, PublishError
 from tests.fakes.gce import FakeGCE
 
 PROJECT = "clara-images"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from pipeline.errors import PipelineError
+from core.errors import PipelineError
 
 
 def ephemeral_keypair(folder: Path, name: str = "id_ed25519") -> tuple[Path, Path]:

@@ -23,7 +23,15 @@ class ValidationFailed(PipelineError):
 
 
 class CloudError(PipelineError):
-    """A cloud API call failed after retries."""
+    """A cloud API call failed after the SDK's retries. Each adapter's translator sets what the
+    shared code asks: the thing is gone, the cloud has no capacity, a later try may succeed."""
+    not_found = False
+    capacity = False
+    transient = False
+
+
+class AdapterError(PipelineError):
+    """A target has no adapter, or its adapter lacks a method every adapter must define."""
 
 
 class RecordError(PipelineError):
