@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,6 +20,7 @@ from packer.build import build as packer_build
 from packer.render import CONFIG, render
 
 from core import cancel
+from core.run import RunError, run
 from core.errors import Interrupted, PackerError, PipelineError, ValidationFailed
 from .report import CloudRun, console
 
@@ -35,9 +35,8 @@ def new_bake_id() -> str:
 
 def git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              timeout=10).stdout.strip() or "unknown"
-    except OSError:
+        return run(["git", "rev-parse", "HEAD"], cwd=ROOT, timeout=10, check=False).stdout.strip() or "unknown"
+    except RunError:            # no git here: the image says so rather than failing the bake
         return "unknown"
 
 
@@ -87,7 +86,7 @@ def _bake_cloud(manifest: Manifest, run: CloudRun, *, force: bool, keep_failed: 
     from clouds.base import adapter as get_adapter
     from publish import record
     from validate.expect import expectations
-    from validate.testvm import check_image
+    from .testvm import check_image
 
     cloud = run.cloud
     adapter = get_adapter(cloud, manifest, log=run.say)

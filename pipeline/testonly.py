@@ -9,12 +9,12 @@ from packer.provision_config import provision_config
 from packer.sources import target
 from publish import record
 from validate.expect import expectations
-from validate.testvm import check_image
 
 from core import settings
 
 from .bake import new_bake_id
 from .report import CloudRun
+from .testvm import check_image
 
 
 def test_existing_image(manifest, cloud: str, image_id: str):

@@ -7,8 +7,10 @@ from ..hcl import Block, Expr
 from .common import placement_variable, runner_cidr_variable
 
 NAME = "aws"
+ORDER = 1
 BUILDER = "amazon-ebs"
 PLUGIN = ("amazon", "github.com/hashicorp/amazon", ">= 1.8.2")
+PYTHON_MODULES = ("boto3",)
 
 
 def source(manifest, names) -> Block:

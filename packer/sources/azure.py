@@ -7,6 +7,7 @@ from ..hcl import Block, Expr, Template, value
 from .common import placement_variable, runner_cidr_variable
 
 NAME = "azure"
+ORDER = 3
 # Packer 1.6.6's built-in azure-arm gives the build VM a Basic-SKU public IP, which Azure stopped
 # creating on 2025-03-31; the azure plugin (>= 2.2) makes a Standard one.
 BUILTIN_PACKER_REFUSED = (
@@ -18,6 +19,7 @@ BUILDER = "azure-arm"
 # Azure builds anyway, BUILTIN_PACKER_REFUSED): its `packer validate` reports exactly these as unsupported.
 PLUGIN_ONLY_ARGUMENTS = ("oidc_request_url", "oidc_request_token")
 PLUGIN = ("azure", "github.com/hashicorp/azure", ">= 2.6.3")
+PYTHON_MODULES = ("azure.mgmt.compute", "azure.mgmt.network", "azure.identity")
 
 
 def source(manifest, names) -> Block:

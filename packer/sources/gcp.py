@@ -7,8 +7,10 @@ from ..hcl import Block, Expr, Template
 from .common import placement_variable
 
 NAME = "gcp"
+ORDER = 2
 BUILDER = "googlecompute"
 PLUGIN = ("googlecompute", "github.com/hashicorp/googlecompute", ">= 1.2.7")
+PYTHON_MODULES = ("google.cloud.compute_v1",)
 
 
 def source(manifest, names) -> Block:

@@ -10,8 +10,17 @@ from core.names import GUEST_HOST
 from ..hcl import Block, Expr, Template
 
 NAME = "local"
+ORDER = 4
 BUILDER = "qemu"
 PLUGIN = ("qemu", "github.com/hashicorp/qemu", ">= 1.1.4")
+# The host builds the base image, runs QEMU and the registry itself.
+TOOLS = {
+    "packer": "packer", "qemu-system-x86_64": "qemu-system-x86", "qemu-img": "qemu-utils",
+    "mmdebstrap": "mmdebstrap", "mkfs.ext4": "e2fsprogs", "sfdisk": "fdisk",
+    "grub-mkimage": "grub-pc-bin", "ssh-keygen": "openssh-client", "docker-registry": "docker-registry",
+}
+HOST_PATHS = {"/usr/lib/grub/i386-pc": "grub-pc-bin"}     # grub's BIOS modules, for the base image
+PYTHON_MODULES = ("paramiko", "testinfra")
 SSH_USER = "clara"
 COMPOSE_GUEST_PATH = "files/docker-compose"
 
