@@ -14,6 +14,10 @@ class PrerequisiteError(PipelineError):
     """A tool or Python extra is missing; the message says how to install it."""
 
 
+class RenderError(PipelineError):
+    """What the render would write breaks the contract with the guest (provision/)."""
+
+
 class PackerError(PipelineError):
     """Packer failed or was interrupted."""
 

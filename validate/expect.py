@@ -60,7 +60,7 @@ def removed_users(config: dict) -> list[str]:
     `waagent -deprovision+user` deletes). AWS's `ubuntu` and the local `clara` belong to the base
     image and stay (their authorized_keys hold no build key: test_authorized_keys_only_test_key)."""
     g = config["generalize"]
-    gone = g.get("remove_build_user") or g.get("azure_deprovision")
+    gone = g.get("remove_build_user") or g.get("deprovision")
     return [g["build_user"]] if gone and g.get("build_user") else []
 
 

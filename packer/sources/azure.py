@@ -95,7 +95,7 @@ def variables(manifest) -> list[Block]:
 def provision_overrides(manifest) -> dict:
     # Azure's agent deprovision is the last command of every Linux azure-arm build; its +user
     # deletes the admin user azure-arm created for the build.
-    return {"generalize": {"azure_deprovision": True, "remove_build_user": True}}
+    return {"generalize": {"deprovision": "waagent", "remove_build_user": True}}
 
 
 def uploads(manifest) -> list:
