@@ -141,6 +141,16 @@ class Ports(Model):
     jupyter: int = Field(8890, ge=1, le=65535)
     aiaa: int = Field(5000, ge=1, le=65535)
 
+    @field_validator("ssh")
+    @classmethod
+    def _ssh_is_22(cls, value):
+        # Not wired through: the base images' sshd, Packer's communicator, QEMU's forward and every
+        # cloud's firewall rule all use 22. Refused rather than silently ignored.
+        if value != 22:
+            raise ValueError("only 22 is supported: the base images' sshd, Packer and the "
+                             "build and test VMs' firewalls all use port 22; leave ports.ssh out")
+        return value
+
 
 class Launcher(Model):
     # Absolute: one folder the team shares; a plain name: a folder in the starter's $HOME.

@@ -34,6 +34,7 @@ OPTIONAL = {
 NOT_TARGETS = ("common",)
 
 _targets: dict[str, ModuleType] = {}
+_discovered = False
 
 
 class TargetError(PipelineError):
@@ -55,13 +56,15 @@ def register(module: ModuleType) -> ModuleType:
 
 
 def _discover() -> None:
-    if _targets:
+    global _discovered
+    if _discovered:
         return
     for info in pkgutil.iter_modules(__path__):
         if info.name not in NOT_TARGETS:
             module = register(importlib.import_module(f"{__name__}.{info.name}"))
             if module.NAME != info.name:
                 raise TargetError(f"{module.__name__} says NAME = {module.NAME!r}; a target's NAME is its module's name")
+    _discovered = True
 
 
 def targets() -> tuple[str, ...]:
