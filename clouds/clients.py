@@ -32,7 +32,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from core import cancel
+from core import cancel, settings
 from core.errors import CloudError, PrerequisiteError
 
 from .common import runner_network
@@ -48,7 +48,7 @@ def _need(module: str, extra: str):
 
 def runner_cidr() -> str:
     """The only address SSH to a build or test VM is opened to; never the whole internet."""
-    configured = os.environ.get("CLARA_RUNNER_CIDR")
+    configured = settings.runner_cidr()
     return str(runner_network(configured or _public_address() + "/32", "CLARA_RUNNER_CIDR"))
 
 
@@ -60,7 +60,7 @@ def _public_address() -> str:
 
 
 def poll_interval(default: float) -> float:
-    return float(os.environ.get("CLARA_POLL_INTERVAL", default))
+    return settings.poll_interval(default)
 
 
 # --- AWS --------------------------------------------------------------------------------------
@@ -81,7 +81,7 @@ def aws(service: str, region: str):
 def gce(client_name: str):
     """A google.cloud.compute_v1 client by class name, e.g. gce("ImagesClient")."""
     compute_v1 = _need("google.cloud.compute_v1", "gcp")
-    endpoint = os.environ.get("CLARA_GCE_ENDPOINT")
+    endpoint = settings.gce_endpoint()
     cls = getattr(compute_v1, client_name)
     if endpoint:
         credentials = _need("google.auth.credentials", "gcp").AnonymousCredentials()
@@ -211,11 +211,11 @@ def azure_credential(environ=None):
     """The credential the pipeline's Azure SDK clients use (see the module docstring for the order)."""
     environ = os.environ if environ is None else environ
     identity_options = {}
-    if environ.get("CLARA_AZURE_ENDPOINT"):
-        if not (environ.get("CLARA_AZURE_AUTHORITY") and github_oidc(environ)):
+    if settings.azure_endpoint(environ):
+        if not (settings.azure_authority(environ) and github_oidc(environ)):
             return _StaticToken()
-        identity_options = {"authority": environ["CLARA_AZURE_AUTHORITY"],
-                            "connection_verify": environ.get("CLARA_AZURE_CA_BUNDLE", True)}
+        identity_options = {"authority": settings.azure_authority(environ),
+                            "connection_verify": settings.azure_ca_bundle(environ)}
     identity = _need("azure.identity", "azure")
     if github_oidc(environ):
         url, token = (environ[n] for n in GITHUB_OIDC_ENV)
@@ -232,19 +232,19 @@ def azure(client_path: str, subscription_id: str):
     """An azure.mgmt client by dotted path, e.g. azure("azure.mgmt.compute.ComputeManagementClient", sub)."""
     module_name, _, cls_name = client_path.rpartition(".")
     cls = getattr(_need(module_name, "azure"), cls_name)
-    endpoint = os.environ.get("CLARA_AZURE_ENDPOINT")
+    endpoint = settings.azure_endpoint()
     # The pipeline's only retries of ARM calls: azure-core's RetryPolicy, its back-off scaled like the polls.
     kwargs = {"polling_interval": poll_interval(30), "retry_total": AZURE_RETRIES,
               "retry_backoff_factor": poll_interval(0.8), "retry_backoff_max": 60}
     if endpoint:
         kwargs.update(base_url=endpoint, credential_scopes=["https://management.azure.com/.default"],
-                      connection_verify=os.environ.get("CLARA_AZURE_CA_BUNDLE", True))
+                      connection_verify=settings.azure_ca_bundle())
     return cls(azure_credential(), subscription_id, **kwargs)
 
 
 def test_vm_address(default_host: str, default_port: int = 22) -> tuple[str, int]:
     """CLARA_TEST_VM_ADDRESS=host:port overrides where SSH to a test VM goes (offline tests)."""
-    override = os.environ.get("CLARA_TEST_VM_ADDRESS")
+    override = settings.test_vm_address()
     if not override:
         return default_host, default_port
     host, _, port = override.rpartition(":")
