@@ -149,7 +149,7 @@ def _gce_backoff(tries: list):
 
 
 # --- Azure ------------------------------------------------------------------------------------
-AZURE_RETRIES = 8           # azure-core RetryPolicy's retry_total
+AZURE_RETRIES = 6           # azure-core RetryPolicy's retry_total and retry_status (whose default is 3)
 
 class _StaticToken:
     """For a local ARM fake only: the SDK's bearer policy needs a token, any token."""
@@ -234,7 +234,7 @@ def azure(client_path: str, subscription_id: str):
     cls = getattr(_need(module_name, "azure"), cls_name)
     endpoint = settings.azure_endpoint()
     # The pipeline's only retries of ARM calls: azure-core's RetryPolicy, its back-off scaled like the polls.
-    kwargs = {"polling_interval": poll_interval(30), "retry_total": AZURE_RETRIES,
+    kwargs = {"polling_interval": poll_interval(30), "retry_total": AZURE_RETRIES, "retry_status": AZURE_RETRIES,
               "retry_backoff_factor": poll_interval(0.8), "retry_backoff_max": 60}
     if endpoint:
         kwargs.update(base_url=endpoint, credential_scopes=["https://management.azure.com/.default"],

@@ -234,6 +234,16 @@ def test_throttling_and_5xx_are_retried(adapter, fake):
     assert leftovers(fake) == []
 
 
+def test_one_layer_of_retries_a_call_that_keeps_failing_is_tried_by_the_sdk_alone(adapter, fake):
+    """azure-core's RetryPolicy (clients.AZURE_RETRIES) is the only layer: a 500 that persists is
+    sent 1 + AZURE_RETRIES times, and the adapter does not start the round again."""
+    from clouds import clients
+    fake.fail("GET", "/providers/Microsoft.Compute/images", 500, times=100)
+    with pytest.raises(CloudError, match="InternalServerError"):
+        adapter.find_validated(FP)
+    assert fake.count("GET", "/providers/Microsoft.Compute/images") == 1 + clients.AZURE_RETRIES
+
+
 @pytest.mark.parametrize("where,status,code", [
     ("/networkInterfaces/", 400, "InvalidRequestFormat"),
     ("/virtualMachines/", 404, "ImageNotFound"),

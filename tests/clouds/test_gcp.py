@@ -229,6 +229,17 @@ def test_persistent_5xx_gives_up_and_cleans_up(fake, manifest):
     nothing_left(fake)
 
 
+def test_one_layer_of_retries_a_read_that_keeps_failing_is_tried_six_times(fake, manifest):
+    """compute_v1 retries GET and list on 503 by itself (its default Retry, 600 s); the adapter's
+    gce_retry replaces it, so a failing read is tried clients.GCE_ATTEMPTS times in all, not that
+    many times the SDK's own."""
+    from clouds import clients
+    fake.fail_next("GET", "/global/images$", status=503, times=50)
+    with pytest.raises(CloudError, match="after 6 attempts"):
+        adapter(manifest).find_validated(FP)
+    assert fake.count("GET", "/global/images") == clients.GCE_ATTEMPTS == 6
+
+
 def test_other_operation_error_is_not_retried_elsewhere(fake, manifest):
     fake.operation_error_next("instances.insert", code="INVALID_FIELD_VALUE", message="bad accelerator")
     with pytest.raises(CloudError, match="bad accelerator"):
