@@ -1,4 +1,4 @@
-"""clouds/aws.py with the real boto3 against moto's server on 127.0.0.1, faults injected through
+"""clouds/aws/ with the real boto3 against moto's server on 127.0.0.1, faults injected through
 botocore event hooks (moto itself never fails)."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""clouds/azure.py with the real azure-mgmt SDKs against tests/fakes/azure.py (ARM over TLS on 127.0.0.1)."""
+"""clouds/azure/ with the real azure-mgmt SDKs against tests/fakes/azure.py (ARM over TLS on 127.0.0.1)."""
 from __future__ import annotations
 
 import datetime as dt

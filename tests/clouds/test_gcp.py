@@ -1,4 +1,4 @@
-"""clouds/gcp.py with the real google-cloud-compute client against tests/fakes/gce.py (127.0.0.1)."""
+"""clouds/gcp/ with the real google-cloud-compute client against tests/fakes/gce.py (127.0.0.1)."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
