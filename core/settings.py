@@ -69,13 +69,13 @@ def cache_dir() -> Path:
     return _path("CLARA_CACHE_DIR", ROOT / "build" / "cache")
 
 
-def record_dir(cloud: str) -> Path:
-    """The published record (CLARA_RECORD_DIR): in the repo for the clouds, under build/ for local,
-    whose images live on this machine only."""
+def record_dir(on_this_host: bool) -> Path:
+    """The published record (CLARA_RECORD_DIR): in the repo for the clouds, under build/ for a
+    target whose images live on this machine only."""
     found = value("CLARA_RECORD_DIR")
     if found:
         return Path(found)
-    return ROOT / "build" / "published" if cloud == "local" else ROOT / "published"
+    return ROOT / "build" / "published" if on_this_host else ROOT / "published"
 
 
 # --- tools and endpoints -------------------------------------------------------------------------

@@ -30,6 +30,7 @@ OPTIONAL = {
     "PYTHON_MODULES": (),
     "EXTRA": None,                      # the pyproject extra that installs PYTHON_MODULES (default: NAME)
     "HOST_PATHS": {},                   # a path that must exist -> the Debian package that provides it
+    "IMAGES_ON_THIS_HOST": False,       # its images live on this machine: its record stays under build/
 }
 NOT_TARGETS = ("common",)
 

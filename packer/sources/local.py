@@ -19,6 +19,7 @@ TOOLS = {
     "mmdebstrap": "mmdebstrap", "mkfs.ext4": "e2fsprogs", "sfdisk": "fdisk",
     "grub-mkimage": "grub-pc-bin", "ssh-keygen": "openssh-client", "docker-registry": "docker-registry",
 }
+IMAGES_ON_THIS_HOST = True
 HOST_PATHS = {"/usr/lib/grub/i386-pc": "grub-pc-bin"}     # grub's BIOS modules, for the base image
 PYTHON_MODULES = ("paramiko", "testinfra")
 SSH_USER = "clara"
