@@ -67,7 +67,7 @@ def _one_cloud(manifest, cloud):
 
 def _require_section(m, cloud: str, manifest) -> None:
     from manifests import DEFAULT, ManifestError
-    if getattr(m.clouds, cloud) is None:
+    if m.clouds.section(cloud) is None:
         raise ManifestError(str(manifest or DEFAULT), f"has no section for {cloud}", key=f"clouds.{cloud}",
                             allowed=f"a clouds.{cloud} mapping (see manifests/clara-train.yaml)")
 
