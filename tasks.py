@@ -11,8 +11,12 @@ from pathlib import Path
 
 from invoke import Exit, task
 
+from packer.sources import targets
+
 ROOT = Path(__file__).resolve().parent
-TARGETS = ("aws", "gcp", "azure", "local")
+TARGETS = targets()
+ONE = ", ".join(TARGETS[:-1]) + " or " + TARGETS[-1]     # help texts: "aws, gcp, azure or local"
+ANY = ", ".join(TARGETS) + " or all"
 
 
 def _clouds(values) -> list[str]:
@@ -36,7 +40,7 @@ def _user_errors(fn):
     @wraps(fn)
     def wrapper(*args, **kwargs):
         from manifests import ManifestError
-        from pipeline.errors import PipelineError
+        from core.errors import PipelineError
         try:
             return fn(*args, **kwargs)
         except ManifestError as exc:
@@ -63,13 +67,13 @@ def _one_cloud(manifest, cloud):
 
 def _require_section(m, cloud: str, manifest) -> None:
     from manifests import DEFAULT, ManifestError
-    if getattr(m.clouds, cloud) is None:
+    if m.clouds.section(cloud) is None:
         raise ManifestError(str(manifest or DEFAULT), f"has no section for {cloud}", key=f"clouds.{cloud}",
                             allowed=f"a clouds.{cloud} mapping (see manifests/clara-train.yaml)")
 
 
 @task(iterable=["cloud"], help={
-    "cloud": "aws, gcp, azure, local or all (repeatable, or comma-separated)",
+    "cloud": f"{ANY} (repeatable, or comma-separated)",
     "manifest": "manifest file (default manifests/clara-train.yaml)",
     "out": "output folder (default build/render, or $CLARA_BUILD_DIR/render)"})
 @_user_errors
@@ -84,7 +88,7 @@ def render(c, cloud, manifest=None, out=None):
         print(f"{name}: {result.folder} (fingerprint {result.fingerprint[:12]})")
 
 
-@task(iterable=["cloud"], help={"cloud": "aws, gcp, azure, local or all", "manifest": "manifest file",
+@task(iterable=["cloud"], help={"cloud": ANY, "manifest": "manifest file",
                                 "json": "print JSON instead of text"})
 @_user_errors
 def plan(c, cloud, manifest=None, json=False):
@@ -129,7 +133,7 @@ def _summary_table(results: list[dict]) -> None:
 
 
 @task(iterable=["cloud"], help={
-    "cloud": "aws, gcp, azure, local or all (repeatable); clouds bake in parallel",
+    "cloud": f"{ANY} (repeatable); clouds bake in parallel",
     "manifest": "manifest file (default manifests/clara-train.yaml)",
     "force": "rebuild even when a validated image with the same fingerprint exists",
     "keep_failed": "keep an image whose checks failed (default: delete it)"})
@@ -151,7 +155,7 @@ def bake(c, cloud, manifest=None, force=False, keep_failed=False):
             r["status"] == "interrupted" for r in results) else 1)
 
 
-@task(help={"cloud": "aws, gcp, azure or local", "image": "image ID (local: the qcow2 path)",
+@task(help={"cloud": ONE, "image": "image ID (local: the qcow2 path)",
             "manifest": "manifest file"})
 @_user_errors
 def test(c, cloud, image, manifest=None):
@@ -192,7 +196,7 @@ def images(c, cloud=None, json=False, manifest=None):
     console.print(table)
 
 
-@task(help={"cloud": "aws, gcp, azure or local", "to": "channel to move (e.g. stable)",
+@task(help={"cloud": ONE, "to": "channel to move (e.g. stable)",
             "image": "image ID (default: the current candidate)", "manifest": "manifest file"})
 @_user_errors
 def promote(c, cloud, to="stable", image=None, manifest=None):
@@ -212,7 +216,7 @@ def revoke(c, image, cloud, manifest=None):
     print(do_revoke(m, name, image))
 
 
-@task(help={"cloud": "aws, gcp, azure or local", "dry_run": "only show what would be deleted",
+@task(help={"cloud": ONE, "dry_run": "only show what would be deleted",
             "manifest": "manifest file"})
 @_user_errors
 def prune(c, cloud, dry_run=False, manifest=None):
@@ -223,7 +227,7 @@ def prune(c, cloud, dry_run=False, manifest=None):
         print(line)
 
 
-@task(help={"cloud": "aws, gcp, azure or local", "older_than": "age such as 6h, 90m, 2d",
+@task(help={"cloud": ONE, "older_than": "age such as 6h, 90m, 2d",
             "dry_run": "only list what would be deleted", "manifest": "manifest file"})
 @_user_errors
 def sweep(c, cloud, older_than="6h", dry_run=False, manifest=None):

@@ -4,9 +4,10 @@ from __future__ import annotations
 import platform
 import os
 import statistics
-import subprocess
 import time
 from pathlib import Path
+
+from core.run import run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -15,7 +16,7 @@ def timed_runs(cmd: list[str], runs: int, env: dict | None = None) -> list[float
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, env={**os.environ, **(env or {})})
+        run(cmd, cwd=ROOT, env={**os.environ, **(env or {})})
         times.append(time.perf_counter() - start)
     return times
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from core.run import run
 
 from .common import ROOT, median_spread
 
@@ -31,8 +32,8 @@ def _bake(tmp: Path, name: str, cache: Path) -> dict:
     env = {**os.environ, "CLARA_CACHE_DIR": str(cache), "CLARA_BUILD_DIR": str(tmp / name),
            "CLARA_RECORD_DIR": str(tmp / name / "record")}
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "invoke", "bake", "--cloud", "local", "--force"], cwd=ROOT,
-                            env=env, capture_output=True, text=True)
+    result = run([sys.executable, "-m", "invoke", "bake", "--cloud", "local", "--force"], cwd=ROOT, env=env,
+                 check=False)
     wall = time.perf_counter() - start
     if result.returncode != 0:
         raise RuntimeError(f"the {name} bake failed:\n{result.stderr[-3000:]}")
@@ -46,9 +47,8 @@ def _bake(tmp: Path, name: str, cache: Path) -> dict:
 def _upload(vm, key: Path, files: dict[str, Path]) -> None:
     vm.run("mkdir -p /tmp/clara-provision/files")
     for dest, src in files.items():
-        subprocess.run(["scp", "-q", "-r", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                        "-i", str(key), "-P", str(vm.ssh_port), str(src), f"clara@127.0.0.1:/tmp/clara-provision/{dest}"],
-                       check=True)
+        run(["scp", "-q", "-r", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+             "-i", str(key), "-P", str(vm.ssh_port), str(src), f"clara@127.0.0.1:/tmp/clara-provision/{dest}"])
 
 
 def _provision(vm, digests: dict) -> tuple[float, dict]:
@@ -67,7 +67,7 @@ def run(quick: bool) -> dict:
     from manifests import load_manifest
     from packer.render import render
     from pipeline.report import CloudRun
-    from pipeline.sshkey import ephemeral_keypair
+    from core.sshkey import ephemeral_keypair
 
     manifest = load_manifest()
     out: dict = {}
@@ -79,7 +79,7 @@ def run(quick: bool) -> dict:
         out["warm_bake"] = warm
         golden = Path(warm["golden"])
         loose = tmp / "uncompacted.qcow2"
-        subprocess.run(["qemu-img", "convert", "-O", "qcow2", str(golden), str(loose)], check=True)
+        run(["qemu-img", "convert", "-O", "qcow2", str(golden), str(loose)])
         out["golden_size"] = {"compacted_mib": round(golden.stat().st_size / 2**20),
                               "uncompacted_mib": round(loose.stat().st_size / 2**20)}
         loose.unlink()

@@ -45,7 +45,8 @@ def _fakes(stack: ExitStack):
 
 
 def _quiet_bake(manifest, clouds, force=False):
-    from pipeline import bake as bake_module, cancel
+    from core import cancel
+    from pipeline import bake as bake_module
     cancel.reset()
     start = time.perf_counter()
     results = bake_module.bake(manifest, clouds, force=force)
@@ -65,7 +66,6 @@ def _run(quick: bool) -> dict:
     from manifests import load_manifest
     from manifests.fingerprint import fingerprint
     from clouds.base import adapter
-    from pipeline.bake import image_digests
     runs = 1 if quick else 5
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         os.environ.update({"CLARA_PACKER": str(STANDIN), "CLARA_POLL_INTERVAL": "0",
@@ -77,7 +77,7 @@ def _run(quick: bool) -> dict:
         for cloud in clouds:      # what a previous successful bake left: validated images
             cloud_adapter = adapter(cloud, manifest, log=lambda _: None)
             fp = fingerprint(manifest, cloud, base_image=cloud_adapter.resolve_base_image().id,
-                             digests=image_digests(manifest, cloud_adapter))
+                             digests=cloud_adapter.pinned_digests())
             if cloud == "gcp":
                 gce.add_image("clara-images", "clara-train-20261101000000",
                               labels={"clara-fingerprint": fp[:32], "clara-validated": "true"})

@@ -3,8 +3,9 @@ and proof that rendering and planning import no cloud SDK."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
+
+from core.run import run
 
 from .common import ROOT, median_spread, timed_runs
 
@@ -26,7 +27,7 @@ finally:
 
 
 def sdk_modules_loaded_by_render() -> list[str]:
-    result = subprocess.run([sys.executable, "-c", _PROBE], cwd=ROOT, capture_output=True, text=True)
+    result = run([sys.executable, "-c", _PROBE], cwd=ROOT, check=False)
     modules = json.loads(result.stderr.strip().splitlines()[-1])
     return [m for m in modules if m.startswith(SDK_PREFIXES)]
 

@@ -1,30 +1,25 @@
-"""The one small interface every cloud adapter implements, and the records it passes around.
+"""The base class every cloud adapter subclasses, the registry that finds them, and the records
+they pass around.
 
-Adapters live one per file (clouds/aws.py, clouds/gcp.py, clouds/azure.py, clouds/local/) and are
-found by name with `adapter(name)`. SDK imports stay inside the adapter modules, so rendering
-and planning never pay for them.
+An adapter is a `CloudAdapter` subclass with `name = "<target>"` in `clouds/<target>.py` (or a
+package `clouds/<target>/`); defining the class registers it, as mkosi's distributions do.
+`adapter(name, ...)` imports `clouds.<name>` only when asked, so rendering and planning never pay
+for a cloud SDK (the adapters import their SDKs inside their methods too).
+
+Required methods are abstract: a subclass that misses one fails when its module is imported, with
+a message naming the adapter and the methods. Optional parts have defaults that do nothing.
 """
 from __future__ import annotations
 
+import abc
 import importlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable, ClassVar, Iterator
+
+from core.errors import AdapterError
 
 Log = Callable[[str], None]
-
-# Tag/label keys every created resource carries (GCE label rules: lowercase, digits, - and _).
-TAG_BAKE_ID = "clara-bake-id"
-TAG_EXPIRES = "clara-expires"          # UTC YYYYMMDDhhmm: `sweep` deletes what is past it
-TAG_ROLE = "clara-role"                # build | test | image
-TAG_FINGERPRINT = "clara-fingerprint"  # first 32 hex of the fingerprint
-TAG_VALIDATED = "clara-validated"      # "true" once the checks passed
-TAG_CHANNEL_PREFIX = "clara-channel-"  # clara-channel-candidate = "true"
-
-# The checks log in to a test VM as this user on every cloud. It differs from every build user
-# (Packer's `packer`, the distribution's `ubuntu`), so the hygiene check can prove the build
-# user is gone: a test VM created with the build user's name would bring that user back (Azure's
-# admin_username, GCE's ssh-keys metadata and cloud-init all create the user they are given).
-TEST_USER = "clara-check"
 
 
 @dataclass(frozen=True)
@@ -59,35 +54,113 @@ class TestVM:
                           # fallback): the GPU checks expect this size's GPU, not the manifest's first
 
 
-class CloudAdapter(Protocol):
-    name: str
+_REGISTRY: dict[str, type["CloudAdapter"]] = {}
 
-    def resolve_base_image(self) -> BaseImage: ...
-    def find_validated(self, fingerprint: str) -> Image | None: ...
+
+class CloudAdapter(abc.ABC):
+    """One cloud behind the pipeline's interface. Subclasses set `name` and define the abstract
+    methods; they override the optional ones only when their cloud needs them."""
+
+    name: ClassVar[str] = ""
+    # Whether the test VM's firewall admits the runner's public address (a local VM needs none).
+    needs_runner_cidr: ClassVar[bool] = True
+
+    def __init__(self, manifest, log: Log = print):
+        self.manifest, self.log = manifest, log
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:         # an intermediate base class: not a target
+            return
+        missing = sorted(m for m in _abstract(cls))
+        if missing:
+            raise AdapterError(f"the {cls.name!r} adapter ({cls.__module__}.{cls.__qualname__}) does not "
+                               f"define {', '.join(m + '()' for m in missing)}, which every adapter must")
+        _REGISTRY[cls.name] = cls
+
+    # --- required ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def resolve_base_image(self) -> BaseImage:
+        """The concrete base image the build starts from (a pinned ID, never a moving alias)."""
+
+    @abc.abstractmethod
+    def find_validated(self, fingerprint: str) -> Image | None:
+        """A validated image with this fingerprint, if one is published (the bake then skips)."""
+
+    @abc.abstractmethod
+    def image_from_artifact(self, artifact, fingerprint: str) -> Image:
+        """What Packer's manifest post-processor says it built, as an Image."""
+
+    @abc.abstractmethod
     def launch_test_vm(self, image: Image, public_key: str, bake_id: str, runner_cidr: str) -> TestVM: ...
+
+    @abc.abstractmethod
     def teardown(self, vm: TestVM) -> None: ...
-    def publish(self, image: Image, channel: str) -> dict[str, str]: ...
+
+    @abc.abstractmethod
+    def publish(self, image: Image, channel: str) -> dict[str, str]:
+        """Region → image ID of what is now in the channel."""
+
+    @abc.abstractmethod
     def promote(self, image_id: str, channel: str) -> None: ...
+
+    @abc.abstractmethod
     def revoke(self, image_id: str) -> None: ...
+
+    @abc.abstractmethod
     def prune(self, keep: int, dry_run: bool) -> list[str]: ...
+
+    @abc.abstractmethod
     def sweep(self, older_than_s: int, dry_run: bool) -> list[str]: ...
+
+    # --- optional: defaults that do nothing ------------------------------------------------------
+    @contextmanager
+    def build_session(self, run) -> Iterator[dict]:
+        """What Packer needs while it runs: {"vars": {...}, "env": {...}}; torn down afterwards."""
+        yield {}
+
+    def build_fallbacks(self) -> list[dict[str, str]]:
+        """Packer variables to build with, in turn, when the manifest's placement has no capacity."""
+        return []
+
+    def no_capacity(self, packer_output: str) -> bool:
+        """Whether Packer failed for want of capacity (then the next fallback is tried)."""
+        return False
+
+    def pinned_digests(self) -> dict[str, str]:
+        """Tag → digest of what the bake pulls, asked of the images' registries."""
+        from clouds import oci
+        return oci.pin(self.manifest)
+
+    def discard(self, image: Image) -> None:
+        """Delete an image whose checks failed (nothing by default: the cloud keeps it untagged)."""
+
+    def describe(self, image_id: str) -> dict:
+        """Extra facts for the bake summary."""
+        return {}
+
+
+def _abstract(cls) -> set[str]:
+    return {name for name in dir(cls) if getattr(getattr(cls, name, None), "__isabstractmethod__", False)}
+
+
+def targets_with_adapters() -> tuple[str, ...]:
+    """The adapters registered so far (imported modules only)."""
+    return tuple(_REGISTRY)
 
 
 def adapter(name: str, manifest, log: Log = print) -> CloudAdapter:
-    module = importlib.import_module(f"clouds.{name}")
-    return module.Adapter(manifest, log=log)
-
-
-def image_from_artifact(cloud: str, manifest, artifact, fingerprint: str) -> Image:
-    """What Packer's manifest post-processor says it built, as an Image."""
-    aid = artifact.artifact_id
-    created = artifact.custom_data.get("build_time", "")
-    if cloud == "aws":                       # "us-east-1:ami-0abc" (one region: copies come later)
-        region, _, ami = aid.split(",")[0].partition(":")
-        return Image(cloud, ami, "", region, fingerprint, created)
-    if cloud == "gcp":                       # the bare image name
-        return Image(cloud, aid, aid, manifest.clouds.gcp.zone, fingerprint, created)
-    if cloud == "azure":                     # the managed image's resource ID
-        return Image(cloud, aid, aid.rsplit("/", 1)[-1], manifest.clouds.azure.location, fingerprint, created)
-    path = artifact.files[0] if artifact.files else aid   # qemu: the disk file
-    return Image(cloud, path, path.rsplit("/", 1)[-1], "127.0.0.1", fingerprint, created)
+    """The adapter for target `name`, importing clouds.<name> on first use."""
+    if name not in _REGISTRY:
+        module = f"clouds.{name}"
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:      # the module exists but something it imports is missing
+                raise
+            raise AdapterError(f"no adapter for target {name!r}: expected {module.replace('.', '/')}.py defining "
+                               f"a clouds.base.CloudAdapter subclass with name = {name!r}") from None
+    if name not in _REGISTRY:
+        raise AdapterError(f"clouds.{name} defines no adapter: expected a clouds.base.CloudAdapter subclass "
+                           f"with name = {name!r}")
+    return _REGISTRY[name](manifest, log=log)

@@ -16,18 +16,26 @@ Configuration (environment):
 - CLARA_RUNNER_CIDR: the address the build and test VMs' firewalls admit (default: this host's
   public address, asked once per process).
 A missing SDK raises PrerequisiteError naming the pip extra to install.
+
+Retries: one layer, the SDK's own, configured here. botocore retries throttling and 5xx (adaptive
+mode); compute_v1 calls get `gce_retry()` (google-api-core's Retry: 429, 5xx and GCE's 403
+rateLimitExceeded, bounded by attempts); the azure-mgmt clients get azure-core's RetryPolicy
+(429, 408, 5xx, connection errors; Retry-After honoured). The adapters add none on top.
 """
 from __future__ import annotations
 
 import functools
-import ipaddress
 import json
 import os
+import random
 import urllib.error
 import urllib.parse
 import urllib.request
 
-from pipeline.errors import CloudError, PrerequisiteError
+from core import cancel, settings
+from core.errors import CloudError, PrerequisiteError
+
+from .common import runner_network
 
 
 def _need(module: str, extra: str):
@@ -40,15 +48,8 @@ def _need(module: str, extra: str):
 
 def runner_cidr() -> str:
     """The only address SSH to a build or test VM is opened to; never the whole internet."""
-    configured = os.environ.get("CLARA_RUNNER_CIDR")
-    try:
-        network = ipaddress.ip_network(configured or _public_address() + "/32", strict=False)
-    except ValueError:
-        raise CloudError(f"CLARA_RUNNER_CIDR={configured!r} is not a CIDR like 203.0.113.7/32") from None
-    if network.prefixlen == 0:
-        raise CloudError(f"refusing to open SSH to the whole internet (CLARA_RUNNER_CIDR={configured}): "
-                         "give the runner's own address")
-    return str(network)
+    configured = settings.runner_cidr()
+    return str(runner_network(configured or _public_address() + "/32", "CLARA_RUNNER_CIDR"))
 
 
 @functools.lru_cache(maxsize=1)
@@ -59,16 +60,18 @@ def _public_address() -> str:
 
 
 def poll_interval(default: float) -> float:
-    return float(os.environ.get("CLARA_POLL_INTERVAL", default))
+    return settings.poll_interval(default)
 
 
 # --- AWS --------------------------------------------------------------------------------------
+AWS_RETRIES = 8             # botocore's max_attempts: retries after the first call
+
 
 def aws(service: str, region: str):
     boto3 = _need("boto3", "aws")
     botocore_config = _need("botocore.config", "aws")
     # Adaptive retries handle throttling (429/503) with back-off; endpoint comes from AWS_ENDPOINT_URL.
-    config = botocore_config.Config(retries={"max_attempts": 8, "mode": "adaptive"},
+    config = botocore_config.Config(retries={"max_attempts": AWS_RETRIES, "mode": "adaptive"},
                                     connect_timeout=10, read_timeout=60)
     return boto3.client(service, region_name=region, config=config)
 
@@ -78,7 +81,7 @@ def aws(service: str, region: str):
 def gce(client_name: str):
     """A google.cloud.compute_v1 client by class name, e.g. gce("ImagesClient")."""
     compute_v1 = _need("google.cloud.compute_v1", "gcp")
-    endpoint = os.environ.get("CLARA_GCE_ENDPOINT")
+    endpoint = settings.gce_endpoint()
     cls = getattr(compute_v1, client_name)
     if endpoint:
         credentials = _need("google.auth.credentials", "gcp").AnonymousCredentials()
@@ -92,7 +95,61 @@ def gce(client_name: str):
             "GOOGLE_APPLICATION_CREDENTIALS to a key file, or use workload identity federation in CI") from None
 
 
+GCE_ATTEMPTS = 6            # tries of one compute call, the first included
+# GCE answers a rate-quota overrun with 403 and reason rateLimitExceeded ("wait a minute then try
+# again", https://cloud.google.com/compute/api-quota), not only with 429.
+GCE_RATE_LIMIT_REASONS = ("rateLimitExceeded", "userRateLimitExceeded")
+
+
+def gce_rate_limited(exc) -> bool:
+    return getattr(exc, "code", None) == 403 and any(
+        isinstance(e, dict) and e.get("reason") in GCE_RATE_LIMIT_REASONS for e in (getattr(exc, "errors", None) or ()))
+
+
+def gce_transient(exc) -> bool:
+    """What a later try of the same compute call may get through: throttling, 5xx, a rate quota."""
+    from google.api_core import exceptions as gexc
+    return isinstance(exc, (gexc.TooManyRequests, gexc.InternalServerError, gexc.BadGateway,
+                            gexc.ServiceUnavailable, gexc.GatewayTimeout)) or gce_rate_limited(exc)
+
+
+def gce_retry():
+    """The `retry=` of every compute_v1 call (and of the pages of a list): google-api-core's
+    retry_target, at most GCE_ATTEMPTS tries of transient errors, exponential back-off with jitter,
+    longer for a rate quota (it refills at the next minute), cancellable between tries."""
+    return _gce_retry_class()()
+
+
+@functools.lru_cache(maxsize=1)
+def _gce_retry_class():
+    from google.api_core import retry as gretry
+
+    class GceRetry(gretry.Retry):
+        def __call__(self, func, on_error=None):
+            @functools.wraps(func)
+            def with_retries(*args, **kwargs):
+                tries: list[Exception] = []
+
+                def retryable(exc: Exception) -> bool:
+                    tries.append(exc)
+                    return len(tries) < GCE_ATTEMPTS and gce_transient(exc)
+                return gretry.retry_target(functools.partial(func, *args, **kwargs), retryable,
+                                           _gce_backoff(tries), timeout=None)
+            return with_retries
+    return GceRetry
+
+
+def _gce_backoff(tries: list):
+    """retry_target's sleep generator. It waits itself, with cancel.sleep, so a cancelled bake stops
+    waiting at once, and hands retry_target a zero (its own time.sleep cannot be interrupted)."""
+    for attempt in range(GCE_ATTEMPTS):
+        base, cap = (10.0, 60.0) if gce_rate_limited(tries[-1]) else (1.0, 30.0)
+        cancel.sleep(min(poll_interval(base) * 2 ** attempt, cap) * (0.5 + random.random() / 2))
+        yield 0.0
+
+
 # --- Azure ------------------------------------------------------------------------------------
+AZURE_RETRIES = 6           # azure-core RetryPolicy's retry_total and retry_status (whose default is 3)
 
 class _StaticToken:
     """For a local ARM fake only: the SDK's bearer policy needs a token, any token."""
@@ -154,11 +211,11 @@ def azure_credential(environ=None):
     """The credential the pipeline's Azure SDK clients use (see the module docstring for the order)."""
     environ = os.environ if environ is None else environ
     identity_options = {}
-    if environ.get("CLARA_AZURE_ENDPOINT"):
-        if not (environ.get("CLARA_AZURE_AUTHORITY") and github_oidc(environ)):
+    if settings.azure_endpoint(environ):
+        if not (settings.azure_authority(environ) and github_oidc(environ)):
             return _StaticToken()
-        identity_options = {"authority": environ["CLARA_AZURE_AUTHORITY"],
-                            "connection_verify": environ.get("CLARA_AZURE_CA_BUNDLE", True)}
+        identity_options = {"authority": settings.azure_authority(environ),
+                            "connection_verify": settings.azure_ca_bundle(environ)}
     identity = _need("azure.identity", "azure")
     if github_oidc(environ):
         url, token = (environ[n] for n in GITHUB_OIDC_ENV)
@@ -175,17 +232,19 @@ def azure(client_path: str, subscription_id: str):
     """An azure.mgmt client by dotted path, e.g. azure("azure.mgmt.compute.ComputeManagementClient", sub)."""
     module_name, _, cls_name = client_path.rpartition(".")
     cls = getattr(_need(module_name, "azure"), cls_name)
-    endpoint = os.environ.get("CLARA_AZURE_ENDPOINT")
-    kwargs = {"polling_interval": poll_interval(30)}
+    endpoint = settings.azure_endpoint()
+    # The pipeline's only retries of ARM calls: azure-core's RetryPolicy, its back-off scaled like the polls.
+    kwargs = {"polling_interval": poll_interval(30), "retry_total": AZURE_RETRIES, "retry_status": AZURE_RETRIES,
+              "retry_backoff_factor": poll_interval(0.8), "retry_backoff_max": 60}
     if endpoint:
         kwargs.update(base_url=endpoint, credential_scopes=["https://management.azure.com/.default"],
-                      connection_verify=os.environ.get("CLARA_AZURE_CA_BUNDLE", True))
+                      connection_verify=settings.azure_ca_bundle())
     return cls(azure_credential(), subscription_id, **kwargs)
 
 
 def test_vm_address(default_host: str, default_port: int = 22) -> tuple[str, int]:
     """CLARA_TEST_VM_ADDRESS=host:port overrides where SSH to a test VM goes (offline tests)."""
-    override = os.environ.get("CLARA_TEST_VM_ADDRESS")
+    override = settings.test_vm_address()
     if not override:
         return default_host, default_port
     host, _, port = override.rpartition(":")

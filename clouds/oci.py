@@ -25,8 +25,8 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
-from pipeline import cancel
-from pipeline.errors import PipelineError
+from core import cancel, settings
+from core.errors import PipelineError
 
 # An index first: a multi-platform tag is pinned as the index, and `docker pull repo@<index digest>`
 # still picks this machine's platform.
@@ -71,9 +71,9 @@ def parse(ref: str) -> Reference:
     return Reference(DOCKER_HUB, name if "/" in name else f"library/{name}", tag)
 
 
-def endpoints_from_env(environ=os.environ) -> dict[str, str]:
+def endpoints_from_env(environ=None) -> dict[str, str]:
     found = {}
-    for item in filter(None, (environ.get("CLARA_REGISTRY_ENDPOINTS") or "").split(",")):
+    for item in filter(None, settings.registry_endpoints(environ).split(",")):
         registry, sep, url = item.strip().partition("=")
         if not sep or not re.match(r"^https?://[^/\s]+$", url.rstrip("/")):
             raise RegistryError(f"CLARA_REGISTRY_ENDPOINTS: {item!r} is not REGISTRY=http(s)://HOST[:PORT]")

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import re
-from typing import Literal, Optional
+from dataclasses import dataclass
+from typing import ClassVar, Iterator, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from . import gpus
 
 # Strings that reach HCL, shell or cloud APIs. The renderer escapes what it writes; these rules
 # keep control characters out of every value so no value can smuggle a newline into a command.
@@ -138,6 +141,16 @@ class Ports(Model):
     jupyter: int = Field(8890, ge=1, le=65535)
     aiaa: int = Field(5000, ge=1, le=65535)
 
+    @field_validator("ssh")
+    @classmethod
+    def _ssh_is_22(cls, value):
+        # Not wired through: the base images' sshd, Packer's communicator, QEMU's forward and every
+        # cloud's firewall rule all use 22. Refused rather than silently ignored.
+        if value != 22:
+            raise ValueError("only 22 is supported: the base images' sshd, Packer and the "
+                             "build and test VMs' firewalls all use port 22; leave ports.ssh out")
+        return value
+
 
 class Launcher(Model):
     # Absolute: one folder the team shares; a plain name: a folder in the starter's $HOME.
@@ -169,6 +182,61 @@ class GpuDeclaration(Model):
 
 # --- per cloud -----------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class NameRule:
+    """What a cloud accepts as an image name, checked before any cloud sees one."""
+    pattern: re.Pattern
+    what: str                   # "GCE image names"
+    refused_by: str             # "GCE"
+    allowed: str
+
+
+GCE_NAMES = NameRule(re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?"), "GCE image names", "GCE",
+                     "lowercase letters, digits and hyphens, starting with a letter, at most 63 characters")
+AMI_NAMES = NameRule(re.compile(r"[A-Za-z0-9()\[\] ./\-'@_]{3,128}"), "AMI names", "EC2",
+                     "3-128 characters of letters, digits, spaces and ()[]./-'@_")
+AZURE_NAMES = NameRule(re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,78}[A-Za-z0-9_])?"), "Azure image names", "Azure",
+                       "1-80 letters, digits, '.', '_' or '-', starting with a letter or digit")
+NAME_RULES = (GCE_NAMES, AMI_NAMES, AZURE_NAMES)      # checked in this order
+
+Key = tuple         # a key path below clouds.<name>, e.g. ("fallback_vm_sizes", 1)
+
+
+class CloudSection(Model):
+    """What every cloud's section can say about itself, so the gate (rules.py) and the checks'
+    expectations (validate/expect.py) ask the section instead of knowing each cloud."""
+
+    EPHEMERAL_PATHS: ClassVar[tuple[str, ...]] = ()   # disks a stop/deallocate wipes
+    IMAGE_NAMES: ClassVar[Optional[NameRule]] = None
+    HAS_GPU: ClassVar[bool] = True
+
+    def sizes(self) -> list[tuple[Key, str, str]]:
+        """(key, value shown, size) of the size to build and test on, then of each capacity fallback."""
+        return []
+
+    def gpu_for(self, size: str = "") -> Optional[gpus.Gpu]:
+        """The GPU `size` carries (default: the first size). A `gpu:` the manifest declares
+        describes the first size only."""
+        return None
+
+    def retired(self, size: str) -> Optional[gpus.Retired]:
+        return None
+
+    def driver(self) -> tuple[Key, Optional[int]]:
+        """(key, branch) of the NVIDIA driver the base image ships, if the manifest says."""
+        return (), None
+
+    def size_problems(self, key: Key, size: str, gpu: Optional[gpus.Gpu]) -> Iterator[tuple]:
+        """Rules only this cloud has, for one size: (key, value, message, allowed)."""
+        return iter(())
+
+    def first_size(self) -> str:
+        return self.sizes()[0][2] if self.sizes() else ""
+
+    def _declared_or(self, size: str, found: Optional[gpus.Gpu]) -> Optional[gpus.Gpu]:
+        return self.gpu if self.gpu and (not size or size == self.first_size()) else found
+
+
 class AwsBaseImage(Model):
     name: str = Field(min_length=1, max_length=128)
     owners: tuple[str, ...] = Field(min_length=1)
@@ -190,7 +258,10 @@ class AwsShare(Model):
         return value
 
 
-class Aws(Model):
+class Aws(CloudSection):
+    EPHEMERAL_PATHS: ClassVar = ("/mnt", "/opt/dlami/nvme")
+    IMAGE_NAMES: ClassVar = AMI_NAMES
+
     region: str = Field(pattern=AWS_REGION)
     copy_regions: tuple[str, ...] = ()
     instance_type: str = Field(pattern=r"^[a-z0-9-]+\.[a-z0-9]+$")
@@ -210,6 +281,22 @@ class Aws(Model):
             if not re.fullmatch(AWS_REGION, region):
                 raise ValueError(f"{region!r} is not an AWS region name like us-west-2")
         return value
+
+    def sizes(self):
+        return [(("instance_type",), self.instance_type, self.instance_type)] + [
+            (("fallback_instance_types", i), t, t) for i, t in enumerate(self.fallback_instance_types)]
+
+    def gpu_for(self, size=""):
+        return self._declared_or(size, gpus.aws_gpu(size or self.instance_type))
+
+    def driver(self):
+        return (), self.base_image.driver_branch
+
+    def size_problems(self, key, size, gpu):
+        if gpu and gpu.family in gpus.PRE_TURING and "OSS" in self.base_image.name:
+            yield (key, size, f"carries {gpu.family} GPUs, which the OSS-driver base AMI "
+                   f"({self.base_image.name!r}) cannot drive (open kernel modules need Turing or newer)",
+                   "a T4/A10G/A100 size (g4dn, g5, p4d), or the proprietary-driver DLAMI as base")
 
 
 class GcpAccelerator(Model):
@@ -241,7 +328,9 @@ class GcpShare(Model):
         return value
 
 
-class Gcp(Model):
+class Gcp(CloudSection):
+    IMAGE_NAMES: ClassVar = GCE_NAMES
+
     project: str = Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
     zone: str = Field(pattern=GCP_ZONE)
     fallback_zones: tuple[str, ...] = ()
@@ -254,6 +343,28 @@ class Gcp(Model):
     storage_locations: tuple[str, ...] = ()
     share: GcpShare = GcpShare()
     gpu: Optional[GpuDeclaration] = None
+
+    def sizes(self):
+        """One size: the machine type, shown (and keyed) as its accelerator when it has one."""
+        accel = self.accelerator
+        key = ("accelerator", "type") if accel else ("machine_type",)
+        return [(key, accel.type if accel else self.machine_type, self.machine_type)]
+
+    def gpu_for(self, size=""):
+        accel = self.accelerator
+        return self._declared_or(size, gpus.gcp_gpu(size or self.machine_type, accel.type if accel else None,
+                                                    accel.count if accel else 1))
+
+    def retired(self, size):
+        return gpus.gcp_retired(self.accelerator.type if self.accelerator else None)
+
+    def driver(self):
+        return ("base_image", "family"), gpus.gcp_family_driver(self.base_image.family)
+
+    def size_problems(self, key, size, gpu):
+        if self.accelerator and not self.machine_type.startswith("n1-"):
+            yield (("machine_type",), self.machine_type, "attached accelerators work only with N1 machine types",
+                   "an n1-* machine type, or an a2/g2 type with built-in GPUs and no accelerator")
 
 
 class AzureBaseImage(Model):
@@ -274,7 +385,10 @@ class AzureGallery(Model):
     end_of_life_days: int = Field(180, ge=1, le=3650)
 
 
-class Azure(Model):
+class Azure(CloudSection):
+    EPHEMERAL_PATHS: ClassVar = ("/mnt", "/mnt/resource")
+    IMAGE_NAMES: ClassVar = AZURE_NAMES
+
     subscription_id: Optional[str] = Field(
         None, pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
     resource_group: str = Field(pattern=r"^[-\w._()]{0,89}[-\w_()]$")
@@ -289,8 +403,24 @@ class Azure(Model):
     test_vnet_cidr: str = Field(pattern=r"^\d{1,3}(\.\d{1,3}){3}/(1[6-9]|2[0-9])$")
     gpu: Optional[GpuDeclaration] = None
 
+    def sizes(self):
+        return [(("vm_size",), self.vm_size, self.vm_size)] + [
+            (("fallback_vm_sizes", i), s, s) for i, s in enumerate(self.fallback_vm_sizes)]
 
-class Local(Model):
+    def gpu_for(self, size=""):
+        return self._declared_or(size, gpus.azure_gpu(size or self.vm_size))
+
+    def retired(self, size):
+        return gpus.azure_retired(size)
+
+    def driver(self):
+        return (), self.base_image.driver_branch
+
+
+class Local(CloudSection):
+    IMAGE_NAMES: ClassVar = GCE_NAMES
+    HAS_GPU: ClassVar = False          # QEMU without a GPU: the runtime is registered, not run
+
     suite: Literal["bookworm"] = "bookworm"
     mirror: str = Field("http://deb.debian.org/debian", pattern=r"^https?://[A-Za-z0-9._:/-]+$")
     disk_gb: int = Field(8, ge=4, le=256)
@@ -302,10 +432,24 @@ class Local(Model):
 
 
 class Clouds(Model):
+    """One optional section per target (a new target adds its CloudSection subclass and a field here)."""
     aws: Optional[Aws] = None
     gcp: Optional[Gcp] = None
     azure: Optional[Azure] = None
     local: Optional[Local] = None
+
+    def section(self, name: str) -> Optional[CloudSection]:
+        """The target's section, or None when the manifest has none."""
+        if name not in type(self).model_fields:
+            raise ValueError(f"the manifest model has no section for target {name!r}: add a CloudSection "
+                             f"subclass and a `{name}` field to manifests.model.Clouds")
+        return getattr(self, name)
+
+    def sections(self) -> Iterator[tuple[str, CloudSection]]:
+        """(name, section) of every section the manifest gives, in the model's order."""
+        for name in type(self).model_fields:
+            if getattr(self, name) is not None:
+                yield name, getattr(self, name)
 
 
 class Manifest(Model):

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from pipeline import cancel
-from pipeline.errors import Interrupted, PackerError, PrerequisiteError
+from core import cancel, settings
+from core.errors import Interrupted, PackerError, PrerequisiteError
+from core.run import run
 
 CLEANUP_GRACE_S = 300
 MIN_PLUGIN_PACKER = (1, 14, 1)     # the first whose `packer init` reads releases.hashicorp.com
@@ -40,7 +41,7 @@ class Artifact:
 
 
 def packer_binary() -> str:
-    path = os.environ.get("CLARA_PACKER") or shutil.which("packer")
+    path = settings.packer() or shutil.which("packer")
     if not path:
         raise PrerequisiteError("packer is not installed: apt-get install packer (Debian) or see "
                                 "https://developer.hashicorp.com/packer/install")
@@ -48,7 +49,7 @@ def packer_binary() -> str:
 
 
 def packer_version(binary: str) -> tuple[int, int, int]:
-    out = subprocess.run([binary, "version"], capture_output=True, text=True, timeout=30).stdout
+    out = run([binary, "version"], what="packer version", timeout=30, check=False).stdout
     match = re.search(r"(\d+)\.(\d+)\.(\d+)", out)
     if not match:
         raise PrerequisiteError(f"cannot tell {binary}'s version from: {out.strip()[:80]!r}")
@@ -101,7 +102,7 @@ def _refuse_builtin_if_retired(cloud: str | None) -> None:
     from .sources import target
     if cloud is None:
         return
-    reason = getattr(target(cloud), "BUILTIN_PACKER_REFUSED", None)
+    reason = target(cloud).BUILTIN_PACKER_REFUSED
     if reason:
         raise PrerequisiteError(reason)
 

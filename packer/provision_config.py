@@ -50,8 +50,8 @@ def provision_config(manifest: Manifest, target, fingerprint: str) -> dict:
                      "aiaa_command": list(clara.aiaa_command) if clara.aiaa_command else None},
         # remove_build_user: the build created this user (Packer's ssh user on GCP and Azure), so
         # it goes; a distribution's default user (AWS's ubuntu) stays, without the build's key.
-        "generalize": {"azure_deprovision": False, "remove_build_user": False,
-                       "build_user": getattr(getattr(manifest.clouds, target.NAME), "ssh_username", None)},
+        "generalize": {"deprovision": None, "remove_build_user": False,
+                       "build_user": getattr(manifest.clouds.section(target.NAME), "ssh_username", None)},
     }
     return _merge(config, target.provision_overrides(manifest))
 

@@ -12,6 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.errors import RenderError
 from manifests import Manifest
 from manifests.fingerprint import PROVISION_DIR, fingerprint, provision_files
 
@@ -144,15 +145,28 @@ def _json(data) -> bytes:
 def render_files(manifest: Manifest, cloud: str) -> tuple[str, dict[str, bytes]]:
     """Every file of the rendered folder, by relative path. Pure."""
     fp = fingerprint(manifest, cloud)
+    config = provision_config(manifest, get_target(cloud), fp)
+    check_contract(cloud, config)
     files = {
         TEMPLATE: template_text(manifest, cloud, fp).encode(),
         PLUGINS: plugins_text(cloud).encode(),
-        CONFIG: _json(provision_config(manifest, get_target(cloud), fp)),
+        CONFIG: _json(config),
         PLAN: _json(plan(manifest, cloud, fp)),
     }
     for path in provision_files():
         files["provision/" + path.relative_to(PROVISION_DIR).as_posix()] = path.read_bytes()
     return fp, files
+
+
+def check_contract(cloud: str, config: dict) -> None:
+    """The host-guest contract, checked here rather than in a paid build VM: provision.json must
+    satisfy the guest's own parser (provision/config.py), which is what reads it in the VM."""
+    from provision import config as guest_config
+    try:
+        guest_config.parse(json.loads(json.dumps(config)), f"build/render/{cloud}/{CONFIG}")
+    except guest_config.ConfigError as exc:
+        raise RenderError(f"{cloud}: the provisioning config this render would write is refused by the "
+                          f"guest's parser (provision/config.py), so the build VM would stop at once: {exc}") from None
 
 
 def render(manifest: Manifest, cloud: str, out_root: Path) -> Rendered:

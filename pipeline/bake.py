@@ -9,10 +9,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from pathlib import Path
 
 from core import settings
@@ -21,8 +19,9 @@ from manifests.fingerprint import fingerprint
 from packer.build import build as packer_build
 from packer.render import CONFIG, render
 
-from . import cancel
-from .errors import Interrupted, PackerError, PipelineError, ValidationFailed
+from core import cancel
+from core.run import RunError, run
+from core.errors import Interrupted, PackerError, PipelineError, ValidationFailed
 from .report import CloudRun, console
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,19 +35,9 @@ def new_bake_id() -> str:
 
 def git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              timeout=10).stdout.strip() or "unknown"
-    except OSError:
+        return run(["git", "rev-parse", "HEAD"], cwd=ROOT, timeout=10, check=False).stdout.strip() or "unknown"
+    except RunError:            # no git here: the image says so rather than failing the bake
         return "unknown"
-
-
-def image_digests(manifest: Manifest, adapter) -> dict[str, str]:
-    """What the bake pulls, pinned now: the local target pins its own stand-in; the clouds ask
-    the images' registries (clouds/oci.py)."""
-    if hasattr(adapter, "pinned_digests"):
-        return adapter.pinned_digests()
-    from clouds import oci
-    return oci.pin(manifest)
 
 
 def bake(manifest: Manifest, clouds: list[str], *, force: bool = False, keep_failed: bool = False) -> list[dict]:
@@ -94,16 +83,16 @@ def bake_cloud(manifest: Manifest, run: CloudRun, *, force: bool, keep_failed: b
 
 
 def _bake_cloud(manifest: Manifest, run: CloudRun, *, force: bool, keep_failed: bool) -> dict:
-    from clouds.base import adapter as get_adapter, image_from_artifact
+    from clouds.base import adapter as get_adapter
     from publish import record
     from validate.expect import expectations
-    from validate.testvm import check_image
+    from .testvm import check_image
 
     cloud = run.cloud
     adapter = get_adapter(cloud, manifest, log=run.say)
     with run.stage("resolve"):
         base = adapter.resolve_base_image()
-        digests = image_digests(manifest, adapter)
+        digests = adapter.pinned_digests()
         fp = fingerprint(manifest, cloud, base_image=base.id, digests=digests)
         run.say(f"base image {base.id}; fingerprint {fp[:12]}")
     if not force:
@@ -116,8 +105,7 @@ def _bake_cloud(manifest: Manifest, run: CloudRun, *, force: bool, keep_failed: 
     with run.stage("render"):
         folder = render(manifest, cloud, settings.render_dir()).folder
     config = json.loads((folder / CONFIG).read_text())
-    session = adapter.build_session(run) if hasattr(adapter, "build_session") else nullcontext({})
-    with session as extra:
+    with adapter.build_session(run) as extra:
         variables = {"bake_id": run.bake_id, "fingerprint": fp, "git_commit": git_commit(), "source_image": base.id,
                      "image_digests": json.dumps(digests, sort_keys=True), **extra.get("vars", {})}
         env = dict(extra.get("env", {}))
@@ -125,7 +113,7 @@ def _bake_cloud(manifest: Manifest, run: CloudRun, *, force: bool, keep_failed: 
             env["PKR_VAR_registry_password"] = os.environ[manifest.registry_login.password_env]
         with run.stage("build"):
             artifact = _build_with_fallbacks(adapter, run, folder, variables, env)
-        image = image_from_artifact(cloud, manifest, artifact, fp)
+        image = adapter.image_from_artifact(artifact, fp)
         run.say(f"built {image.id}")
         published = False
         try:
@@ -152,18 +140,18 @@ def _bake_cloud(manifest: Manifest, run: CloudRun, *, force: bool, keep_failed: 
                 record.add_image(manifest.name, cloud, entry, CANDIDATE)
                 published = True
         finally:
-            if not published and not keep_failed and hasattr(adapter, "discard"):
+            if not published and not keep_failed:
                 run.say(f"discarding unvalidated image {image.id}")
                 with cancel.shielded():
                     adapter.discard(image)
-    details = adapter.describe(published_id) if hasattr(adapter, "describe") else {}
+    details = adapter.describe(published_id)
     return run.finish("published", image=published_id, regions=regions, fingerprint=fp,
                       checks=result.summary(), **details)
 
 
 def _build_with_fallbacks(adapter, run: CloudRun, folder: Path, variables: dict, env: dict):
     """Packer with the manifest's size/zone, then each fallback while the cloud has no capacity."""
-    attempts = [{}] + (adapter.build_fallbacks() if hasattr(adapter, "build_fallbacks") else [])
+    attempts = [{}] + adapter.build_fallbacks()
     for n, placement in enumerate(attempts):
         start = run.log_file.stat().st_size if run.log_file.exists() else 0
         try:

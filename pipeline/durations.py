@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import PipelineError
+from core.errors import PipelineError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 

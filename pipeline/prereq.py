@@ -1,46 +1,35 @@
-"""Check tools and Python extras before any stage starts; one message says how to install all."""
+"""Check tools and Python extras before any stage starts; one message says how to install all.
+What each target needs is declared by its module in packer/sources/ (TOOLS, HOST_PATHS,
+PYTHON_MODULES, EXTRA)."""
 from __future__ import annotations
 
 import importlib.util
 import os
 import shutil
 
-from .errors import PrerequisiteError
+from core import settings
+from core.errors import PrerequisiteError
+from packer.sources import target
 
-# tool -> Debian package
-LOCAL_TOOLS = {
-    "packer": "packer", "qemu-system-x86_64": "qemu-system-x86", "qemu-img": "qemu-utils",
-    "mmdebstrap": "mmdebstrap", "mkfs.ext4": "e2fsprogs", "sfdisk": "fdisk",
-    "grub-mkimage": "grub-pc-bin", "ssh-keygen": "openssh-client", "docker-registry": "docker-registry",
-}
-CLOUD_TOOLS = {"packer": "packer", "ssh-keygen": "openssh-client"}
-EXTRAS = {"aws": ("boto3",), "gcp": ("google.cloud.compute_v1",),
-          "azure": ("azure.mgmt.compute", "azure.mgmt.network", "azure.identity"),
-          "local": ("paramiko", "testinfra")}
-VALIDATE = ("paramiko", "testinfra")
+VALIDATE = ("paramiko", "testinfra")        # the checks, on every target
 SBIN = ("/usr/sbin", "/sbin")
 
 
 def _which(tool: str) -> bool:
-    if tool == "packer" and os.environ.get("CLARA_PACKER"):
+    if tool == "packer" and settings.packer():
         return True
     return bool(shutil.which(tool) or any(os.access(os.path.join(d, tool), os.X_OK) for d in SBIN))
-
-
-def _grub_modules() -> bool:
-    return os.path.isdir("/usr/lib/grub/i386-pc")
 
 
 def check_prerequisites(clouds: list[str]) -> None:
     packages, extras = set(), set()
     for cloud in clouds:
-        tools = LOCAL_TOOLS if cloud == "local" else CLOUD_TOOLS
-        packages.update(pkg for tool, pkg in tools.items() if not _which(tool))
-        if cloud == "local" and not _grub_modules():
-            packages.add("grub-pc-bin")
-        for module in EXTRAS[cloud] + VALIDATE:
+        spec = target(cloud)
+        packages.update(pkg for tool, pkg in spec.TOOLS.items() if not _which(tool))
+        packages.update(pkg for path, pkg in spec.HOST_PATHS.items() if not os.path.isdir(path))
+        for module in spec.PYTHON_MODULES + VALIDATE:
             if importlib.util.find_spec(module.split(".")[0]) is None or not _spec(module):
-                extras.add("local" if cloud == "local" else cloud)
+                extras.add(spec.EXTRA)
     problems = []
     if packages:
         problems.append(f"apt-get install {' '.join(sorted(packages))}")

@@ -9,18 +9,18 @@ from packer.provision_config import provision_config
 from packer.sources import target
 from publish import record
 from validate.expect import expectations
-from validate.testvm import check_image
 
 from core import settings
 
-from .bake import image_digests, new_bake_id
+from .bake import new_bake_id
 from .report import CloudRun
+from .testvm import check_image
 
 
 def test_existing_image(manifest, cloud: str, image_id: str):
     run = CloudRun(new_bake_id(), cloud, settings.reports_dir())
     adapter = get_adapter(cloud, manifest, log=run.say)
-    digests = image_digests(manifest, adapter)
+    digests = adapter.pinned_digests()
     # The fingerprint the image was baked with: from the record, else what a bake would compute now.
     entry = next((i for i in record.section(manifest.name, cloud)["images"] if i["id"] == image_id), None)
     fp = entry["fingerprint"] if entry else fingerprint(

@@ -96,9 +96,13 @@ class Launcher:
     aiaa_command: Optional[Tuple[str, ...]]  # started next to it; None: not started
 
 
+# A guest agent that deprovisions the image itself, last of all -> its command (Azure's Linux agent).
+DEPROVISION_AGENTS = {"waagent": ("/usr/sbin/waagent", "-force", "-deprovision+user")}
+
+
 @dataclass(frozen=True)
 class Generalize:
-    azure_deprovision: bool
+    deprovision: Optional[str]          # a DEPROVISION_AGENTS name, or None
     build_user: Optional[str]
     remove_build_user: bool = False     # the build created this user: delete it, last of all
 
@@ -282,7 +286,11 @@ def parse(data, path="provision.json"):
     )
 
     g = r.obj(data, "", "generalize")
-    generalize = Generalize(azure_deprovision=r.get(g, "generalize", "azure_deprovision", (bool,)),
+    deprovision = r.get(g, "generalize", "deprovision", (str,), nullable=True, default=None)
+    if deprovision is not None and deprovision not in DEPROVISION_AGENTS:
+        raise r.error("generalize.deprovision", "expected null or one of {}, got {}".format(
+            ", ".join(sorted(DEPROVISION_AGENTS)), json.dumps(deprovision)))
+    generalize = Generalize(deprovision=deprovision,
                             build_user=r.get(g, "generalize", "build_user", (str,), nullable=True),
                             remove_build_user=r.get(g, "generalize", "remove_build_user", (bool,), default=False))
     if generalize.remove_build_user and not generalize.build_user:

@@ -3,7 +3,7 @@ the record changes only after the cloud side succeeded."""
 from __future__ import annotations
 
 from clouds.base import adapter as get_adapter
-from pipeline.errors import PublishError
+from core.errors import PublishError
 
 from . import record
 

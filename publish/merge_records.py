@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pipeline.errors import RecordError
+from core.errors import RecordError
 
 from .record import _write, read
 

@@ -16,13 +16,15 @@ from pathlib import Path
 from typing import Callable
 
 from core import settings
-from pipeline.errors import RecordError
-
+from core.errors import RecordError
+from packer.sources import target
 
 
 def record_path(manifest_name: str, cloud: str) -> Path:
-    suffix = ".local.json" if cloud == "local" else ".json"
-    return settings.record_dir(cloud) / f"{manifest_name}{suffix}"
+    # A target whose images stay on this machine keeps its own record, out of the repo's.
+    on_this_host = target(cloud).IMAGES_ON_THIS_HOST
+    suffix = f".{cloud}.json" if on_this_host else ".json"
+    return settings.record_dir(on_this_host) / f"{manifest_name}{suffix}"
 
 
 def empty(manifest_name: str) -> dict:

@@ -54,7 +54,7 @@ def _no_real_endpoints():
 def cancel_when():
     """cancel_when("text") -> a log callback that triggers the bake's cancel switch (as Ctrl-C would)
     the first time a log line contains the text; the switch is reset after the test."""
-    from pipeline import cancel
+    from core import cancel
     cancel.reset()
 
     def make(text: str):

@@ -5,29 +5,17 @@ cannot drift apart.
 """
 from __future__ import annotations
 
-from manifests import Manifest, gpus
-from manifests.rules import EPHEMERAL_PATHS
+from manifests import Manifest
 
 
 def expected_gpu(manifest: Manifest, cloud: str, size: str = "") -> dict:
     """`size` is what the test VM really runs on; after a capacity fallback it is not the
-    manifest's first choice, and its GPU is what the checks must find. A `gpu:` declared in the
-    manifest describes the first size only."""
-    section = getattr(manifest.clouds, cloud)
-    if cloud == "local":
-        return {"expected": False, "reason_if_absent": "no GPU on the local target"}
-    if cloud == "aws":
-        first = section.instance_type
-        gpu = gpus.aws_gpu(size or first)
-    elif cloud == "gcp":
-        first = section.machine_type
-        accel = section.accelerator
-        gpu = gpus.gcp_gpu(size or first, accel.type if accel else None, accel.count if accel else 1)
-    else:
-        first = section.vm_size
-        gpu = gpus.azure_gpu(size or first)
-    if section.gpu and (not size or size == first):
-        gpu = section.gpu
+    manifest's first choice, and its GPU is what the checks must find (the section knows which:
+    a `gpu:` declared in the manifest describes the first size only)."""
+    section = manifest.clouds.section(cloud)
+    if not section.HAS_GPU:
+        return {"expected": False, "reason_if_absent": f"no GPU on the {cloud} target"}
+    gpu = section.gpu_for(size)
     return {"expected": True, "model": gpu.family if gpu else None, "count": gpu.count if gpu else None,
             "driver": {"min": manifest.clara.driver.min, "max": manifest.clara.driver.max},
             "reason_if_absent": f"the {cloud} test VM has no GPU"}
@@ -44,7 +32,7 @@ def expectations(manifest: Manifest, cloud: str, config: dict, *, fingerprint: s
         "umask": config["umask"],
         "data_root": config["docker"]["data_root"],
         "nvidia_runtime": config["docker"]["nvidia_runtime"],
-        "ephemeral_paths": list(EPHEMERAL_PATHS.get(cloud, ())),
+        "ephemeral_paths": list(manifest.clouds.section(cloud).EPHEMERAL_PATHS),
         "compose_version": config["compose"]["version"],
         "images": images,
         "clara_image": config["launcher"]["image"],
@@ -72,7 +60,7 @@ def removed_users(config: dict) -> list[str]:
     `waagent -deprovision+user` deletes). AWS's `ubuntu` and the local `clara` belong to the base
     image and stay (their authorized_keys hold no build key: test_authorized_keys_only_test_key)."""
     g = config["generalize"]
-    gone = g.get("remove_build_user") or g.get("azure_deprovision")
+    gone = g.get("remove_build_user") or g.get("deprovision")
     return [g["build_user"]] if gone and g.get("build_user") else []
 
 

@@ -2,11 +2,14 @@
 
 "Base image" is the cached Debian qcow2; "build session" runs the registry with the stand-in
 Clara image and hands Packer its paths and keys; "test VM" is QEMU on a copy-on-write overlay;
-"publish" moves the golden image into build/images/local/ and points a channel link at it.
-Everything this bake starts is stopped by PID and every partial file removed, on any exit.
+"publish" moves the golden image into build/images/local/, writes `<image>.json` beside it (its
+fingerprint: what find_validated reads, so the local target needs no published record) and points a
+channel link at it. Everything this bake starts is stopped by PID and every partial file removed, on
+any exit.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -15,33 +18,35 @@ from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from clouds.base import TEST_USER, BaseImage, Image, TestVM
-from packer.sources.local import GUEST_HOST
-from pipeline.errors import PublishError
-from publish import record
-
-from pipeline import sshkey
+from clouds.base import BaseImage, CloudAdapter, Image, TestVM
+from core import settings, sshkey
+from core.errors import PublishError
+from core.names import GUEST_HOST, TEST_PREFIX, TEST_USER
 
 from . import baseimage, composefile, qemu, registry, standin
 
-ROOT = Path(__file__).resolve().parents[2]
-CONTAINER_PORTS = {"jupyter": 8888, "aiaa": 5000}
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("CLARA_CACHE_DIR") or ROOT / "build" / "cache")
+    return settings.cache_dir()
 
 
 def images_dir() -> Path:
-    return Path(os.environ.get("CLARA_BUILD_DIR") or ROOT / "build") / "images" / "local"
+    return settings.local_images_dir()
 
 
-class Adapter:
+def _facts(image: Path) -> Path:
+    """The published image's facts, beside it: {"fingerprint", "name"}."""
+    return image.with_name(image.name + ".json")
+
+
+class Adapter(CloudAdapter):
     name = "local"
     needs_runner_cidr = False      # the test VM's SSH is forwarded on 127.0.0.1 only
 
     def __init__(self, manifest, log=print):
-        self.manifest, self.local, self.log = manifest, manifest.clouds.local, log
+        super().__init__(manifest, log)
+        self.local = manifest.clouds.local
         self._base: Path | None = None
         self._standin = None
         self._vms: dict[str, tuple] = {}
@@ -66,8 +71,8 @@ class Adapter:
         if self._standin is None:
             work = cache_dir() / "standin"
             work.mkdir(parents=True, exist_ok=True)
-            self._standin = standin.build_standin(work, jupyter_port=CONTAINER_PORTS["jupyter"],
-                                                  aiaa_port=CONTAINER_PORTS["aiaa"])
+            ports = self.manifest.clara.container_ports
+            self._standin = standin.build_standin(work, jupyter_port=ports.jupyter, aiaa_port=ports.aiaa)
         return {self._standin_ref(): self._standin.digest}
 
     def accelerator(self) -> str:
@@ -121,7 +126,7 @@ class Adapter:
 
     # --- test VM -------------------------------------------------------------------------
     def launch_test_vm(self, image: Image, public_key: str, bake_id: str, runner_cidr: str) -> TestVM:
-        work = Path(tempfile.mkdtemp(prefix=f"clara-test-{bake_id}-"))
+        work = Path(tempfile.mkdtemp(prefix=f"{TEST_PREFIX}{bake_id}-"))
         try:
             overlay = work / "overlay.qcow2"
             qemu.make_overlay(Path(image.id), overlay)
@@ -151,19 +156,38 @@ class Adapter:
 
     # --- publish -------------------------------------------------------------------------
     def find_validated(self, fingerprint: str) -> Image | None:
-        found = record.find_validated(self.manifest.name, "local", fingerprint)
-        if found and Path(found["id"]).exists():
-            return Image("local", found["id"], found.get("name", ""), "127.0.0.1", fingerprint,
-                         validated=True)
-        return None
+        """The newest published image of this manifest with the fingerprint (only validated images
+        are published), read from the facts beside it."""
+        found = []
+        for facts in images_dir().glob("*.qcow2.json"):
+            image = facts.with_name(facts.name[:-len(".json")])
+            try:
+                known = json.loads(facts.read_text())
+            except (OSError, ValueError):
+                continue                   # unreadable facts: that image is not reused, it is rebuilt
+            if (known.get("fingerprint") == fingerprint and known.get("manifest") == self.manifest.name
+                    and image.exists() and not image.is_symlink()):
+                found.append(image)
+        if not found:
+            return None
+        newest = max(found, key=lambda path: path.stat().st_mtime)
+        return Image("local", str(newest), newest.name, "127.0.0.1", fingerprint, validated=True)
+
+    def image_from_artifact(self, artifact, fingerprint: str) -> Image:
+        """Packer's artifact: the disk file QEMU wrote."""
+        path = artifact.files[0] if artifact.files else artifact.artifact_id
+        return Image("local", path, path.rsplit("/", 1)[-1], "127.0.0.1", fingerprint,
+                     artifact.custom_data.get("build_time", ""))
 
     def publish(self, image: Image, channel: str) -> dict[str, str]:
         src = Path(image.id)
         dest = images_dir() / src.name
+        facts = {"fingerprint": image.fingerprint, "manifest": self.manifest.name, "name": dest.name}
         try:
             os.replace(src, dest)          # same filesystem: atomic
+            _facts(dest).write_text(json.dumps(facts, indent=1) + "\n")
         except OSError as exc:
-            raise PublishError(f"cannot move {src} to {dest}: {exc}") from None
+            raise PublishError(f"cannot publish {src} as {dest}: {exc}") from None
         self._point(channel, dest)
         return {image.region: str(dest)}
 
@@ -196,12 +220,13 @@ class Adapter:
         if not dry_run:
             for p in old:
                 p.unlink(missing_ok=True)
+                _facts(p).unlink(missing_ok=True)
         return [str(p) for p in old]
 
     def sweep(self, older_than_s: int, dry_run: bool) -> list[str]:
         """Leftovers of interrupted bakes: partial Packer outputs and test overlays."""
         now = time.time()
-        candidates = list(images_dir().glob(".building-*")) + list(Path(tempfile.gettempdir()).glob("clara-test-*")) \
+        candidates = list(images_dir().glob(".building-*")) + list(Path(tempfile.gettempdir()).glob(f"{TEST_PREFIX}*")) \
             + list(Path(tempfile.gettempdir()).glob("clara-local-build-*"))
         old = [p for p in candidates if now - p.stat().st_mtime > older_than_s]
         if not dry_run:
@@ -215,3 +240,4 @@ class Adapter:
 
     def discard(self, image: Image) -> None:
         Path(image.id).unlink(missing_ok=True)
+        _facts(Path(image.id)).unlink(missing_ok=True)

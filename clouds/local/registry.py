@@ -21,8 +21,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from pipeline import cancel
-from pipeline.errors import PipelineError, PrerequisiteError
+from core import cancel
+from core.errors import PipelineError, PrerequisiteError
 
 from . import procs
 

@@ -31,14 +31,14 @@ import json
 import os
 import re
 import struct
-import subprocess
 import tarfile
 import tempfile
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import PipelineError, PrerequisiteError
+from core.errors import PipelineError, PrerequisiteError
+from core.run import RunError, run
 
 BUSYBOX = Path("/bin/busybox")
 RECORD = Path(__file__).resolve().parents[2] / "manifests" / "images" / "clara-train-sdk-v4.1.json"
@@ -251,8 +251,8 @@ def check_static_busybox(path: Path = BUSYBOX) -> bytes:
 
 def _applets(path: Path) -> list[str]:
     try:
-        out = subprocess.run([str(path), "--list"], capture_output=True, text=True, timeout=30, check=True).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
+        out = run([str(path), "--list"], timeout=30).stdout
+    except RunError as exc:
         raise PrerequisiteError(f"{path} --list failed ({exc}): apt-get install busybox-static") from None
     applets = sorted({a for a in out.split() if re.fullmatch(r"[A-Za-z0-9_.\[\]-]+", a) and a != "busybox"})
     missing = [a for a in NEEDED_APPLETS if a not in applets]

@@ -1,12 +1,16 @@
 """AWS: an EBS-backed AMI built in the manifest's build region (copies happen at publish)."""
 from __future__ import annotations
 
+from core.names import RUNNER_CIDR
+
 from ..hcl import Block, Expr
-from .common import RUNNER_CIDR, placement_variable, runner_cidr_variable
+from .common import placement_variable, runner_cidr_variable
 
 NAME = "aws"
+ORDER = 1
 BUILDER = "amazon-ebs"
 PLUGIN = ("amazon", "github.com/hashicorp/amazon", ">= 1.8.2")
+PYTHON_MODULES = ("boto3",)
 
 
 def source(manifest, names) -> Block:

@@ -1,11 +1,13 @@
 """Azure: a managed image from NVIDIA's marketplace VMI (the gallery version comes at publish)."""
 from __future__ import annotations
 
+from core.names import BUILD_PREFIX, RUNNER_CIDR, TAG_ROLE
+
 from ..hcl import Block, Expr, Template, value
-from .common import RUNNER_CIDR, placement_variable, runner_cidr_variable
+from .common import placement_variable, runner_cidr_variable
 
 NAME = "azure"
-BUILD_RESOURCE_GROUP_PREFIX = "clara-build-"
+ORDER = 3
 # Packer 1.6.6's built-in azure-arm gives the build VM a Basic-SKU public IP, which Azure stopped
 # creating on 2025-03-31; the azure plugin (>= 2.2) makes a Standard one.
 BUILTIN_PACKER_REFUSED = (
@@ -17,6 +19,7 @@ BUILDER = "azure-arm"
 # Azure builds anyway, BUILTIN_PACKER_REFUSED): its `packer validate` reports exactly these as unsupported.
 PLUGIN_ONLY_ARGUMENTS = ("oidc_request_url", "oidc_request_token")
 PLUGIN = ("azure", "github.com/hashicorp/azure", ">= 2.6.3")
+PYTHON_MODULES = ("azure.mgmt.compute", "azure.mgmt.network", "azure.identity")
 
 
 def source(manifest, names) -> Block:
@@ -37,7 +40,7 @@ def source(manifest, names) -> Block:
     src.set("location", azure.location)
     # Packer builds in a temporary resource group and deletes it; named after the bake (and tagged
     # by azure_tags), so `invoke sweep` finds it if Packer was killed before it could clean up.
-    src.set("temp_resource_group_name", Template((BUILD_RESOURCE_GROUP_PREFIX, Expr("var.bake_id"))))
+    src.set("temp_resource_group_name", Template((BUILD_PREFIX, Expr("var.bake_id"))))
     src.set("vm_size", Expr("var.vm_size"))
     src.set("os_type", "Linux")
     src.set("image_publisher", base.publisher)
@@ -53,7 +56,7 @@ def source(manifest, names) -> Block:
     src.set("ssh_username", azure.ssh_username)
     # Packer's build VM gets an NSG that admits SSH from this runner only, not from anywhere.
     src.set("allowed_inbound_ip_addresses", [Expr(f"var.{RUNNER_CIDR}")])
-    src.set("azure_tags", {**names.labels, **names.run_labels, "clara-role": "image"})
+    src.set("azure_tags", {**names.labels, **names.run_labels, TAG_ROLE: "image"})
     if base.plan:
         # Marketplace images carry a purchase plan; the terms must be accepted once per subscription.
         plan = src.add(Block("plan_info"))
@@ -92,7 +95,7 @@ def variables(manifest) -> list[Block]:
 def provision_overrides(manifest) -> dict:
     # Azure's agent deprovision is the last command of every Linux azure-arm build; its +user
     # deletes the admin user azure-arm created for the build.
-    return {"generalize": {"azure_deprovision": True, "remove_build_user": True}}
+    return {"generalize": {"deprovision": "waagent", "remove_build_user": True}}
 
 
 def uploads(manifest) -> list:

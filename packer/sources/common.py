@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.names import RUNNER_CIDR, TAG_BAKE_ID, TAG_BUILD_TIME, TAG_EXPIRES, TAG_FINGERPRINT, TAG_ROLE
+
 from ..hcl import Block, Expr, Template
 
 PIPELINE_VERSION = "0.1.0"
@@ -23,15 +25,14 @@ def names(manifest) -> Names:
     image_name = Template(tuple(p for p in parts if p != ""))
     labels = dict(sorted(manifest.tags.items()))
     labels.update({
-        "clara-fingerprint": Expr("local.fingerprint_label"),
+        TAG_FINGERPRINT: Expr("local.fingerprint_label"),
         "clara-git-commit": Expr("var.git_commit"),
-        "clara-build-time": Expr("local.timestamp"),
+        TAG_BUILD_TIME: Expr("local.timestamp"),
         "clara-source-image": Expr("local.source_image_label"),
         "clara-pipeline": PIPELINE_VERSION.replace(".", "-"),
-        "clara-bake-id": Expr("var.bake_id"),
+        TAG_BAKE_ID: Expr("var.bake_id"),
     })
-    run_labels = {"clara-bake-id": Expr("var.bake_id"), "clara-expires": Expr("local.expires"),
-                  "clara-role": "build"}
+    run_labels = {TAG_BAKE_ID: Expr("var.bake_id"), TAG_EXPIRES: Expr("local.expires"), TAG_ROLE: "build"}
     return Names(image_name, labels, run_labels)
 
 
@@ -43,9 +44,6 @@ def _split(part, placeholder: str, expr: Expr) -> list:
     for piece in pieces[1:]:
         out += [expr, piece]
     return out
-
-
-RUNNER_CIDR = "ssh_source_cidr"
 
 
 def runner_cidr_variable() -> Block:

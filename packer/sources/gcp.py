@@ -1,13 +1,16 @@
 """GCP: a GCE image from a Deep Learning VM family, built on a GPU VM (family joins at publish)."""
 from __future__ import annotations
 
+from core.names import BUILD_PREFIX
+
 from ..hcl import Block, Expr, Template
 from .common import placement_variable
 
 NAME = "gcp"
+ORDER = 2
 BUILDER = "googlecompute"
 PLUGIN = ("googlecompute", "github.com/hashicorp/googlecompute", ">= 1.2.7")
-BUILD_TAG_PREFIX = "clara-build-"       # network tag and firewall rule of a bake's build VM
+PYTHON_MODULES = ("google.cloud.compute_v1",)
 
 
 def source(manifest, names) -> Block:
@@ -38,7 +41,7 @@ def source(manifest, names) -> Block:
     src.set("disable_default_service_account", True)
     # SSH reaches the build VM through a per-bake firewall rule for this runner only (the bake's
     # build_session creates and deletes it); the rule targets this tag.
-    src.set("tags", [Template((BUILD_TAG_PREFIX, Expr("var.bake_id")))])
+    src.set("tags", [Template((BUILD_PREFIX, Expr("var.bake_id")))])
     src.set("image_name", names.image_name)
     src.set("image_description", f"{manifest.name}: Clara Train {manifest.clara.image}")
     if gcp.storage_locations:

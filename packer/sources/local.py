@@ -5,12 +5,23 @@ build key reaches the guest through QEMU's fw_cfg, read at boot by the base imag
 """
 from __future__ import annotations
 
+from core.names import GUEST_HOST
+
 from ..hcl import Block, Expr, Template
 
 NAME = "local"
+ORDER = 4
 BUILDER = "qemu"
 PLUGIN = ("qemu", "github.com/hashicorp/qemu", ">= 1.1.4")
-GUEST_HOST = "10.0.2.2"          # the host as QEMU's user network shows it to the guest
+# The host builds the base image, runs QEMU and the registry itself.
+TOOLS = {
+    "packer": "packer", "qemu-system-x86_64": "qemu-system-x86", "qemu-img": "qemu-utils",
+    "mmdebstrap": "mmdebstrap", "mkfs.ext4": "e2fsprogs", "sfdisk": "fdisk",
+    "grub-mkimage": "grub-pc-bin", "ssh-keygen": "openssh-client", "docker-registry": "docker-registry",
+}
+IMAGES_ON_THIS_HOST = True
+HOST_PATHS = {"/usr/lib/grub/i386-pc": "grub-pc-bin"}     # grub's BIOS modules, for the base image
+PYTHON_MODULES = ("paramiko", "testinfra")
 SSH_USER = "clara"
 COMPOSE_GUEST_PATH = "files/docker-compose"
 
@@ -87,7 +98,7 @@ def provision_overrides(manifest) -> dict:
         "images": [{"ref": image, "digest": None}],
         "launcher": {"image": image, "gpus": None},      # the manifest's command: the stand-in serves only under it
         # The base image's own user, like AWS's ubuntu: it stays, without the build's key; the
-        # test VM logs in as clouds.base.TEST_USER, made at boot by the metadata agent.
+        # test VM logs in as core.names.TEST_USER, made at boot by the metadata agent.
         "generalize": {"build_user": SSH_USER, "remove_build_user": False},
     }
 

@@ -1,8 +1,8 @@
 """Last: nothing secret or instance-specific stays in the image.
 
 SSH host keys, machine-id, cloud-init state, package caches, logs, shell histories, build keys
-and registry credentials go (clouds and the local target inject keys at boot); on Azure the
-agent's deprovision runs last of all. The uploaded /tmp/clara-provision goes too (on the running
+and registry credentials go (clouds and the local target inject keys at boot); a guest agent's
+deprovision (generalize.deprovision: Azure's waagent) runs last of all. The uploaded /tmp/clara-provision goes too (on the running
 system): every module is already loaded, and Packer uploads nothing more; it must go before the
 deprovision, which deletes the build user that could still remove it.
 
@@ -16,6 +16,7 @@ import os
 import shutil
 
 from .. import fsutil, system
+from ..config import DEPROVISION_AGENTS
 from ..report import NOT_RUNNING, StepError, changed, unchanged
 
 NAME = "generalize"
@@ -73,7 +74,7 @@ def run(ctx):
     reset_id = bool(fsutil.read_bytes(machine_id))
     cloud = [p for p in CLOUD_STATE if os.path.lexists(r(p))]
     cloud_init = os.path.exists(r("/usr/bin/cloud-init"))
-    azure = cfg.azure_deprovision
+    agent = cfg.deprovision
     todo = []
     if files:
         todo.append("{} files".format(len(files)))
@@ -86,8 +87,8 @@ def run(ctx):
     upload = ctx.root.running and os.path.isdir(GUEST_UPLOAD)
     if upload:
         todo.append(GUEST_UPLOAD)
-    if azure:
-        todo.append("waagent deprovision")
+    if agent:
+        todo.append(agent + " deprovision")
     remove_user = cfg.build_user if cfg.remove_build_user and _user_exists(r, cfg.build_user) else None
     if remove_user:
         todo.append("build user " + remove_user)
@@ -118,11 +119,11 @@ def run(ctx):
     if upload:
         shutil.rmtree(GUEST_UPLOAD, ignore_errors=True)
     detail = "cleared " + ", ".join(todo)
-    if azure:
+    if agent:
         if ctx.root.running:
-            system.run(["/usr/sbin/waagent", "-force", "-deprovision+user"], timeout=300)
+            system.run(list(DEPROVISION_AGENTS[agent]), timeout=300)
         else:
-            detail += "; waagent deprovision skipped: " + NOT_RUNNING
+            detail += "; {} deprovision skipped: {}".format(agent, NOT_RUNNING)
     if remove_user:
         detail += _remove_user(ctx, remove_user)
     if ctx.root.running:

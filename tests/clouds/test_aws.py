@@ -1,4 +1,4 @@
-"""clouds/aws.py with the real boto3 against moto's server on 127.0.0.1, faults injected through
+"""clouds/aws/ with the real boto3 against moto's server on 127.0.0.1, faults injected through
 botocore event hooks (moto itself never fails)."""
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import pytest
 import yaml
 
 from clouds.aws import Adapter
-from clouds.base import TEST_USER, Image
+from clouds.base import Image
+from core.names import TEST_USER
 from manifests import load_manifest
-from pipeline.errors import CloudError, Interrupted, PublishError
+from core.errors import CloudError, Interrupted, PublishError
 from tests.clouds.aws_fixtures import (ACCOUNT, SSM_BASE, aws_env, boto, ec2_http_error,  # noqa: F401
                                        error_response, moto_url, query_params, site_manifest)
 

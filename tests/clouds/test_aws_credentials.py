@@ -11,7 +11,7 @@ import pytest
 
 from clouds.aws import Adapter, credential_horizon
 from manifests import load_manifest
-from pipeline.errors import CloudError
+from core.errors import CloudError
 from tests.clouds.aws_fixtures import ACCOUNT, aws_env, boto, moto_url, site_manifest  # noqa: F401
 
 NOW = datetime.now(timezone.utc)

@@ -1,4 +1,4 @@
-"""clouds/azure.py with the real azure-mgmt SDKs against tests/fakes/azure.py (ARM over TLS on 127.0.0.1)."""
+"""clouds/azure/ with the real azure-mgmt SDKs against tests/fakes/azure.py (ARM over TLS on 127.0.0.1)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from clouds.base import TEST_USER, Image
-from pipeline.errors import CloudError, Interrupted, PublishError
+from clouds.base import Image
+from core.names import TEST_USER
+from core.errors import CloudError, Interrupted, PublishError
 from tests.fakes.azure import FakeArm
 
 SUB = "00000000-0000-0000-0000-0000000000a1"
@@ -231,6 +232,16 @@ def test_throttling_and_5xx_are_retried(adapter, fake):
     assert fake.count("PUT", "/networkInterfaces/") == 2
     adapter.teardown(vm)
     assert leftovers(fake) == []
+
+
+def test_one_layer_of_retries_a_call_that_keeps_failing_is_tried_by_the_sdk_alone(adapter, fake):
+    """azure-core's RetryPolicy (clients.AZURE_RETRIES) is the only layer: a 500 that persists is
+    sent 1 + AZURE_RETRIES times, and the adapter does not start the round again."""
+    from clouds import clients
+    fake.fail("GET", "/providers/Microsoft.Compute/images", 500, times=100)
+    with pytest.raises(CloudError, match="InternalServerError"):
+        adapter.find_validated(FP)
+    assert fake.count("GET", "/providers/Microsoft.Compute/images") == 1 + clients.AZURE_RETRIES
 
 
 @pytest.mark.parametrize("where,status,code", [

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from clouds import clients
-from pipeline.errors import CloudError
+from core.errors import CloudError
 from tests.fakes.azure import FakeArm, FakeGitHubOidc
 
 SUB = "00000000-0000-0000-0000-0000000000c1"

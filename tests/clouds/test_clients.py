@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from clouds import clients
-from pipeline.errors import CloudError
+from core.errors import CloudError
 
 
 def test_runner_cidr_is_the_configured_network(monkeypatch):
@@ -21,7 +21,7 @@ def test_runner_cidr_refuses_the_internet_and_nonsense(monkeypatch, value, messa
 
 
 def test_gcp_without_credentials_is_a_prerequisite_error_not_a_traceback(monkeypatch, tmp_path):
-    from pipeline.errors import PrerequisiteError
+    from core.errors import PrerequisiteError
     for name in ("CLARA_GCE_ENDPOINT", "GOOGLE_APPLICATION_CREDENTIALS"):
         monkeypatch.delenv(name, raising=False)
     import google.auth

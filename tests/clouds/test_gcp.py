@@ -1,4 +1,4 @@
-"""clouds/gcp.py with the real google-cloud-compute client against tests/fakes/gce.py (127.0.0.1)."""
+"""clouds/gcp/ with the real google-cloud-compute client against tests/fakes/gce.py (127.0.0.1)."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from clouds.base import TEST_USER, Image
+from clouds.base import Image
+from core.names import TEST_USER
 from manifests import DEFAULT, load_manifest
-from pipeline.errors import CloudError, Interrupted, PublishError
+from core.errors import CloudError, Interrupted, PublishError
 from tests.fakes.gce import FakeGCE
 
 PROJECT = "clara-images"
@@ -226,6 +227,17 @@ def test_persistent_5xx_gives_up_and_cleans_up(fake, manifest):
     with pytest.raises(CloudError, match="after 6 attempts"):
         adapter(manifest).launch_test_vm(built(fake), KEY, "b1", CIDR)
     nothing_left(fake)
+
+
+def test_one_layer_of_retries_a_read_that_keeps_failing_is_tried_six_times(fake, manifest):
+    """compute_v1 retries GET and list on 503 by itself (its default Retry, 600 s); the adapter's
+    gce_retry replaces it, so a failing read is tried clients.GCE_ATTEMPTS times in all, not that
+    many times the SDK's own."""
+    from clouds import clients
+    fake.fail_next("GET", "/global/images$", status=503, times=50)
+    with pytest.raises(CloudError, match="after 6 attempts"):
+        adapter(manifest).find_validated(FP)
+    assert fake.count("GET", "/global/images") == clients.GCE_ATTEMPTS == 6
 
 
 def test_other_operation_error_is_not_retried_elsewhere(fake, manifest):

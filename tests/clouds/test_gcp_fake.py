@@ -1,6 +1,6 @@
 """tests/fakes/gce.py held to the Compute API's documented rules: the discovery document
 (compute.v1.json in google-api-python-client) and the docs each rule in the fake cites.
-The real google-cloud-compute client talks to the fake, as clouds/gcp.py does; raw HTTP is used
+The real google-cloud-compute client talks to the fake, as clouds/gcp/ does; raw HTTP is used
 only where the client could not send the request (unknown fields, bad parameters)."""
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import pytest
 from clouds.base import Image
 from clouds.gcp import Adapter
 from manifests import load_manifest
-from pipeline.errors import PublishError
+from core.errors import PublishError
 from publish import channels, record
 from tests.fakes.gce import FakeGCE
 

@@ -12,7 +12,8 @@ import pytest
 
 from manifests import load_manifest
 from manifests.fingerprint import fingerprint
-from pipeline import bake as bake_module, cancel
+from core import cancel
+from pipeline import bake as bake_module
 from tests.fakes.gce import FakeGCE
 from tests.sshd import AVAILABLE, REASON, running_sshd
 
@@ -85,7 +86,7 @@ def test_a_second_bake_with_nothing_changed_builds_nothing(gce, env, clara_regis
     base = adapter.resolve_base_image()
     assert gce.images[("clara-images", name)]["labels"]["clara-fingerprint"] == \
         fingerprint(manifest, "gcp", base_image=base.id,                 # the bake's, not the render's
-                    digests=bake_module.image_digests(manifest, adapter))[:32]
+                    digests=adapter.pinned_digests())[:32]
     # What a passing validation does next (a GPU VM would pass): publish to candidate.
     (published,) = adapter.publish(Image("gcp", name, name, manifest.clouds.gcp.zone), "candidate").values()
     before = len(gce.requests)

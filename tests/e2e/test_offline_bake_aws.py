@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import bake as bake_module, cancel
+from core import cancel
+from pipeline import bake as bake_module
 from tests.clouds.aws_fixtures import aws_env, boto, moto_url, site_manifest  # noqa: F401 (fixtures)
 from tests.e2e.test_offline_bake import STANDIN
 from tests.sshd import AVAILABLE, REASON, running_sshd

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from clouds.local import baseimage, procs, qemu
-from pipeline import sshkey
+from core import sshkey
 from clouds.local.baseimage import BaseImageSpec
-from pipeline.errors import PipelineError
+from core.errors import PipelineError
 
 
 # --- fingerprint and cache -----------------------------------------------------------------------

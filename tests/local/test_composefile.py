@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from clouds.local import composefile
-from pipeline.errors import PipelineError
+from core.errors import PipelineError
 
 VERSION = "5.6.1"
 SHA = "47737f4236e6d3ccea7291995203f8f018058783b4c3a9469119811a0b5db8c0"

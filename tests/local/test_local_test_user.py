@@ -1,4 +1,4 @@
-"""The local test VM logs in as clouds.base.TEST_USER, as every cloud's does: QEMU names the user in
+"""The local test VM logs in as core.names.TEST_USER, as every cloud's does: QEMU names the user in
 fw_cfg (opt/clara/user) and the base image's metadata agent creates it at boot with the key; the
 base image's own user `clara` (the build user) keeps no key. Fast: the agent runs under sh with its
 system paths moved into a temporary folder and stand-ins for the account tools."""
@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from clouds.base import TEST_USER, Image
+from clouds.base import Image
+from core.names import TEST_USER
 from clouds.local import adapter as local_adapter
 from clouds.local import baseimage, qemu
 

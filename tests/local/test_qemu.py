@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from clouds.local import procs, qemu
-from pipeline import sshkey
-from pipeline.errors import PipelineError
+from core import sshkey
+from core.errors import PipelineError
 
 
 # --- overlays ------------------------------------------------------------------------------------

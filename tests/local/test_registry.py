@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from clouds.local import procs, registry, standin
-from pipeline.errors import PipelineError, PrerequisiteError
+from core.errors import PipelineError, PrerequisiteError
 
 pytestmark = pytest.mark.skipif(not (shutil.which("docker-registry") or Path("/usr/bin/docker-registry").exists()),
                                 reason="apt-get install docker-registry")

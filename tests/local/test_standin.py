@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from clouds.local import standin
-from pipeline.errors import PipelineError, PrerequisiteError
+from core.errors import PipelineError, PrerequisiteError
 
 
 def sha(data: bytes) -> str:

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from pipeline import cancel
-from pipeline.errors import Interrupted
+from core import cancel
+from core.errors import Interrupted
 
 
 @pytest.fixture(autouse=True)

@@ -12,8 +12,8 @@ import pytest
 
 from packer import build as build_module
 from packer.build import build
-from pipeline import cancel
-from pipeline.errors import Interrupted, PrerequisiteError
+from core import cancel
+from core.errors import Interrupted, PrerequisiteError
 from tests.pipeline.packer_null import live_processes_in_group
 
 FAKE = Path(__file__).with_name("fake_packer.py")

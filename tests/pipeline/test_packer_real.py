@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from packer import build as packer_build
-from pipeline import bake as bake_module, cancel
-from pipeline.errors import Interrupted, PackerError
+from core import cancel
+from pipeline import bake as bake_module
+from core.errors import Interrupted, PackerError
 from pipeline.report import CloudRun
 from tests.pipeline.packer_model import FIXTURE
 from tests.pipeline.packer_null import NO_PACKER, PACKER, live_processes_in_group, write_template

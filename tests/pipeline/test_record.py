@@ -92,7 +92,7 @@ def test_the_scheduled_workflow_passes_actionlint():
     ('{"clouds": {"aws": {"images": [{"name": "x"}], "channels": {}}}}', "clouds.aws.images[0]"),
 ])
 def test_a_corrupt_record_is_a_clear_error_and_stays_as_it_was(record_dir, text, says):
-    from pipeline.errors import RecordError
+    from core.errors import RecordError
     path = record_dir / "clara-train.json"
     path.write_text(text)
     for call in (lambda: record.section("clara-train", "aws"),

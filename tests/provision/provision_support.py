@@ -35,7 +35,7 @@ BASE_CONFIG = {
                  "command": ["jupyter", "lab", "/workspace", "--ip", "0.0.0.0", "--port", "8888", "--allow-root",
                              "--no-browser"],
                  "aiaa_command": ["AIAA", "start", "-w", "/workspace/aiaa", "--engine", "AIAA"]},
-    "generalize": {"azure_deprovision": False, "build_user": "clara-build"},
+    "generalize": {"deprovision": None, "build_user": "clara-build"},
 }
 
 

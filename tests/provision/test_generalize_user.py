@@ -87,7 +87,7 @@ def test_build_user_kept_without_the_flag(make_config, guest, fake):
 
 
 def test_azure_deprovision_removes_it_and_userdel_is_not_needed(make_config, guest, fake):
-    result, failed = generalize(load(make_config, azure_deprovision=True, remove_build_user=True), guest)
+    result, failed = generalize(load(make_config, deprovision="waagent", remove_build_user=True), guest)
     assert failed is None
     assert [c for c in fake.calls if c[0] != "sync"][-1] == ["/usr/sbin/waagent", "-force", "-deprovision+user"]
     assert "build user clara-build removed by the deprovision" in result.detail
@@ -95,7 +95,7 @@ def test_azure_deprovision_removes_it_and_userdel_is_not_needed(make_config, gue
 
 def test_a_user_the_deprovision_left_is_deleted_after_it(make_config, guest, fake):
     fake.waagent_removes = False
-    _, failed = generalize(load(make_config, azure_deprovision=True, remove_build_user=True), guest)
+    _, failed = generalize(load(make_config, deprovision="waagent", remove_build_user=True), guest)
     assert failed is None
     cmds = [c for c in fake.calls if c[0] != "sync"]
     assert cmds[-2:] == [["/usr/sbin/waagent", "-force", "-deprovision+user"], ["userdel", "-f", "-r", "clara-build"]]
@@ -116,9 +116,9 @@ def test_off_the_running_system_the_removal_is_skipped(make_config, guest):
 
 
 @pytest.mark.parametrize("generalize_section, problem", [
-    ({"azure_deprovision": False, "build_user": None, "remove_build_user": True},
+    ({"deprovision": None, "build_user": None, "remove_build_user": True},
      "generalize.remove_build_user: is true but generalize.build_user is null"),
-    ({"azure_deprovision": False, "build_user": "packer", "remove_build_user": "yes"},
+    ({"deprovision": None, "build_user": "packer", "remove_build_user": "yes"},
      "generalize.remove_build_user: expected true/false, got \"yes\""),
 ])
 def test_config_errors(generalize_section, problem):

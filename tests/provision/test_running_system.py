@@ -246,7 +246,7 @@ def test_docker_engine_installs_when_missing(make_config, guest, fake):
 
 
 def test_generalize_on_azure_runs_waagent_last(make_config, guest, fake):
-    results, failed = runner.run(context(make_config({"generalize.azure_deprovision": True}), guest),
+    results, failed = runner.run(context(make_config({"generalize.deprovision": "waagent"}), guest),
                                  {"generalize"})
     assert failed is None
     cmds = [c for c in commands(fake) if c[0] != "sync"]

@@ -215,7 +215,7 @@ def test_generalize(make_config, guest, capsys):
 
 
 def test_generalize_azure_deprovision_is_skipped_off_the_running_system(make_config, guest, capsys):
-    cfg = make_config({"generalize.azure_deprovision": True})
+    cfg = make_config({"generalize.deprovision": "waagent"})
     rc, out, _ = provision(capsys, "--root", guest, "--config", cfg, "--only", "generalize")
     assert rc == 0 and "waagent deprovision skipped: not the running system" in out
 

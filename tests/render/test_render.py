@@ -141,7 +141,7 @@ def test_provision_config_follows_the_manifest(manifest, tmp_path):
     assert aws["registry_login"]["password_env"] == "NGC_API_KEY"
     assert aws["compose"]["url"].endswith("/v5.6.1/docker-compose-linux-x86_64")
     azure = json.loads((render(manifest, "azure", tmp_path).folder / "provision.json").read_text())
-    assert azure["generalize"]["azure_deprovision"] is True
+    assert azure["generalize"]["deprovision"] == "waagent"
     local = json.loads((render(manifest, "local", tmp_path).folder / "provision.json").read_text())
     assert local["images"][0]["ref"].startswith("10.0.2.2:")
     assert local["docker"]["nvidia_runtime"]["default"] is False

@@ -39,8 +39,8 @@ def test_removed_users_per_target(configs):
 
 def test_removed_users_from_an_older_config():
     """A provision.json from before remove_build_user: Azure's deprovision still removes the user."""
-    assert removed_users({"generalize": {"azure_deprovision": True, "build_user": "packer"}}) == ["packer"]
-    assert removed_users({"generalize": {"azure_deprovision": False, "build_user": "ubuntu"}}) == []
+    assert removed_users({"generalize": {"deprovision": "waagent", "build_user": "packer"}}) == ["packer"]
+    assert removed_users({"generalize": {"deprovision": None, "build_user": "ubuntu"}}) == []
 
 
 def test_expected_toolkit_per_target(configs):

@@ -14,6 +14,10 @@ class PrerequisiteError(PipelineError):
     """A tool or Python extra is missing; the message says how to install it."""
 
 
+class RenderError(PipelineError):
+    """What the render would write breaks the contract with the guest (provision/)."""
+
+
 class PackerError(PipelineError):
     """Packer failed or was interrupted."""
 
@@ -23,7 +27,19 @@ class ValidationFailed(PipelineError):
 
 
 class CloudError(PipelineError):
-    """A cloud API call failed after retries."""
+    """A cloud API call failed after the SDK's retries. Each adapter's translator sets what the
+    shared code asks: the thing is gone, the cloud has no capacity, a later try may succeed.
+    `code` is the cloud's own error code, `status` the HTTP status, when there was one."""
+
+    def __init__(self, message: str, *, code: str = "", status: int | None = None, not_found: bool = False,
+                 capacity: bool = False, transient: bool = False, log: str | None = None):
+        super().__init__(message, log=log)
+        self.code, self.status = code, status
+        self.not_found, self.capacity, self.transient = not_found, capacity, transient
+
+
+class AdapterError(PipelineError):
+    """A target has no adapter, or its adapter lacks a method every adapter must define."""
 
 
 class RecordError(PipelineError):

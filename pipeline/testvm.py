@@ -7,9 +7,7 @@ this module reads the counts back. Teardown runs on success, failure, exceptions
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -18,11 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clouds import clients
-from pipeline import cancel
-from pipeline.sshkey import ephemeral_keypair
-from pipeline.errors import ValidationFailed
+from core import cancel, settings
+from core.sshkey import ephemeral_keypair
+from core.errors import ValidationFailed
+from core.names import TEST_PREFIX
+from core.run import run
 
-HERE = Path(__file__).resolve().parent
+CHECKS = Path(__file__).resolve().parent.parent / "validate"     # the testinfra checks run on the VM
 
 
 @dataclass(frozen=True)
@@ -77,15 +77,13 @@ def run_checks(host: str, port: int, user: str, key: Path, expect: dict, out_dir
     expect_file = out_dir / "expect.json"
     expect_file.write_text(json.dumps(expect, indent=2, sort_keys=True) + "\n")
     junit, metrics_file = out_dir / "junit.xml", out_dir / "metrics.json"
-    cmd = [sys.executable, "-m", "pytest", str(HERE), f"--hosts=paramiko://{user}@{host}:{port}",
+    cmd = [sys.executable, "-m", "pytest", str(CHECKS), f"--hosts=paramiko://{user}@{host}:{port}",
            f"--ssh-identity-file={key}", f"--expect={expect_file}", f"--metrics={metrics_file}",
            f"--junitxml={junit}", "-rs", "-p", "no:cacheprovider", "--no-header"]
     with open(log_file, "a") as log:
         log.write("$ " + " ".join(cmd) + "\n")
         log.flush()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=HERE.parent)
-        with cancel.on_cancel(proc.terminate):
-            proc.wait()
+        run(cmd, what="the checks", cwd=CHECKS.parent, stdout=log, check=False)
     cancel.check("the checks")
     metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
     return _read_junit(junit, metrics, log_file)
@@ -114,15 +112,15 @@ def _read_junit(junit: Path, metrics: dict, log_file: Path) -> CheckResult:
 def check_image(adapter, image, *, expect_for, bake_id: str, user_override: str | None = None,
                ssh_timeout_s: float, out_dir: Path, log_file: Path, log=print) -> CheckResult:
     """The whole lifecycle: key, VM, SSH, checks, teardown (always)."""
-    keydir = Path(tempfile.mkdtemp(prefix="clara-test-key-"))
+    keydir = Path(tempfile.mkdtemp(prefix=f"{TEST_PREFIX}key-"))
     vm = None
     try:
         key, public_file = ephemeral_keypair(keydir)
         public_key = public_file.read_text().strip()
         # Only a cloud VM needs a firewall rule for this runner's address.
-        cidr = clients.runner_cidr() if getattr(adapter, "needs_runner_cidr", True) else "127.0.0.1/32"
+        cidr = clients.runner_cidr() if adapter.needs_runner_cidr else "127.0.0.1/32"
         vm = adapter.launch_test_vm(image, public_key, bake_id, cidr)
-        user = user_override or os.environ.get("CLARA_TEST_VM_USER") or vm.user
+        user = user_override or settings.test_vm_user() or vm.user
         log(f"test VM {vm.id} at {vm.host}:{vm.port}: waiting for SSH")
         wait_for_ssh(vm.host, vm.port, user, key, ssh_timeout_s)
         log("running the checks")

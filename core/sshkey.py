@@ -1,10 +1,10 @@
 """An ephemeral ed25519 key pair for one local build or test VM; the caller removes the folder."""
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
-from pipeline.errors import PipelineError
+from .errors import PipelineError
+from .run import run
 
 
 def ephemeral_keypair(folder: Path, name: str = "id_ed25519") -> tuple[Path, Path]:
@@ -14,8 +14,8 @@ def ephemeral_keypair(folder: Path, name: str = "id_ed25519") -> tuple[Path, Pat
     private, public = folder / name, folder / (name + ".pub")
     if private.exists() or public.exists():
         raise PipelineError(f"{private} already exists; an ephemeral key needs a fresh folder")
-    result = subprocess.run(["ssh-keygen", "-t", "ed25519", "-N", "", "-q", "-C", "clara-bake", "-f", str(private)],
-                            stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    result = run(["ssh-keygen", "-t", "ed25519", "-N", "", "-q", "-C", "clara-bake", "-f", str(private)],
+                 timeout=60, check=False)
     if result.returncode != 0:
         raise PipelineError(f"ssh-keygen failed: {result.stderr.strip() or result.returncode}")
     private.chmod(0o600)

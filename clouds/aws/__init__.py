@@ -1,0 +1,91 @@
+"""AWS: AMIs, SSM parameters as channels, and a GPU test instance, through boto3.
+
+The adapter is put together from the files beside this one: sdk.py (the call layer, the error
+translator, waiters), credentials.py (build_session: credentials that outlive the bake), testvm.py
+(the test instance), params.py (channels as SSM parameters), publish.py (region copies, sharing,
+promote, revoke) and sweep.py (prune, discard, sweep). Packer builds the AMI in the manifest's
+region; channel X in region R is the SSM parameter `<ssm_prefix>/X/image-id` (DataType
+`aws:ec2:image`), so users launch with `resolve:ssm:/clara-train/stable/image-id`.
+"""
+from __future__ import annotations
+
+import threading
+
+from core.errors import CloudError
+from core.names import TAG_FINGERPRINT, TAG_VALIDATED
+
+from ..base import BaseImage, CloudAdapter, Image, Log
+from .credentials import Credentials, credential_horizon, env_expiration
+from .params import Parameters
+from .publish import TAG_MANIFEST, TAG_REVOKED, TAG_SOURCE_AMI, Publishing
+from .sdk import CAPACITY_CODES, Calls, age, tags_of
+from .sweep import Maintenance
+from .testvm import TestVMs, cloud_init_user_data
+
+__all__ = ["Adapter", "CAPACITY_CODES", "TAG_MANIFEST", "TAG_REVOKED", "TAG_SOURCE_AMI", "cloud_init_user_data",
+           "credential_horizon", "env_expiration"]
+
+
+class Adapter(TestVMs, Publishing, Parameters, Maintenance, Credentials, Calls, CloudAdapter):
+    name = "aws"
+    running_attempts = 120        # waiter attempts (x delay) for instance_running / terminated
+    image_attempts = 240          # for image_available (copies of a 100 GB AMI take a while)
+    dependency_attempts = 12      # DeleteSecurityGroup while the ENI is still going away
+    param_attempts = 15           # reads until a written aws:ec2:image parameter shows its new value
+
+    def __init__(self, manifest, log: Log = print):
+        if manifest.clouds.aws is None:
+            raise CloudError("the manifest has no clouds.aws section")
+        super().__init__(manifest, log)
+        self.a = manifest.clouds.aws
+        self.region = self.a.region
+        self._clients: dict[tuple[str, str], object] = {}
+        self._lock = threading.Lock()
+
+    def image_from_artifact(self, artifact, fingerprint: str) -> Image:
+        """Packer's artifact ID is "us-east-1:ami-0abc" (one region: the copies come at publish)."""
+        region, _, ami = artifact.artifact_id.split(",")[0].partition(":")
+        return Image("aws", ami, "", region, fingerprint, artifact.custom_data.get("build_time", ""))
+
+    def _regions(self) -> list[str]:
+        return list(dict.fromkeys((self.region,) + tuple(self.a.copy_regions)))
+
+    # --- build ---------------------------------------------------------------------------------
+    def build_fallbacks(self) -> list[dict[str, str]]:
+        """Packer variables to build with, in turn, when the manifest's type has no capacity."""
+        return [{"instance_type": t} for t in self.a.fallback_instance_types if t != self.a.instance_type]
+
+    def no_capacity(self, packer_output: str) -> bool:
+        return any(code in packer_output for code in CAPACITY_CODES)
+
+    # --- base image ---------------------------------------------------------------------------
+    def resolve_base_image(self) -> BaseImage:
+        b = self.a.base_image
+        if b.ssm_parameter:
+            ami = self._get_param(self.region, b.ssm_parameter)
+            img = self._image(ami) if ami else None
+            if img is not None and img.get("Architecture") == b.architecture:
+                self.log(f"aws: base image {img['ImageId']} from {b.ssm_parameter}")
+                return BaseImage(img["ImageId"], img.get("Name", ""), img.get("CreationDate", ""))
+            self.log(f"aws: {b.ssm_parameter} " + ("is not set" if not ami else f"points at {ami}, not a usable "
+                     f"{b.architecture} image") + "; using the name filter")
+        images = self._pages("describe_images", "Images", "find the base image", Owners=list(b.owners), Filters=[
+            {"Name": "name", "Values": [b.name]}, {"Name": "architecture", "Values": [b.architecture]},
+            {"Name": "state", "Values": ["available"]}])
+        if not images:
+            raise CloudError(f"aws: no {b.architecture} image named {b.name!r} owned by {', '.join(b.owners)} "
+                             f"in {self.region}")
+        img = max(images, key=lambda i: i.get("CreationDate", ""))
+        self.log(f"aws: base image {img['ImageId']} ({img.get('Name', '')})")
+        return BaseImage(img["ImageId"], img.get("Name", ""), img.get("CreationDate", ""))
+
+    def find_validated(self, fingerprint: str) -> Image | None:
+        images = self._pages("describe_images", "Images", "find a validated image", Owners=["self"], Filters=[
+            {"Name": f"tag:{TAG_FINGERPRINT}", "Values": [fingerprint[:32]]},
+            {"Name": f"tag:{TAG_VALIDATED}", "Values": ["true"]},
+            {"Name": "state", "Values": ["available"]}])
+        images = [i for i in images if tags_of(i).get(TAG_REVOKED) != "true" and TAG_SOURCE_AMI not in tags_of(i)]
+        if not images:
+            return None
+        return self._as_image(max(images, key=age))
+

@@ -1,0 +1,94 @@
+"""Retention and leftovers: `prune` keeps the newest `keep` validated AMIs per channel (and `keep`
+channel-less ones) and never deletes one an SSM channel parameter points at in any region;
+`discard` deletes a failed build's AMI; `sweep` deletes expired build and test resources in the
+manifest's region, where they live."""
+from __future__ import annotations
+
+from core.names import TAG_BAKE_ID, TAG_EXPIRES, TAG_ROLE, TAG_VALIDATED
+
+from ..base import Image
+from ..common import channels, stale, utcnow
+from .publish import TAG_MANIFEST, TAG_SOURCE_AMI
+from .credentials import as_utc
+from .sdk import tags_of
+
+SWEEP_ROLES = ("build", "test")
+
+
+class Maintenance:
+    """prune, discard and sweep (a mixin of clouds.aws.Adapter)."""
+
+    def prune(self, keep: int, dry_run: bool) -> list[str]:
+        images = [i for i in self._images(**{TAG_MANIFEST: self.manifest.name, TAG_VALIDATED: "true"})
+                  if TAG_SOURCE_AMI not in tags_of(i)]                       # newest first
+        groups: dict[str, list[str]] = {}
+        for img in images:
+            for channel in channels(tags_of(img)) or ("",):
+                groups.setdefault(channel, []).append(img["ImageId"])
+        kept = {ami for members in groups.values() for ami in members[:keep]}
+        pointed = {v for region in self._regions() for v in self._channel_params(region).values()}
+        doomed: list[str] = []
+        plan: list[tuple[str, str]] = []
+        for img in images:
+            ami = img["ImageId"]
+            if ami in kept:
+                continue
+            lineage = self._lineage(ami)
+            if any(a["ImageId"] in pointed for a in lineage.values()):
+                self.log(f"aws: keeping {ami}: a channel parameter points at it")
+                continue
+            doomed.append(ami)
+            plan += [(r, a["ImageId"]) for r, a in lineage.items()]
+        if not dry_run:
+            for region, ami in reversed(plan):               # copies before their source
+                self._delete_image(region, ami)
+        else:
+            for region, ami in plan:
+                self.log(f"aws: would delete {ami} in {region}")
+        return doomed
+
+    def discard(self, image: Image) -> None:
+        """Delete an unpublished built AMI (after failed checks); never a validated one."""
+        region = image.region or self.region
+        img = self._image(image.id, region)
+        if img is None or tags_of(img).get(TAG_VALIDATED) == "true" or TAG_BAKE_ID not in tags_of(img):
+            return
+        self._delete_image(region, image.id)
+
+
+    def sweep(self, older_than_s: int, dry_run: bool) -> list[str]:
+        now = utcnow()
+
+        def old(tags: dict, created) -> bool:
+            return stale(tags.get(TAG_EXPIRES, ""), as_utc(created) if created is not None else None, now, older_than_s)
+
+        ours = [{"Name": "tag-key", "Values": [TAG_BAKE_ID]}, {"Name": f"tag:{TAG_ROLE}", "Values": list(SWEEP_ROLES)}]
+        r = self.region
+        instances = [i for res in self._pages("describe_instances", "Reservations", "list tagged instances", r,
+                                              Filters=ours + [{"Name": "instance-state-name", "Values": [
+                                                  "pending", "running", "stopping", "stopped"]}])
+                     for i in res["Instances"] if old(tags_of(i), i.get("LaunchTime"))]
+        groups = [g for g in self._pages("describe_security_groups", "SecurityGroups", "list tagged security groups",
+                                         r, Filters=ours) if old(tags_of(g), None)]
+        keys = [k for k in self._ec2("describe_key_pairs", "list tagged key pairs", r, Filters=ours)["KeyPairs"]
+                if old(tags_of(k), k.get("CreateTime"))]          # DescribeKeyPairs has no pagination
+        volumes = [v for v in self._pages("describe_volumes", "Volumes", "list tagged volumes", r, Filters=ours + [
+                   {"Name": "status", "Values": ["available"]}]) if old(tags_of(v), v.get("CreateTime"))]
+        found = ([i["InstanceId"] for i in instances] + [g["GroupId"] for g in groups]
+                 + [f"key-pair/{k['KeyName']}" for k in keys] + [v["VolumeId"] for v in volumes])
+        if dry_run or not found:
+            return found
+        ids = [i["InstanceId"] for i in instances]
+        if ids:
+            self._ec2("terminate_instances", "terminate leaked instances", r, InstanceIds=ids)
+            self._wait(r, "instance_terminated", f"{len(ids)} instance(s) to terminate", self.running_attempts,
+                       InstanceIds=ids)
+            self.log(f"aws: terminated {', '.join(ids)}")
+        for g in groups:
+            self._delete_security_group(r, g["GroupId"])
+        for k in keys:
+            self._ec2("delete_key_pair", f"delete key pair {k['KeyName']}", r, KeyName=k["KeyName"])
+            self.log(f"aws: deleted key pair {k['KeyName']}")
+        for v in volumes:
+            self._delete_volume(r, v["VolumeId"])
+        return found

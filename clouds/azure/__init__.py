@@ -1,0 +1,79 @@
+"""Azure: test VMs from the managed image Packer built, publishing into an Azure Compute Gallery.
+
+The adapter is put together from the files beside this one: sdk.py (the call layer, the error
+translator, long-running operations), resources.py (resource IDs, deleting in dependency order),
+build.py (build_session: marketplace terms, the resource group, Packer's credentials), testvm.py
+(the test VM), gallery.py (versions as the published images, channels as tags, promote, revoke) and
+sweep.py (prune, discard, sweep).
+"""
+from __future__ import annotations
+
+from core.errors import CloudError
+from core.names import TAG_BUILD_TIME, TAG_FINGERPRINT, TAG_VALIDATED
+
+from .. import clients
+from ..base import BaseImage, CloudAdapter, Image, Log
+from .build import Build, packer_credentials
+from .gallery import (LATEST_CHANNEL, TAG_PUBLISHED_CHANNEL, TAG_REVOKED, TAG_SOURCE, Gallery, channels_of,
+                      source_of, version_key, version_name)
+from .resources import Deleting
+from .sdk import CAPACITY_CODES, Calls, reported
+from .sweep import Maintenance
+from .testvm import TestVMs
+
+__all__ = ["Adapter", "CAPACITY_CODES", "LATEST_CHANNEL", "TAG_PUBLISHED_CHANNEL", "TAG_REVOKED", "TAG_SOURCE",
+           "packer_credentials", "version_name"]
+
+
+class Adapter(TestVMs, Gallery, Maintenance, Build, Deleting, Calls, CloudAdapter):
+    name = "azure"
+
+    def __init__(self, manifest, log: Log = print):
+        if manifest.clouds.azure is None:
+            raise CloudError("the manifest has no clouds.azure section")
+        super().__init__(manifest, log)
+        self.cfg = manifest.clouds.azure
+        self.subscription = clients.azure_subscription(self.cfg.subscription_id)
+        self.rg = self.cfg.resource_group
+        self._compute = self._network = self._resources = None
+
+    def image_from_artifact(self, artifact, fingerprint: str) -> Image:
+        """Packer's artifact ID is the managed image's resource ID."""
+        aid = artifact.artifact_id
+        return Image("azure", aid, aid.rsplit("/", 1)[-1], self.cfg.location, fingerprint,
+                     artifact.custom_data.get("build_time", ""))
+
+    @reported()
+    def resolve_base_image(self) -> BaseImage:
+        base = self.cfg.base_image
+        urn = f"{base.publisher}:{base.offer}:{base.sku}"
+        version = base.version
+        if version == "latest":
+            items = self._sdk("resolve base image", lambda: self.compute.virtual_machine_images.list(
+                self.cfg.location, base.publisher, base.offer, base.sku))
+            names = [item.name for item in items or [] if item.name]
+            if not names:
+                raise CloudError(f"azure: no versions of {urn} in {self.cfg.location} (check publisher/offer/sku "
+                                 "with `az vm image list --all --publisher ...`)")
+            version = max(names, key=version_key)
+        self.log(f"azure: base image {urn}:{version}")
+        return BaseImage(id=f"{urn}:{version}", name=f"{base.offer}/{base.sku}", created="")
+
+    def _managed_images(self) -> list:
+        return self._list("list managed images", lambda: self.compute.images.list_by_resource_group(self.rg))
+
+    @reported()
+    def find_validated(self, fingerprint: str) -> Image | None:
+        fp = fingerprint[:32]
+        found = [img for img in self._managed_images()
+                 if (img.tags or {}).get(TAG_FINGERPRINT) == fp and (img.tags or {}).get(TAG_VALIDATED) == "true"
+                 and (img.tags or {}).get(TAG_REVOKED) != "true"]
+        if not found:
+            return None
+        best = max(found, key=lambda img: ((img.tags or {}).get(TAG_BUILD_TIME, ""), img.name))
+        channels: tuple[str, ...] = ()
+        for version in self._versions():
+            if source_of(version).lower() == best.id.lower():
+                channels = channels_of(version)
+        return Image("azure", best.id, best.name, best.location or self.cfg.location, fingerprint,
+                     (best.tags or {}).get(TAG_BUILD_TIME, ""), True, channels)

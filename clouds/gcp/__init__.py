@@ -1,0 +1,71 @@
+"""GCP: GCE images, image families as channels, and a GPU test VM, through google-cloud-compute.
+
+The adapter is put together from the files beside this one: sdk.py (the call layer, the error
+translator, operations), testvm.py (the test VM and the SSH firewalls), families.py (publishing:
+families as channels, promote, revoke) and sweep.py (prune, discard, sweep). Retries are the SDK's
+own, configured in clouds/clients.py (gce_retry: 429, 5xx, 403 rateLimitExceeded; CLARA_POLL_INTERVAL
+scales the delays, tests use 0). Images own their storage: deleting one leaves no snapshot or disk.
+"""
+from __future__ import annotations
+
+from core.errors import CloudError
+from core.names import TAG_FINGERPRINT, TAG_VALIDATED
+
+from ..base import BaseImage, CloudAdapter, Image, Log
+from ..common import channels
+from .families import GONE_STATES, STABLE, TAG_FAMILY, TAG_ORIGIN, Families
+from .sdk import CAPACITY_CODES, Calls, utc
+from .sweep import Maintenance
+from .testvm import TestVMs
+
+__all__ = ["Adapter", "CAPACITY_CODES", "GONE_STATES", "STABLE", "TAG_FAMILY", "TAG_ORIGIN"]
+
+
+class Adapter(TestVMs, Families, Maintenance, Calls, CloudAdapter):
+    name = "gcp"
+
+    def __init__(self, manifest, log: Log = print):
+        if manifest.clouds.gcp is None:
+            raise CloudError("the manifest has no clouds.gcp section")
+        super().__init__(manifest, log)
+        self.g = manifest.clouds.gcp
+        self.project = self.g.project
+        self._clients: dict[str, object] = {}
+
+    def image_from_artifact(self, artifact, fingerprint: str) -> Image:
+        """Packer's artifact ID is the bare image name."""
+        aid = artifact.artifact_id
+        return Image("gcp", aid, aid, self.g.zone, fingerprint, artifact.custom_data.get("build_time", ""))
+
+    def _as_image(self, img) -> Image:
+        labels = dict(img.labels)
+        return Image("gcp", img.name, img.name, self.g.zone, labels.get(TAG_FINGERPRINT, ""),
+                     img.creation_timestamp, labels.get(TAG_VALIDATED) == "true", channels(labels))
+
+    # --- build ---------------------------------------------------------------------------------
+    def build_fallbacks(self) -> list[dict[str, str]]:
+        """Packer variables to build with, in turn, when the manifest's zone has no capacity."""
+        return [{"zone": z} for z in self.g.fallback_zones if z != self.g.zone]
+
+    def no_capacity(self, packer_output: str) -> bool:
+        # The plugin prints GCE's message, not always its code.
+        return (any(code in packer_output for code in CAPACITY_CODES)
+                or "does not have enough resources available" in packer_output)
+
+    # --- resolve and find ---------------------------------------------------------------------
+    def resolve_base_image(self) -> BaseImage:
+        from google.cloud import compute_v1 as c
+        base = self.g.base_image
+        if base.family:
+            img = self._call("ImagesClient", "get_from_family", c.GetFromFamilyImageRequest(
+                project=base.project, family=base.family), f"newest image of family {base.project}/{base.family}")
+        else:
+            img = self._call("ImagesClient", "get", c.GetImageRequest(project=base.project, image=base.name),
+                             f"image {base.project}/{base.name}")
+        self.log(f"gcp: base image {base.project}/{img.name}")
+        return BaseImage(img.name, img.name, utc(img.creation_timestamp).isoformat())
+
+    def find_validated(self, fingerprint: str) -> Image | None:
+        found = self._images(f'labels.{TAG_FINGERPRINT} = "{fingerprint[:32]}"', f'labels.{TAG_VALIDATED} = "true"')
+        found = [i for i in found if self._state(i) not in GONE_STATES]
+        return self._as_image(found[0]) if found else None
