@@ -139,6 +139,11 @@ class CloudAdapter(abc.ABC):
         """Extra facts for the bake summary."""
         return {}
 
+    def doctor(self) -> list:
+        """`invoke doctor`'s read-only checks of this cloud (clouds.findings.Finding each; see
+        clouds/<cloud>/doctor.py): none by default."""
+        return []
+
 
 def _abstract(cls) -> set[str]:
     return {name for name in dir(cls) if getattr(getattr(cls, name, None), "__isabstractmethod__", False)}

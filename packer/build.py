@@ -61,15 +61,11 @@ def build(folder: Path, variables: dict[str, str], *, env: dict[str, str], log_f
     """Build and return the artifact of this run. Secrets travel only in `env` (PKR_VAR_*)."""
     binary = packer_binary()
     version = packer_version(binary)
-    modern = version >= (1, 7, 0)
-    if modern and version < MIN_PLUGIN_PACKER:
-        raise PrerequisiteError(
-            f"Packer {'.'.join(map(str, version))} cannot `packer init` HashiCorp's plugins (they moved to "
-            f"releases.hashicorp.com in 2025): install Packer >= {'.'.join(map(str, MIN_PLUGIN_PACKER))} "
-            "(https://developer.hashicorp.com/packer/install), or Debian's 1.6.6 with its built-in builders")
+    modern = uses_plugins(version)
     cloud = _plan_cloud(folder)
-    if not modern:
-        _refuse_builtin_if_retired(cloud)
+    problem = version_problem(version, cloud)
+    if problem:
+        raise PrerequisiteError(problem)
     where = _Where(cloud, variables.get("bake_id", ""))
     args = []
     for name, value in sorted(variables.items()):
@@ -98,13 +94,21 @@ def _plan_cloud(folder: Path) -> str | None:
         return None                          # not a rendered folder (tests)
 
 
-def _refuse_builtin_if_retired(cloud: str | None) -> None:
-    from .sources import target
-    if cloud is None:
-        return
-    reason = target(cloud).BUILTIN_PACKER_REFUSED
-    if reason:
-        raise PrerequisiteError(reason)
+def uses_plugins(version: tuple[int, int, int]) -> bool:
+    """Packer >= 1.7 reads plugins.pkr.hcl and needs `packer init`; 1.6.6 has its builders built in."""
+    return version >= (1, 7, 0)
+
+
+def version_problem(version: tuple[int, int, int], cloud: str | None) -> str | None:
+    """Why this Packer cannot build `cloud` (None: it can). `invoke doctor` asks the same question."""
+    if uses_plugins(version) and version < MIN_PLUGIN_PACKER:
+        return (f"Packer {'.'.join(map(str, version))} cannot `packer init` HashiCorp's plugins (they moved to "
+                f"releases.hashicorp.com in 2025): install Packer >= {'.'.join(map(str, MIN_PLUGIN_PACKER))} "
+                "(https://developer.hashicorp.com/packer/install), or Debian's 1.6.6 with its built-in builders")
+    if not uses_plugins(version) and cloud is not None:
+        from .sources import target
+        return target(cloud).BUILTIN_PACKER_REFUSED or None
+    return None
 
 
 def _run(cmd, cwd, env, log, on_line, where: _Where) -> bool:

@@ -16,6 +16,7 @@ from core.names import TAG_FINGERPRINT, TAG_VALIDATED
 
 from ..base import BaseImage, CloudAdapter, Image, Log
 from .credentials import Credentials, credential_horizon, env_expiration
+from .doctor import Doctor
 from .params import Parameters
 from .publish import TAG_MANIFEST, TAG_REVOKED, TAG_SOURCE_AMI, Publishing
 from .sdk import CAPACITY_CODES, Calls, age, tags_of
@@ -26,7 +27,7 @@ __all__ = ["Adapter", "CAPACITY_CODES", "TAG_MANIFEST", "TAG_REVOKED", "TAG_SOUR
            "credential_horizon", "env_expiration"]
 
 
-class Adapter(TestVMs, Publishing, Parameters, Maintenance, Credentials, Calls, CloudAdapter):
+class Adapter(Doctor, TestVMs, Publishing, Parameters, Maintenance, Credentials, Calls, CloudAdapter):
     name = "aws"
     running_attempts = 120        # waiter attempts (x delay) for instance_running / terminated
     image_attempts = 240          # for image_available (copies of a 100 GB AMI take a while)

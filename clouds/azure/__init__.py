@@ -13,6 +13,7 @@ from core.names import TAG_BUILD_TIME, TAG_FINGERPRINT, TAG_VALIDATED
 
 from .. import clients
 from ..base import BaseImage, CloudAdapter, Image, Log
+from .doctor import Doctor
 from .build import Build, packer_credentials
 from .gallery import (LATEST_CHANNEL, TAG_PUBLISHED_CHANNEL, TAG_REVOKED, TAG_SOURCE, Gallery, channels_of,
                       source_of, version_key, version_name)
@@ -25,7 +26,7 @@ __all__ = ["Adapter", "CAPACITY_CODES", "LATEST_CHANNEL", "TAG_PUBLISHED_CHANNEL
            "packer_credentials", "version_name"]
 
 
-class Adapter(TestVMs, Gallery, Maintenance, Build, Deleting, Calls, CloudAdapter):
+class Adapter(Doctor, TestVMs, Gallery, Maintenance, Build, Deleting, Calls, CloudAdapter):
     name = "azure"
 
     def __init__(self, manifest, log: Log = print):

@@ -13,6 +13,7 @@ from core.names import TAG_FINGERPRINT, TAG_VALIDATED
 
 from ..base import BaseImage, CloudAdapter, Image, Log
 from ..common import channels
+from .doctor import Doctor
 from .families import GONE_STATES, STABLE, TAG_FAMILY, TAG_ORIGIN, Families
 from .sdk import CAPACITY_CODES, Calls, utc
 from .sweep import Maintenance
@@ -21,7 +22,7 @@ from .testvm import TestVMs
 __all__ = ["Adapter", "CAPACITY_CODES", "GONE_STATES", "STABLE", "TAG_FAMILY", "TAG_ORIGIN"]
 
 
-class Adapter(TestVMs, Families, Maintenance, Calls, CloudAdapter):
+class Adapter(Doctor, TestVMs, Families, Maintenance, Calls, CloudAdapter):
     name = "gcp"
 
     def __init__(self, manifest, log: Log = print):

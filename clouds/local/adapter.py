@@ -24,6 +24,7 @@ from core.errors import PublishError
 from core.names import GUEST_HOST, TEST_PREFIX, TEST_USER
 
 from . import baseimage, composefile, qemu, registry, standin
+from .doctor import Doctor
 
 
 
@@ -40,7 +41,7 @@ def _facts(image: Path) -> Path:
     return image.with_name(image.name + ".json")
 
 
-class Adapter(CloudAdapter):
+class Adapter(Doctor, CloudAdapter):
     name = "local"
     needs_runner_cidr = False      # the test VM's SSH is forwarded on 127.0.0.1 only
 
