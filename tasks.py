@@ -155,6 +155,27 @@ def bake(c, cloud, manifest=None, force=False, keep_failed=False):
             r["status"] == "interrupted" for r in results) else 1)
 
 
+@task(iterable=["cloud"], help={"cloud": f"{ANY} (repeatable)", "manifest": "manifest file",
+                                "json": "print JSON instead of the table"})
+@_user_errors
+def doctor(c, cloud, manifest=None, json=False):
+    """Check, read-only, everything a bake needs (tools, identity, GPU quota, availability, permissions,
+    base image...): a table with the fix for each failure; exit 1 when anything needed is missing."""
+    from pipeline import doctor as doc
+    m = _load(manifest)
+    clouds = _clouds(cloud)
+    for name in clouds:
+        _require_section(m, name, manifest)
+    found = doc.run(m, clouds)
+    if json:
+        print(doc.table.as_json(found))
+    else:
+        from pipeline.report import console
+        doc.table.render(found, console)
+    if doc.failed(found):
+        raise Exit(code=1)
+
+
 @task(help={"cloud": ONE, "image": "image ID (local: the qcow2 path)",
             "manifest": "manifest file"})
 @_user_errors

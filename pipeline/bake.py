@@ -41,6 +41,8 @@ def git_commit() -> str:
 
 
 def bake(manifest: Manifest, clouds: list[str], *, force: bool = False, keep_failed: bool = False) -> list[dict]:
+    from .doctor import require
+    require(manifest, clouds)       # read-only checks first: a missing quota or tool stops it here
     bake_id = new_bake_id()
     reports = settings.reports_dir() / bake_id
     console.print(f"bake [bold]{bake_id}[/bold]: {', '.join(clouds)}; reports in {reports}")

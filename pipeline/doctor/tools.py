@@ -64,10 +64,11 @@ def _host_tools(found: Findings, cloud: str) -> None:
     present = [t for t in [*spec.TOOLS, *spec.HOST_PATHS] if t != "packer" and t not in missing]
     if present:
         found.add("tools", "host tools", "ok", ", ".join(present))
-    modules = [m for m in (*spec.PYTHON_MODULES, *prereq.VALIDATE)
+    wanted = list(dict.fromkeys((*spec.PYTHON_MODULES, *prereq.VALIDATE)))
+    modules = [m for m in wanted
                if importlib.util.find_spec(m.split(".")[0]) is None or not prereq._spec(m)]
     if modules:
         found.add("tools", "python modules", "fail", "missing: " + ", ".join(modules),
                   f"pip install -e '.[{spec.EXTRA}]'")
     else:
-        found.add("tools", "python modules", "ok", ", ".join((*spec.PYTHON_MODULES, *prereq.VALIDATE)))
+        found.add("tools", "python modules", "ok", ", ".join(wanted))
