@@ -80,6 +80,16 @@ def _kvm_usable_device() -> bool:
     return os.access("/dev/kvm", os.R_OK | os.W_OK)
 
 
+KVM_PVM_MODULE = Path("/sys/module/kvm_pvm")
+
+
+def kvm_cannot_boot_stock_kernels(module: Path | None = None) -> bool:
+    """True when /dev/kvm is backed by kvm-pvm (nested PVM): it runs only guest kernels built for
+    PVM, so a stock Debian kernel stops early and a boot probe would only wait out its timeout
+    (46 s per cold bake here). Seen as the loaded kernel module in /sys/module."""
+    return Path(module or KVM_PVM_MODULE).is_dir()
+
+
 # --- acceleration -----------------------------------------------------------------------------
 def probe_kvm(image: Path, timeout: float = 45.0, workdir: Path | None = None,
               log: Callable[[str], None] | None = None) -> bool:
@@ -89,6 +99,9 @@ def probe_kvm(image: Path, timeout: float = 45.0, workdir: Path | None = None,
     say = log or (lambda _msg: None)
     if not _kvm_usable_device():
         say("kvm probe: /dev/kvm is missing or not accessible")
+        return False
+    if kvm_cannot_boot_stock_kernels():
+        say("kvm probe: skipped, /dev/kvm is kvm-pvm (boots only PVM guest kernels): TCG")
         return False
     parent = Path(workdir) if workdir else None
     if parent:
@@ -141,7 +154,7 @@ def choose_accelerator(setting: str, image: Path | None = None, *, timeout: floa
         if not _kvm_usable_device():
             raise PipelineError("accelerator 'kvm' was requested but /dev/kvm is missing or not accessible")
         return "kvm"
-    if image is None or not _kvm_usable_device():
+    if image is None or not _kvm_usable_device() or kvm_cannot_boot_stock_kernels():
         return "tcg"
     key = str(Path(image).resolve())
     if key not in _probe_cache:

@@ -105,6 +105,7 @@ def test_auto_probes_once_per_image(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr(qemu, "_probe_cache", {})
     monkeypatch.setattr(qemu, "_kvm_usable_device", lambda: True)
+    monkeypatch.setattr(qemu, "KVM_PVM_MODULE", tmp_path / "no-kvm-pvm")   # this host may load kvm_pvm
     monkeypatch.setattr(qemu, "probe_kvm", lambda image, *a, **k: calls.append(image) or image.name == "good")
     assert qemu.choose_accelerator("auto", image=tmp_path / "good") == "kvm"
     assert qemu.choose_accelerator("auto", image=tmp_path / "good") == "kvm"
@@ -202,6 +203,7 @@ def test_probe_kvm_true_on_login_prompt_false_on_exit(fake_qemu, monkeypatch, tm
     base = tmp_path / "base.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "16M"], check=True)
     monkeypatch.setattr(qemu, "_kvm_usable_device", lambda: True)
+    monkeypatch.setattr(qemu, "KVM_PVM_MODULE", tmp_path / "no-kvm-pvm")   # this host may load kvm_pvm
     fake_qemu("login")
     notes = []
     assert qemu.probe_kvm(base, timeout=10, workdir=tmp_path / "probe", log=notes.append) is True
