@@ -271,6 +271,10 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_DELETE = do_PATCH = do_PUT = _any
 
 
+DEFAULT_GPU_LIMIT = 8.0
+REGIONAL_GPU_METRICS = ("NVIDIA_T4_GPUS", "NVIDIA_V100_GPUS", "NVIDIA_L4_GPUS", "NVIDIA_A100_GPUS")
+
+
 class FakeGCE:
     def __init__(self, page_size: int = 500):
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -287,6 +291,11 @@ class FakeGCE:
         self.calls: list[tuple[str, dict]] = []   # (discovery method id, query) of each valid request
         self.page_size = page_size
         self.hold_instances = False
+        # Quotas `invoke doctor` reads (regions.get, projects.get): metric -> [limit, usage]; a region
+        # not set here has DEFAULT_GPU_LIMIT of every GPU metric. Zones that do not offer an accelerator.
+        self.project_quotas: dict[str, list[float]] = {"GPUS_ALL_REGIONS": [DEFAULT_GPU_LIMIT, 0.0]}
+        self.region_quotas: dict[str, dict[str, list[float]]] = {}
+        self.not_offered: set[tuple[str, str]] = set()        # (zone, accelerator type)
         self.instances_end_in = "RUNNING"     # e.g. "TERMINATED": where new instances stop
         self.bugs: list[str] = []             # answers of the fake that broke the response schema
         self._faults: list[dict] = []
@@ -330,6 +339,14 @@ class FakeGCE:
         """The next `times` operations of `kind` (e.g. "instances.insert") end DONE with an error."""
         self._op_faults.append({"kind": kind, "code": code, "times": times, "zone": zone, "status": http_status,
                                 "message": message or f"injected operation error {code}"})
+
+    def set_quota(self, metric: str, limit: float, usage: float = 0.0, region: str | None = None) -> None:
+        """A quota as `invoke doctor` will read it: the project's (region None) or a region's."""
+        with self.lock:
+            if region is None:
+                self.project_quotas[metric] = [float(limit), float(usage)]
+            else:
+                self.region_quotas.setdefault(region, {})[metric] = [float(limit), float(usage)]
 
     def count(self, method: str, path_part: str) -> int:
         return sum(1 for m, p in self.requests if m == method and path_part in p)
@@ -383,6 +400,9 @@ class FakeGCE:
             return 200, payload
 
     def _route(self, method, path, query, body):
+        m = re.fullmatch(r"/compute/v1/projects/([^/]+)(?:/regions/([^/]+))?", path)
+        if m and method == "GET":
+            return self._region(*m.groups()) if m.group(2) else self._project(m.group(1))
         m = re.fullmatch(r"/compute/v1/projects/([^/]+)/(global|zones/([^/]+))/(\w+)(?:/(.*))?", path)
         if not m:
             raise ApiError(404, f"no such path {path}")
@@ -391,6 +411,36 @@ class FakeGCE:
         if handler is None:
             raise ApiError(404, f"no such collection {collection}")
         return handler(method, project, zone, rest, query, body)
+
+    # --- quotas and accelerator types (what `invoke doctor` reads) -------------------------------
+    # Region.quotas and Project.quotas are lists of Quota {metric, limit, usage} (compute.v1.json);
+    # GPUS_ALL_REGIONS is a project quota, the per-model GPU quotas are regional
+    # (https://cloud.google.com/compute/resource-usage#gpu_quota).
+    @staticmethod
+    def _quotas(table: dict) -> list[dict]:
+        return [{"metric": k, "limit": v[0], "usage": v[1]} for k, v in sorted(table.items())]
+
+    def _project(self, project):
+        return {"kind": "compute#project", "id": "1", "name": project, "quotas": self._quotas(self.project_quotas),
+                "selfLink": f"{self.url}/compute/v1/projects/{project}"}
+
+    def _region(self, project, region):
+        table = {m: [DEFAULT_GPU_LIMIT, 0.0] for m in REGIONAL_GPU_METRICS}
+        table.update(self.region_quotas.get(region, {}))
+        return {"kind": "compute#region", "id": "2", "name": region, "status": "UP",
+                "quotas": self._quotas(table), "selfLink": f"{self.url}/compute/v1/projects/{project}/regions/{region}"}
+
+    def _acceleratorTypes(self, method, project, zone, rest, query, body):
+        # acceleratorTypes.get answers 404 for a type the zone does not offer (gcloud compute
+        # accelerator-types describe); every other known type is offered here.
+        if method != "GET" or not rest or zone is None:
+            raise ApiError(404, f"the fake serves only acceleratorTypes.get, not {method} {rest!r}")
+        if (zone, rest) in self.not_offered:
+            raise ApiError(404, f"The resource 'projects/{project}/zones/{zone}/acceleratorTypes/{rest}' was not found",
+                           "notFound")
+        return {"kind": "compute#acceleratorType", "id": "3", "name": rest, "zone": zone,
+                "maximumCardsPerInstance": 4, "description": rest,
+                "selfLink": f"{self.url}/compute/v1/projects/{project}/zones/{zone}/acceleratorTypes/{rest}"}
 
     def _list(self, kind, items, query):
         """A page of `items`, as every Compute list method answers (kind compute#<kind>List)."""
