@@ -36,8 +36,11 @@ class Model(BaseModel):
 
 
 class DriverRange(Model):
+    """NVIDIA driver branches a workload runs on: min..max, and `also` (older datacenter branches
+    that a newer CUDA still supports, e.g. MONAI Toolkit 3.0 on R535)."""
     min: int = Field(ge=300, le=999)
     max: int = Field(ge=300, le=999)
+    also: tuple[int, ...] = ()
 
     @model_validator(mode="after")
     def _ordered(self):
@@ -45,19 +48,44 @@ class DriverRange(Model):
             raise ValueError(f"min ({self.min}) is above max ({self.max})")
         return self
 
+    def allows(self, branch: int) -> bool:
+        return self.min <= branch <= self.max or branch in self.also
 
-class ContainerPorts(Model):
-    jupyter: int = Field(8888, ge=1, le=65535)
-    aiaa: int = Field(5000, ge=1, le=65535)
+    def describe(self) -> str:
+        extra = "".join(f", {b}" for b in self.also)
+        return f"{self.min}-{self.max}{extra}"
 
 
-# NVIDIA's command (clara-train-examples startDocker.sh); /workspace is where the launcher mounts
-# the workspace. The image's entrypoint execs it; without it, the entrypoint starts a shell that
-# exits at once in a detached container.
-JUPYTER_COMMAND = ("jupyter", "lab", "/workspace", "--ip", "0.0.0.0", "--port", "8888", "--allow-root",
-                   "--no-browser")
-# NVIDIA starts the annotation server by hand (`AIAA start -w <workspace> --engine AIAA &`).
-AIAA_COMMAND = ("AIAA", "start", "-w", "/workspace/aiaa", "--engine", "AIAA")
+class CapabilityRange(Model):
+    """CUDA compute capabilities the workload's container runs on (max: null for no upper bound)."""
+    min: float = Field(ge=1.0, le=20.0)
+    max: Optional[float] = Field(None, ge=1.0, le=20.0)
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is above max ({self.max})")
+        return self
+
+    def allows(self, capability: float) -> bool:
+        return self.min <= capability and (self.max is None or capability <= self.max)
+
+    def describe(self) -> str:
+        return f"{self.min}-{self.max}" if self.max is not None else f"{self.min} or newer"
+
+
+URL_PATH = r"^/[A-Za-z0-9._~/-]*$"
+
+
+class Server(Model):
+    """One HTTP server in the workload's container, published on the VM's 127.0.0.1."""
+    port: int = Field(ge=1, le=65535)                # on the VM (the team tunnels to it over SSH)
+    container_port: int = Field(ge=1, le=65535)
+    probe: str = Field("/", pattern=URL_PATH)        # answers with any HTTP status once it serves
+    url: str = Field("/", pattern=URL_PATH)          # what the launcher tells the team to open
+    token: bool = False     # logs `token=...` (Jupyter): the launcher prints it, the checks use it
+    # Started in the background before the main command; null: the main command serves this one.
+    command: Optional[tuple[str, ...]] = Field(None, min_length=1)
 
 
 def _option(command, names) -> Optional[str]:
@@ -71,39 +99,80 @@ def _option(command, names) -> Optional[str]:
     return None
 
 
-class Clara(Model):
+class Workload(Model):
+    """The container the image carries, where it runs and what it serves: the only place that
+    knows it (the gate, the launcher, the ports and the checks all read this section)."""
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,29}$")   # the launcher command and the container's name
+    title: str = Field(min_length=1, max_length=80)
     image: str = Field(pattern=IMAGE_REF)
     digest: Optional[str] = Field(None, pattern=DIGEST)
+    # manifests/images/<record>: the real image's recorded facts, from which the local stand-in is built.
+    record: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9._-]+\.json$")
     supported_gpus: tuple[str, ...] = Field(min_length=1)
+    compute_capability: CapabilityRange
     driver: DriverRange
-    container_ports: ContainerPorts = ContainerPorts()
-    command: tuple[str, ...] = Field(JUPYTER_COMMAND, min_length=1)
-    aiaa_command: Optional[tuple[str, ...]] = None
+    # Bake a derived image whose bundled CUDA compat libraries are off the library path, so the
+    # container uses the host's libcuda (NVIDIA's backward compatibility) on drivers newer than
+    # the compat library; without it the window stops at compat_driver_max.
+    host_driver_image: bool = False
+    compat_driver_max: Optional[int] = Field(None, ge=300, le=999)
+    command: tuple[str, ...] = Field(min_length=1)
+    servers: dict[str, Server] = Field(min_length=1)
 
     @field_validator("command", mode="before")
     @classmethod
     def _command_given(cls, value):
         if value is None:
-            raise ValueError("the image's own entrypoint starts a shell that exits at once in a detached "
-                             "container; give the command that starts Jupyter, e.g. " + " ".join(JUPYTER_COMMAND))
+            raise ValueError("the image's own entrypoint may start a shell that exits at once in a detached "
+                             "container; give the command that starts the main server, e.g. "
+                             "[jupyter, lab, /workspace, --ip, 0.0.0.0, --port, '8888', --allow-root, --no-browser]")
+        return value
+
+    @field_validator("servers")
+    @classmethod
+    def _server_names(cls, value):
+        for name in value:
+            if not re.fullmatch(r"[a-z][a-z0-9_-]{0,30}", name):
+                raise ValueError(f"server name {name!r} must be lowercase letters, digits, - or _")
         return value
 
     @model_validator(mode="after")
-    def _ports_match(self):
-        # The launcher publishes container_ports; a server listening elsewhere would never answer.
-        port = _option(self.command, ("--port",))
-        if port is not None and port != str(self.container_ports.jupyter):
-            raise ValueError(f"command listens on --port {port} but container_ports.jupyter is "
-                             f"{self.container_ports.jupyter}; make them the same")
-        ip = _option(self.command, ("--ip",))
-        if self.command[:2] == ("jupyter", "lab") and ip not in ("0.0.0.0", "*"):
+    def _servers_match(self):
+        main = [name for name, s in self.servers.items() if s.command is None]
+        if len(main) != 1:
+            raise ValueError(f"exactly one server is served by the main command (no `command`); got "
+                             f"{len(main)}: {', '.join(main) or 'none'}")
+        for what, ports in (("port", [s.port for s in self.servers.values()]),
+                            ("container_port", [s.container_port for s in self.servers.values()])):
+            if len(set(ports)) != len(ports):
+                raise ValueError(f"two servers share a {what}: {ports}")
+        if sum(s.token for s in self.servers.values()) > 1:
+            raise ValueError("at most one server logs a token (token: true)")
+        # The launcher publishes container_port; a server listening elsewhere would never answer.
+        for name, server in self.servers.items():
+            command = server.command or self.command
+            port = _option(command, ("--port", "-p"))
+            if port is not None and port != str(server.container_port):
+                where = f"servers.{name}.command" if server.command else "command"
+                raise ValueError(f"{where} listens on port {port} but servers.{name}.container_port is "
+                                 f"{server.container_port}; make them the same")
+        if self.command[:2] == ("jupyter", "lab") and _option(self.command, ("--ip",)) not in ("0.0.0.0", "*"):
             raise ValueError("a `jupyter lab` command needs --ip 0.0.0.0: Jupyter listens on localhost by "
                              "default, which Docker's published port cannot reach")
-        aiaa = _option(self.aiaa_command or (), ("--port", "-p"))
-        if aiaa is not None and aiaa != str(self.container_ports.aiaa):
-            raise ValueError(f"aiaa_command listens on port {aiaa} but container_ports.aiaa is "
-                             f"{self.container_ports.aiaa}; make them the same")
         return self
+
+    def main_server(self) -> str:
+        return next(name for name, s in self.servers.items() if s.command is None)
+
+    def driver_window(self) -> tuple[DriverRange, str]:
+        """The branches the gate accepts, and why: without the host-driver image the container's own
+        CUDA compat library shadows the host's and breaks above compat_driver_max."""
+        rng = self.driver
+        if self.host_driver_image or self.compat_driver_max is None or rng.max <= self.compat_driver_max:
+            return rng, "workload.driver"
+        capped = DriverRange(min=rng.min, max=max(rng.min, self.compat_driver_max), also=rng.also)
+        return capped, ("workload.driver, capped at workload.compat_driver_max "
+                        f"({self.compat_driver_max}) because workload.host_driver_image is false")
 
 
 class ExtraImage(Model):
@@ -137,9 +206,8 @@ class Docker(Model):
 
 
 class Ports(Model):
+    """The VM's SSH port; the workload's own ports are under workload.servers."""
     ssh: int = Field(22, ge=1, le=65535)
-    jupyter: int = Field(8890, ge=1, le=65535)
-    aiaa: int = Field(5000, ge=1, le=65535)
 
     @field_validator("ssh")
     @classmethod
@@ -273,6 +341,13 @@ class Aws(CloudSection):
     share: AwsShare = AwsShare()
     ssm_prefix: str = Field("/clara-train", pattern=r"^/[A-Za-z0-9._/-]+[^/]$")
     gpu: Optional[GpuDeclaration] = None
+    # Lazy EBS volumes (docs/MANIFEST.md, "AWS: time to ready", states what each costs). The rate
+    # (MiB/s, EbsBlockDevice.VolumeInitializationRate: 100-300) goes on the test VM's root volume;
+    # an AMI cannot carry it, so teams pass it in their own launch (the record says which).
+    volume_initialization_rate: Optional[int] = Field(None, ge=100, le=300)
+    # Availability Zones (us-east-1a) of `region` or `copy_regions` whose copy of the AMI's
+    # snapshots gets Fast Snapshot Restore on publish, removed again on prune and revoke.
+    fast_snapshot_restore_zones: tuple[str, ...] = ()
 
     @field_validator("copy_regions")
     @classmethod
@@ -281,6 +356,30 @@ class Aws(CloudSection):
             if not re.fullmatch(AWS_REGION, region):
                 raise ValueError(f"{region!r} is not an AWS region name like us-west-2")
         return value
+
+    @model_validator(mode="after")
+    def _fsr_zones_in_published_regions(self):
+        regions = (self.region,) + tuple(self.copy_regions)
+        for zone in self.fast_snapshot_restore_zones:
+            if not re.fullmatch(AWS_REGION[:-1] + r"[a-z]$", zone):
+                raise ValueError(f"fast_snapshot_restore_zones: {zone!r} is not an Availability Zone name "
+                                 "like us-east-1a")
+            if zone[:-1] not in regions:
+                raise ValueError(f"fast_snapshot_restore_zones: {zone!r} is not in a region the image is "
+                                 f"published to ({', '.join(regions)}): add {zone[:-1]} to copy_regions")
+        return self
+
+    def fast_restore_zones(self, region: str) -> list[str]:
+        return sorted({z for z in self.fast_snapshot_restore_zones if z[:-1] == region})
+
+    def launch_facts(self) -> dict:
+        """What a team's launch from the published image should carry, for the record."""
+        facts = {}
+        if self.volume_initialization_rate:
+            facts["volume_initialization_rate_mib_s"] = self.volume_initialization_rate
+        if self.fast_snapshot_restore_zones:
+            facts["fast_snapshot_restore_zones"] = list(self.fast_snapshot_restore_zones)
+        return facts
 
     def sizes(self):
         return [(("instance_type",), self.instance_type, self.instance_type)] + [
@@ -457,7 +556,7 @@ class Manifest(Model):
     name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,29}$")
     image_name: str = Field("{name}-{timestamp}", min_length=1, max_length=120)
     tags: dict[str, str] = Field(default_factory=dict)
-    clara: Clara
+    workload: Workload
     extra_images: tuple[ExtraImage, ...] = ()
     registry_login: Optional[RegistryLogin] = None
     compose: Compose
@@ -494,5 +593,5 @@ class Manifest(Model):
         return value
 
     def images(self) -> tuple[ExtraImage, ...]:
-        """Every image to pre-pull: Clara's first."""
-        return (ExtraImage(image=self.clara.image, digest=self.clara.digest),) + self.extra_images
+        """Every image to pre-pull: the workload's first."""
+        return (ExtraImage(image=self.workload.image, digest=self.workload.digest),) + self.extra_images
