@@ -108,6 +108,14 @@ class Generalize:
 
 
 @dataclass(frozen=True)
+class Hydrate:
+    """The first-boot read of the disk (steps/hydrate.py); absent from provision.json: off."""
+    enabled: bool = False
+    paths: Tuple[str, ...] = ()
+    workers: int = 8
+
+
+@dataclass(frozen=True)
 class Config:
     path: str           # absolute path of provision.json
     dir: str            # its folder: compose.file is relative to it
@@ -122,6 +130,7 @@ class Config:
     pull: Pull
     launcher: Launcher
     generalize: Generalize
+    hydrate: Hydrate = Hydrate()
 
 
 class _Reader:
@@ -296,11 +305,26 @@ def parse(data, path="provision.json"):
     if generalize.remove_build_user and not generalize.build_user:
         raise r.error("generalize.remove_build_user", "is true but generalize.build_user is null")
 
+    hydrate = _hydrate(r, data)
     full = os.path.abspath(path)
-    return Config(path=full, dir=os.path.dirname(full), schema=schema, cloud=cloud,
+    return Config(hydrate=hydrate, path=full, dir=os.path.dirname(full), schema=schema, cloud=cloud,
                   fingerprint=fingerprint, umask=umask, docker=docker, compose=compose,
                   registry_login=registry_login, images=tuple(images), pull=pull,
                   launcher=launcher, generalize=generalize)
+
+
+def _hydrate(r, data):
+    h = r.obj(data, "", "hydrate", nullable=True) if "hydrate" in data else None
+    if h is None:
+        return Hydrate()
+    paths = r.strings(h, "hydrate", "paths", default=())
+    for i, item in enumerate(paths):
+        if not item.startswith("/") or ".." in item.split("/") or "\n" in item:
+            raise r.error("hydrate.paths[{}]".format(i), "expected an absolute path, got {}".format(json.dumps(item)))
+    workers = r.get(h, "hydrate", "workers", (int,), default=Hydrate.workers)
+    if not 1 <= workers <= 64:
+        raise r.error("hydrate.workers", "expected 1 to 64 reader threads, got {}".format(workers))
+    return Hydrate(enabled=r.get(h, "hydrate", "enabled", (bool,)), paths=paths, workers=workers)
 
 
 def _toolkit(r, docker):

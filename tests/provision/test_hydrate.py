@@ -1,0 +1,70 @@
+"""provision/steps/hydrate.py: the first-boot unit installed under --root (enabled, idempotent, removed
+when the manifest turns hydration off), and its helper run for real on a small tree (reads every
+file once, writes the stamp, does nothing the second time)."""
+import json
+import os
+import subprocess
+import sys
+
+from provision_support import run_cli, statuses
+
+HYDRATE = {"hydrate": {"enabled": True, "paths": ["/var/lib/docker", "/usr/bin/docker"], "workers": 4}}
+UNIT = "etc/systemd/system/clara-hydrate.service"
+WANTS = "etc/systemd/system/multi-user.target.wants/clara-hydrate.service"
+HELPER = "usr/local/lib/clara-bake/clara-hydrate"
+
+
+def test_installs_the_unit_enabled_then_reports_unchanged(guest, make_config):
+    cfg = make_config(HYDRATE)
+    first = run_cli("--root", guest, "--config", cfg, "--only", "hydrate", check_rc=0)
+    assert statuses(first) == {"hydrate": "changed"}
+    unit = (guest / UNIT).read_text()
+    assert "ConditionPathExists=!/var/lib/clara-hydrate/done" in unit
+    assert "IOSchedulingClass=idle" in unit and "Nice=19" in unit and "Type=exec" in unit
+    assert "Before=" not in unit                       # never holds back login or the launcher
+    assert os.readlink(str(guest / WANTS)) == "/etc/systemd/system/clara-hydrate.service"
+    assert os.stat(str(guest / HELPER)).st_mode & 0o777 == 0o755
+    second = run_cli("--root", guest, "--config", cfg, "--only", "hydrate", check_rc=0)
+    assert statuses(second) == {"hydrate": "unchanged"}
+
+
+def test_turned_off_removes_what_it_installed(guest, make_config):
+    run_cli("--root", guest, "--config", make_config(HYDRATE), "--only", "hydrate", check_rc=0)
+    off = run_cli("--root", guest, "--config", make_config({"hydrate": {"enabled": False}}), "--only", "hydrate",
+                  check_rc=0)
+    assert statuses(off) == {"hydrate": "changed"}
+    assert not any(os.path.lexists(str(guest / p)) for p in (UNIT, WANTS, HELPER))
+    again = run_cli("--root", guest, "--config", make_config({"hydrate": {"enabled": False}}), "--only", "hydrate",
+                    check_rc=0)
+    assert statuses(again) == {"hydrate": "unchanged"}
+
+
+def test_bad_hydrate_keys_name_the_file_and_key(guest, make_config):
+    bad = run_cli("--root", guest, "--config", make_config({"hydrate": {"enabled": True, "paths": ["var/lib"]}}),
+                  check_rc=2)
+    assert "hydrate.paths[0]" in bad.stderr and "absolute path" in bad.stderr and "provision.json" in bad.stderr
+    bad = run_cli("--root", guest, "--config", make_config({"hydrate": {"enabled": "yes"}}), check_rc=2)
+    assert "hydrate.enabled" in bad.stderr and "true/false" in bad.stderr
+
+
+def test_the_helper_reads_every_file_once_and_stamps(guest, make_config, tmp_path):
+    run_cli("--root", guest, "--config", make_config(HYDRATE), "--only", "hydrate", check_rc=0)
+    data = tmp_path / "data"
+    (data / "overlay2" / "l1" / "diff").mkdir(parents=True)
+    sizes = {"overlay2/l1/diff/libtorch.so": 3 * 2**20 + 5, "overlay2/l1/diff/a.py": 100, "single": 7}
+    for name, size in sizes.items():
+        (data / name).write_bytes(b"x" * size)
+    os.symlink("a.py", str(data / "overlay2" / "l1" / "diff" / "link.py"))   # not counted twice
+    stamp = tmp_path / "state" / "done"
+    text = (guest / HELPER).read_text()
+    text = text.replace('PATHS = ["/var/lib/docker", "/usr/bin/docker"]',
+                        "PATHS = {!r}".format([str(data / "overlay2"), str(data / "single"), str(tmp_path / "none")]))
+    text = text.replace('STAMP = "/var/lib/clara-hydrate/done"', "STAMP = {!r}".format(str(stamp)))
+    helper = tmp_path / "clara-hydrate"
+    helper.write_text(text)
+    out = subprocess.run([sys.executable, str(helper)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(stamp.read_text())["files"] == 3
+    assert json.loads(stamp.read_text())["bytes"] == sum(sizes.values())
+    again = subprocess.run([sys.executable, str(helper)], capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and again.stdout == ""     # once per instance
