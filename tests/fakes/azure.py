@@ -77,6 +77,12 @@ _VERSION_NAME = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 # to 256 characters", "tag names can't contain these characters: <, >, %, &, \\, ?, /").
 _TAG_BAD_CHARS = set('<>%&\\?/')
 API_VERSION = "2024-07-01"
+# `invoke doctor`'s reads: VM sizes -> their quota family (Usage - List name.value) and vCPUs.
+SKUS = {"Standard_NC8as_T4_v3": "standardNCASv3_T4Family", "Standard_NC16as_T4_v3": "standardNCASv3_T4Family",
+        "Standard_NC4as_T4_v3": "standardNCASv3_T4Family", "Standard_D2s_v5": "standardDSv5Family"}
+SKU_VCPUS = {"Standard_NC8as_T4_v3": 8, "Standard_NC16as_T4_v3": 16, "Standard_NC4as_T4_v3": 4, "Standard_D2s_v5": 2}
+DEFAULT_VCPU_LIMIT = 64
+FAKE_TENANT = "00000000-0000-0000-0000-00000000fa4e"
 FEDERATED_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
@@ -160,6 +166,13 @@ class FakeArm:
         self.requests: list[tuple[str, str]] = []
         self.marketplace: dict[str, list[dict]] = {}     # lower ".../skus/{sku}" -> version records
         self.agreements: dict[str, dict] = {}
+        # What `invoke doctor` reads: compute usage per location (name -> [currentValue, limit]; an
+        # entry not set has DEFAULT_VCPU_LIMIT), VM sizes per location (absent: SKUS everywhere), and
+        # (location, size) -> the reasonCode of a Location restriction.
+        self.usages: dict[str, dict[str, list[int]]] = {}
+        self.skus: dict[str, tuple[str, ...]] | None = None
+        self.restricted: dict[tuple[str, str], str] = {}
+        self.subscription_state = "Enabled"
         self._faults: list[_Fault] = []
         self._op_faults: list[_OpFault] = []
         self._ops: dict[str, _Operation] = {}
@@ -430,6 +443,9 @@ class FakeArm:
                           r"vmimage/offers/([^/]+)/skus/([^/]+)/versions(?:/([^/]+))?$", lower)
             if m:
                 return self._marketplace_versions(path, *m.groups())
+            answer = self._doctor_reads(method, path, lower)
+            if answer is not None:
+                return answer
             m = re.fullmatch(r"/subscriptions/[^/]+/resourcegroups(/[^/]+)?", lower)
             if m:
                 return self._resource_groups(method, path, body, is_collection=m.group(1) is None, query=query)
@@ -804,6 +820,45 @@ class FakeArm:
             "properties": {"publisher": publisher, "product": offer, "plan": plan, "accepted": False,
                            "signature": "fake-signature", "licenseTextLink": "https://example.invalid/terms"}}
         return 200, {}, copy.deepcopy(stored)
+
+    # --- what `invoke doctor` reads ---------------------------------------------------------------
+
+    def _doctor_reads(self, method: str, path: str, lower: str):
+        if method != "GET":
+            return None
+        m = re.fullmatch(r"/subscriptions/([^/]+)", lower)
+        if m:
+            # Subscriptions - Get: {id, subscriptionId, displayName, state, tenantId}. Source:
+            # https://learn.microsoft.com/en-us/rest/api/resources/subscriptions/get
+            return 200, {}, {"id": path, "subscriptionId": path.rsplit("/", 1)[-1], "displayName": "fake subscription",
+                             "state": self.subscription_state, "tenantId": FAKE_TENANT}
+        m = re.fullmatch(r"/subscriptions/[^/]+/providers/microsoft\.compute/locations/([^/]+)/usages", lower)
+        if m:
+            # Usage - List: {value: [{unit: Count, currentValue, limit, name: {value, localizedValue}}]}.
+            # Source: https://learn.microsoft.com/en-us/rest/api/compute/usage/list
+            table = {name: [0, DEFAULT_VCPU_LIMIT] for name in ("cores", *SKUS.values())}
+            table.update(self.usages.get(m.group(1), {}))
+            return 200, {}, {"value": [{"unit": "Count", "currentValue": v[0], "limit": v[1],
+                                        "name": {"value": k, "localizedValue": k}} for k, v in sorted(table.items())]}
+        if re.fullmatch(r"/subscriptions/[^/]+/providers/microsoft\.compute/skus", lower):
+            return 200, {}, {"value": self._sku_list()}
+        return None
+
+    def _sku_list(self) -> list[dict]:
+        """Resource Skus - List: one entry per size and location, `restrictions` of type Location
+        (reasonCode NotAvailableForSubscription) where the subscription may not use it. Source:
+        https://learn.microsoft.com/en-us/rest/api/compute/resource-skus/list"""
+        locations = self.skus or {loc: tuple(SKUS) for loc in ("eastus", "westus2", "westeurope")}
+        out = []
+        for loc, sizes in sorted(locations.items()):
+            for size in sizes:
+                reason = self.restricted.get((loc, size))
+                out.append({"resourceType": "virtualMachines", "name": size, "tier": "Standard", "size": size[9:],
+                            "family": SKUS.get(size, "standardFamily"), "locations": [loc],
+                            "capabilities": [{"name": "vCPUs", "value": str(SKU_VCPUS.get(size, 8))}],
+                            "restrictions": [{"type": "Location", "values": [loc], "reasonCode": reason,
+                                              "restrictionInfo": {"locations": [loc]}}] if reason else []})
+        return out
 
     def accepted(self, publisher: str, offer: str, plan: str) -> bool:
         with self.lock:
