@@ -239,6 +239,10 @@ class FakeArm:
             self.requests.clear()
             self.marketplace.clear()
             self.agreements.clear()
+            self.usages.clear()
+            self.restricted.clear()
+            self.skus = None
+            self.subscription_state = "Enabled"
             self._faults.clear()
             self._op_faults.clear()
             self._ops.clear()
