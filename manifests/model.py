@@ -233,6 +233,13 @@ class Launcher(Model):
         return value
 
 
+class Hydration(Model):
+    """A first-boot unit reads the image's disk once (provision/steps/hydrate.py): cloud disks made
+    from images load each block on its first read. Off: the first start reads lazily."""
+    enabled: bool = True
+    workers: int = Field(8, ge=1, le=64)
+
+
 class Validation(Model):
     service_smoke: bool = True
     ssh_timeout_s: int = Field(900, ge=30, le=7200)
@@ -566,6 +573,7 @@ class Manifest(Model):
     launcher: Launcher = Launcher()
     validation: Validation = Validation()
     retention: Retention = Retention()
+    hydration: Hydration = Hydration()
     clouds: Clouds
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)

@@ -50,6 +50,10 @@ def provision_config(manifest: Manifest, target, fingerprint: str) -> dict:
                      "aiaa_command": list(clara.aiaa_command) if clara.aiaa_command else None},
         # remove_build_user: the build created this user (Packer's ssh user on GCP and Azure), so
         # it goes; a distribution's default user (AWS's ubuntu) stays, without the build's key.
+        # hydrate: the first-boot read (provision/steps/hydrate.py): the data root holds the layers.
+        "hydrate": {"enabled": manifest.hydration.enabled, "workers": manifest.hydration.workers,
+                    "paths": [docker.data_root, "/usr/bin/dockerd", "/usr/bin/containerd",
+                              "/usr/bin/containerd-shim-runc-v2", "/usr/sbin/runc", "/usr/bin/docker"]},
         "generalize": {"deprovision": None, "remove_build_user": False,
                        "build_user": getattr(manifest.clouds.section(target.NAME), "ssh_username", None)},
     }
