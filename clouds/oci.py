@@ -15,27 +15,14 @@ elsewhere: a mirror, or a fake in tests.
 """
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 import os
 import re
-import urllib.error
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 
 from core import cancel, settings
 from core.errors import PipelineError
+from provision import registry
 
-# An index first: a multi-platform tag is pinned as the index, and `docker pull repo@<index digest>`
-# still picks this machine's platform.
-ACCEPT = ", ".join((
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-))
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "https://registry-1.docker.io"
 TRANSIENT = (429, 500, 502, 503, 504)
@@ -88,110 +75,45 @@ def api_base(registry: str, endpoints: dict[str, str]) -> str:
 
 
 def resolve(ref: str, *, username: str | None = None, password: str | None = None,
-            endpoints: dict[str, str] | None = None, timeout_s: float = 30) -> str:
-    """The digest the tag names now ("sha256:<64 hex>")."""
+            endpoints: dict[str, str] | None = None) -> str:
+    """The digest the tag names now ("sha256:<64 hex>"), asked with the guest's own registry client
+    (provision/registry.py: the same sign-in the pull's size check uses), retried while the registry
+    is unreachable or busy."""
     r = parse(ref)
     base = api_base(r.registry, endpoints if endpoints is not None else endpoints_from_env())
-    url = f"{base}/v2/{r.repository}/manifests/{urllib.parse.quote(r.tag, safe='')}"
-    basic = _basic(username, password)
-    session = _Session(str(r), basic, timeout_s)
-    status, headers, _ = session.request("HEAD", url)
-    digest = headers.get("Docker-Content-Digest", "")
-    if status == 200 and re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
-        return digest
-    if status in (200, 405):           # no digest header (allowed by the spec): hash the manifest
-        status, headers, body = session.request("GET", url)
-        if status == 200:
-            return "sha256:" + hashlib.sha256(body).hexdigest()
-    raise session.failure(status)
-
-
-def _basic(username, password) -> str | None:
-    if username and password:
-        return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
-    return None
-
-
-class _Session:
-    def __init__(self, what: str, basic: str | None, timeout_s: float):
-        self.what, self.basic, self.timeout_s = what, basic, timeout_s
-        self.auth: str | None = None
-        self.detail = ""
-
-    def request(self, method: str, url: str) -> tuple[int, dict, bytes]:
-        status, headers, body = self._send(method, url, {"Accept": ACCEPT})
-        if status == 401 and self.auth is None:
-            self.auth = self._sign_in(headers.get("WWW-Authenticate", ""))
-            status, headers, body = self._send(method, url, {"Accept": ACCEPT})
-        if status >= 400:
-            self.detail = _error_text(body)
-        return status, headers, body
-
-    def _send(self, method, url, headers, auth_header=None) -> tuple[int, dict, bytes]:
-        headers = dict(headers)
-        if auth_header or self.auth:
-            headers["Authorization"] = auth_header or self.auth
-        for attempt in range(ATTEMPTS):
-            cancel.check(f"resolving {self.what}")
-            try:
-                with urllib.request.urlopen(urllib.request.Request(url, method=method, headers=headers),
-                                            timeout=self.timeout_s) as resp:
-                    return resp.status, dict(resp.headers), resp.read()
-            except urllib.error.HTTPError as exc:
-                if exc.code not in TRANSIENT or attempt + 1 == ATTEMPTS:
-                    return exc.code, dict(exc.headers), exc.read()
-            except (urllib.error.URLError, OSError) as exc:
-                if attempt + 1 == ATTEMPTS:
-                    raise RegistryError(f"cannot reach the registry for {self.what} at {url.split('/v2/')[0]}: "
-                                        f"{getattr(exc, 'reason', exc)}") from None
-            cancel.sleep(min(8.0, 0.5 * 2 ** attempt))
-        raise AssertionError("unreachable")
-
-    def _sign_in(self, challenge: str) -> str | None:
-        scheme, _, params = challenge.partition(" ")
-        if scheme.lower() == "basic":
-            return self.basic
-        if scheme.lower() != "bearer":
-            return None
-        fields = dict(re.findall(r'(\w+)="([^"]*)"', params))
-        realm = fields.pop("realm", "")
-        if not realm.startswith(("https://", "http://")):
-            raise RegistryError(f"the registry for {self.what} asked for a token without a usable realm: "
-                                f"{challenge[:120]!r}")
-        url = realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(fields)
-        status, _, body = self._send("GET", url, {}, auth_header=self.basic)
-        if status != 200:
-            who = "with the configured registry login" if self.basic else "anonymously"
-            raise RegistryError(f"the registry refused a pull token for {self.what} {who} (HTTP {status}"
-                                f"{': ' + _error_text(body) if _error_text(body) else ''})")
+    creds = (username, password) if username and password else None
+    for attempt in range(ATTEMPTS):
+        cancel.check(f"resolving {r}")
         try:
-            answer = json.loads(body)
-            token = answer.get("token") or answer.get("access_token")
-        except (ValueError, AttributeError):
-            token = None
-        if not token:
-            raise RegistryError(f"the registry's token service answered no token for {self.what}")
-        return f"Bearer {token}"
-
-    def failure(self, status: int) -> RegistryError:
-        if status == 404:
-            return RegistryError(f"{self.what}: the registry has no such tag (HTTP 404"
-                                 f"{': ' + self.detail if self.detail else ''})")
-        if status in (401, 403):
-            hint = ("the registry login was refused: check its password variable" if self.basic
-                    else "the image needs a registry login (registry_login in the manifest, and its "
-                         "password variable set)")
-            return RegistryError(f"{self.what}: not allowed to read it (HTTP {status}); {hint}")
-        return RegistryError(f"{self.what}: the registry answered HTTP {status}"
-                             f"{': ' + self.detail if self.detail else ''}")
+            digest = registry.Client(r.registry, creds, base=base).digest(r.repository, r.tag)
+        except registry.TokenRefused as exc:
+            who = "with the configured registry login" if creds else "anonymously"
+            raise RegistryError(f"the registry refused a pull token for {r} {who} (HTTP {exc.status}); "
+                                + _login_hint(creds)) from None
+        except registry.RegistryError as exc:
+            transient = isinstance(exc, registry.RegistryUnreachable) or exc.status in TRANSIENT
+            if not transient:
+                raise _failure(r, exc, creds) from None
+            if attempt + 1 == ATTEMPTS:
+                raise RegistryError(f"cannot reach the registry for {r} at {base}: {exc}") from None
+            cancel.sleep(min(8.0, 0.5 * 2 ** attempt))
+            continue
+        if digest is None:
+            raise RegistryError(f"{r}: the registry has no such tag (HTTP 404)")
+        return digest
+    raise AssertionError("unreachable")
 
 
-def _error_text(body: bytes) -> str:
-    try:
-        errors = json.loads(body).get("errors") or []
-        return "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors)[:200]
-    except (ValueError, AttributeError):
-        return ""
+def _login_hint(creds) -> str:
+    if creds:
+        return "check the password variable of the manifest's registry_login"
+    return "the image needs a registry login: registry_login in the manifest, and its password variable set"
+
+
+def _failure(r: Reference, exc, creds) -> RegistryError:
+    if exc.status in (401, 403):
+        return RegistryError(f"{r}: not allowed to read it (HTTP {exc.status}); {_login_hint(creds)}")
+    return RegistryError(f"{r}: {exc}")
 
 
 def pin(manifest, environ=os.environ) -> dict[str, str]:

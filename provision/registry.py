@@ -7,6 +7,7 @@ CLI on some builds. This client speaks the OCI distribution API directly, with t
 Authentication Specification" that nvcr.io and Docker Hub use.
 """
 import base64
+import hashlib
 import json
 import platform
 import re
@@ -24,7 +25,17 @@ _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm6
 
 
 class RegistryError(Exception):
-    pass
+    def __init__(self, message, status=None):
+        super().__init__(message)
+        self.status = status
+
+
+class RegistryUnreachable(RegistryError):
+    """No answer at all (DNS, refused, timed out): worth another try."""
+
+
+class TokenRefused(RegistryError):
+    """The registry's token service refused the credentials (or their absence)."""
 
 
 def split_ref(ref):
@@ -66,29 +77,56 @@ def host_arch():
 
 
 class Client:
-    def __init__(self, host, creds=None, insecure=False):
-        self.base = "{}://{}".format("http" if insecure else "https", host)
+    """One registry, signed in on its first 401 (Basic, or a Bearer token from the challenge's realm).
+    `base` overrides where its API is (a mirror, or a fake in tests)."""
+
+    def __init__(self, host, creds=None, insecure=False, base=None):
+        self.base = base or "{}://{}".format("http" if insecure else "https", host)
         self.creds = creds
         self.auth = None            # the Authorization header once a challenge was answered
 
-    def get_json(self, url, accept):
+    def request(self, method, url, accept):
+        """(status, headers, body); an HTTP error is an answer too, a network error raises."""
         for _ in range(2):
-            request = urllib.request.Request(url, headers={"Accept": accept})
+            request = urllib.request.Request(url, method=method, headers={"Accept": accept})
             if self.auth:
                 request.add_header("Authorization", self.auth)
             try:
                 with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:
-                    body = answer.read()
-                    kind = answer.headers.get("Content-Type", "").split(";")[0].strip()
-                    return json.loads(body.decode("utf-8")), kind
+                    return answer.status, answer.headers, answer.read()
             except urllib.error.HTTPError as exc:
                 if exc.code == 401 and self.auth is None:
                     self.auth = self._answer(exc.headers.get("WWW-Authenticate", ""))
                     continue
-                raise RegistryError("{} answered HTTP {}: {}".format(url, exc.code, _message(exc)))
-            except (urllib.error.URLError, OSError, ValueError) as exc:
-                raise RegistryError("{}: {}".format(url, getattr(exc, "reason", exc)))
-        raise RegistryError("{}: refused the credentials (HTTP 401)".format(url))
+                return exc.code, exc.headers, exc.read()
+            except (urllib.error.URLError, OSError) as exc:
+                raise RegistryUnreachable("{}: {}".format(url, getattr(exc, "reason", exc)))
+        return 401, {}, b""
+
+    def get_json(self, url, accept):
+        status, headers, body = self.request("GET", url, accept)
+        if status != 200:
+            raise RegistryError("{} answered HTTP {}: {}".format(url, status, error_text(body) or status))
+        try:
+            return json.loads(body.decode("utf-8")), headers.get("Content-Type", "").split(";")[0].strip()
+        except ValueError as exc:
+            raise RegistryError("{}: {}".format(url, exc))
+
+    def digest(self, repo, reference):
+        """What `repo:reference` names now: the `Docker-Content-Digest` of a HEAD (OCI distribution
+        spec, "Checking if content exists"), else the sha256 of the manifest's bytes. None for 404."""
+        url = "{}/v2/{}/manifests/{}".format(self.base, repo, urllib.parse.quote(reference, safe=""))
+        status, headers, _ = self.request("HEAD", url, ACCEPT)
+        found = headers.get("Docker-Content-Digest", "") if status == 200 else ""
+        if re.fullmatch(r"sha256:[0-9a-f]{64}", found):
+            return found
+        if status in (200, 405):               # the header is optional: hash what GET serves
+            status, _, body = self.request("GET", url, ACCEPT)
+            if status == 200:
+                return "sha256:" + hashlib.sha256(body).hexdigest()
+        if status == 404:
+            return None
+        raise RegistryError("{} answered HTTP {}".format(url, status), status)
 
     def _answer(self, challenge):
         scheme, _, params = challenge.partition(" ")
@@ -109,9 +147,11 @@ class Client:
             with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:
                 token = json.loads(answer.read().decode("utf-8"))
         except urllib.error.HTTPError as exc:
-            raise RegistryError("token from {} refused: HTTP {}".format(fields["realm"], exc.code))
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise RegistryError("token from {}: {}".format(fields["realm"], getattr(exc, "reason", exc)))
+            raise TokenRefused("token from {} refused: HTTP {}".format(fields["realm"], exc.code), exc.code)
+        except (urllib.error.URLError, OSError) as exc:
+            raise RegistryUnreachable("token from {}: {}".format(fields["realm"], getattr(exc, "reason", exc)))
+        except ValueError as exc:
+            raise RegistryError("token from {}: {}".format(fields["realm"], exc))
         value = token.get("token") or token.get("access_token") if isinstance(token, dict) else None
         if not value:
             raise RegistryError("token from {} has no token".format(fields["realm"]))
@@ -156,9 +196,10 @@ def _basic(creds):
     return base64.b64encode("{}:{}".format(*creds).encode("utf-8")).decode("ascii")
 
 
-def _message(exc):
+def error_text(body):
+    """The registry's `{"errors": [{"code", "message"}]}` (OCI distribution spec, "Error Codes")."""
     try:
-        errors = json.loads(exc.read().decode("utf-8")).get("errors") or []
-        return "; ".join("{} {}".format(e.get("code", ""), e.get("message", "")).strip() for e in errors) or exc.reason
-    except (ValueError, AttributeError, OSError):
-        return exc.reason
+        errors = json.loads(body.decode("utf-8")).get("errors") or []
+        return "; ".join("{} {}".format(e.get("code", ""), e.get("message", "")).strip() for e in errors)[:200]
+    except (ValueError, AttributeError):
+        return ""
