@@ -20,6 +20,7 @@ from core.names import TAG_VALIDATED
 
 from ..base import Image
 from ..common import channel_tag, channels, without_channels
+from .fastrestore import TAG_FSR, FastRestore
 from .sdk import snapshots, tag_list, tags_of
 
 TAG_SOURCE_AMI = "clara-source-ami"   # on copies: the AMI Packer built in the home region
@@ -27,7 +28,7 @@ TAG_MANIFEST = "clara-manifest"       # manifest.name: what prune looks at
 TAG_REVOKED = "clara-revoked"
 
 
-class Publishing:
+class Publishing(FastRestore):
     """publish, promote and revoke (a mixin of clouds.aws.Adapter)."""
 
     def publish(self, image: Image, channel: str) -> dict[str, str]:
@@ -63,12 +64,13 @@ class Publishing:
         amis = {home: image.id, **copies}
         # Tag the copies (CopyImage does not carry tags) and their snapshots.
         inherited = {k: v for k, v in without_channels(src_tags).items()
-                     if not k.startswith("aws:") and k != TAG_REVOKED}
+                     if not k.startswith("aws:") and k not in (TAG_REVOKED, TAG_FSR)}
         for region, ami in copies.items():
             copy = self._image(ami, region) or {}
             self._create_tags(region, [ami] + snapshots(copy),
                               {**inherited, **marks, TAG_SOURCE_AMI: image.id}, f"copy {ami}")
         self._share(amis)
+        self._enable_fast_restore(amis, undo)       # before the pointers: a failure rolls it back
         # The source AMI last: it is what find_validated and prune read.
         changed = {k: v for k, v in marks.items() if src_tags.get(k) != v}
         if changed:
@@ -203,6 +205,7 @@ class Publishing:
                 if untag:
                     self._ec2("delete_tags", f"untag {ami['ImageId']}", region, Resources=ids, Tags=untag)
                 self._create_tags(region, ids, {TAG_REVOKED: "true"}, ami["ImageId"])
+                self._disable_fast_restore(region, ami)      # no team launches it: stop the billing
             self.log(f"aws: revoked {image_id} (out of every channel, in {len(lineage)} region(s))")
         except CloudError as exc:
             raise PublishError(f"aws: revoking {image_id} failed: {exc}") from None

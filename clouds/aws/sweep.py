@@ -41,6 +41,9 @@ class Maintenance:
             plan += [(r, a["ImageId"]) for r, a in lineage.items()]
         if not dry_run:
             for region, ami in reversed(plan):               # copies before their source
+                # Deleting a snapshot turns its FSR off too (EBS User Guide, "Configure fast snapshot
+                # restore"); explicitly first, so a snapshot that outlives its AMI stops billing.
+                self._disable_fast_restore(region, self._image(ami, region) or {"ImageId": ami})
                 self._delete_image(region, ami)
         else:
             for region, ami in plan:
