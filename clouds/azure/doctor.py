@@ -110,7 +110,7 @@ class Doctor:
         blocked = [r for r in match.restrictions or [] if r.type == "Location"]
         if blocked:
             found.add("availability", check, "fail", f"{size} is restricted in {loc} for this subscription "
-                      f"({blocked[0].reason_code})", "ask Azure support to enable the size in the location "
+                      f"({getattr(blocked[0].reason_code, 'value', blocked[0].reason_code)})", "ask Azure support to enable the size in the location "
                       "(a quota request of type 'VM size not available'), or choose another location")
             return {}
         zones = [r for r in match.restrictions or [] if r.type == "Zone"]
