@@ -304,10 +304,16 @@ class FakeArm:
             return sorted(r["id"] for r in self.resources.values() if type_part.lower() in r["type"].lower())
 
     def add_marketplace_image(self, location: str, publisher: str, offer: str, sku: str,
-                              versions: list[str], plan: bool = False) -> None:
+                              versions: list[str], plan: bool = False,
+                              deprecation: dict[str, dict] | None = None) -> None:
+        """`deprecation`: version -> its imageDeprecationStatus as ARM sends it, e.g. {"imageState":
+        "Deprecated", "scheduledDeprecationTime": "2026-01-01T00:00:00+00:00", "alternativeOption":
+        {"type": "Plan", "value": "<sku>"}} (Microsoft.Compute virtualMachineImage.json, ImageDeprecationStatus;
+        azure-mgmt-compute 39.0.0 models ImageDeprecationStatus, ImageState, AlternativeOption)."""
         key = f"{location}/{publisher}/{offer}/{sku}".lower()
         with self.lock:
-            self.marketplace[key] = [{"version": v, "plan": plan} for v in versions]
+            self.marketplace[key] = [{"version": v, "plan": plan, "deprecation": (deprecation or {}).get(v)}
+                                     for v in versions]
 
     def sub_path(self, subscription: str, resource_group: str) -> str:
         return f"/subscriptions/{subscription}/resourceGroups/{resource_group}"
@@ -806,6 +812,10 @@ class FakeArm:
                 "properties": {"osImage": {"operatingSystem": "Linux"}, "hyperVGeneration": "V2"}}
         if record["plan"]:
             body["properties"]["plan"] = {"name": sku, "product": offer, "publisher": publisher}
+        if record.get("deprecation"):
+            # Only the version's GET carries it (VirtualMachineImage.properties); the list answers
+            # VirtualMachineImageResource items, which have no properties.
+            body["properties"]["imageDeprecationStatus"] = dict(record["deprecation"])
         return 200, {}, body
 
     def _agreement(self, method: str, path: str, body: dict):
