@@ -18,7 +18,7 @@ PACKER_FIX = ("install a current Packer from HashiCorp's apt repository (./setup
 
 def check(cloud: str) -> Findings:
     found = Findings(cloud)
-    found.guard("tools", "packer", PACKER_FIX, lambda: _packer(found, cloud))
+    found.guard("tools", "packer version", PACKER_FIX, lambda: _packer(found, cloud))
     _host_tools(found, cloud)
     return found
 
@@ -29,13 +29,13 @@ def _packer(found: Findings, cloud: str) -> None:
     shown = ".".join(map(str, version))
     problem = packer.version_problem(version, cloud)
     if problem:
-        found.add("tools", "packer", "fail", f"Packer {shown} ({binary}) cannot build {cloud}: {problem}", PACKER_FIX)
+        found.add("tools", "packer version", "fail", f"Packer {shown} ({binary}) cannot build {cloud}: {problem}", PACKER_FIX)
         return
     if not packer.uses_plugins(version):
-        found.add("tools", "packer", "ok", f"Packer {shown} ({binary}): its built-in builder")
+        found.add("tools", "packer version", "ok", f"Packer {shown} ({binary}): its built-in builder")
         return
     name, source, constraint = target(cloud).PLUGIN
-    found.add("tools", "packer", "ok", f"Packer {shown} ({binary}): plugin {source} {constraint}")
+    found.add("tools", "packer version", "ok", f"Packer {shown} ({binary}): plugin {source} {constraint}")
     installed = _installed_plugins(binary)
     if installed is not None and source in installed:
         found.add("tools", f"packer plugin {name}", "ok", f"{source} is installed")
