@@ -204,7 +204,7 @@ def images(c, cloud=None, json=False, manifest=None):
     from rich.table import Table
     from pipeline.report import console
     table = Table(title=f"published images for {m.name}")
-    for column in ("cloud", "image", "regions", "channels", "fingerprint", "built", "checks"):
+    for column in ("cloud", "image", "regions", "channels", "fingerprint", "built", "checks", "ready (from launch)"):
         table.add_column(column, overflow="fold")
     for name, sec in data.items():
         for img in sec["images"]:
@@ -213,7 +213,7 @@ def images(c, cloud=None, json=False, manifest=None):
             table.add_row(name, img["id"], " ".join(f"{r}={i}" for r, i in (img.get("regions") or {}).items()),
                           ",".join(channels), img.get("fingerprint", "")[:12], img.get("build_time", ""),
                           f"{v['checks']['passed']} passed, {v['checks']['skipped']} skipped"
-                          if "checks" in v else ("passed" if v.get("passed") else ""))
+                          if "checks" in v else ("passed" if v.get("passed") else ""), record.ready_text(img))
     console.print(table)
 
 

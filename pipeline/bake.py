@@ -138,7 +138,8 @@ def _bake_cloud(manifest: Manifest, run: CloudRun, *, force: bool, keep_failed: 
                 entry = {"id": published_id, "name": image.name, "regions": regions, "fingerprint": fp,
                          "source_image": base.id, "build_time": artifact.custom_data.get("build_time", ""),
                          "bake_id": run.bake_id, "report": str(run.dir),
-                         "validation": {"passed": True, "checks": result.summary()}}
+                         "validation": {"passed": True, "checks": result.summary()},
+                         "ready": result.ready, **({"launch": f} if (f := record.launch_facts(manifest, cloud)) else {})}
                 record.add_image(manifest.name, cloud, entry, CANDIDATE)
                 published = True
         finally:

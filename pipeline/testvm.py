@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from clouds import clients
@@ -34,6 +34,7 @@ class CheckResult:
     failures: tuple[str, ...]
     junit: str
     metrics: dict
+    ready: dict = field(default_factory=dict)     # ready_figures(): what a team waits for
 
     @property
     def ok(self) -> bool:
@@ -42,7 +43,21 @@ class CheckResult:
     def summary(self) -> dict:
         return {"passed": self.passed, "failed": self.failed, "skipped": self.skipped,
                 "skip_reasons": list(self.skip_reasons), "failures": list(self.failures),
-                "junit": self.junit, **self.metrics}
+                "junit": self.junit, **self.metrics, "ready": self.ready}
+
+
+def ready_figures(launched_at: float, ssh_at: float, metrics: dict) -> dict:
+    """Seconds from the launch call to SSH answering, to `docker info` answering and to the first
+    step in the workload container (a CUDA op where a GPU is, else the workload's start until its
+    servers answer). All stamps are this runner's wall clock (the checks run here, over SSH); a
+    figure the checks could not measure (their test failed or was skipped) is None."""
+    def since(key):
+        value = metrics.get(key)
+        return round(value - launched_at, 1) if isinstance(value, (int, float)) else None
+    step = "torch.cuda" if since("gpu_step_at") is not None else "workload start"
+    return {"ssh_s": round(ssh_at - launched_at, 1), "docker_s": since("docker_ready_at"),
+            "first_step_s": since("gpu_step_at") if step == "torch.cuda" else since("service_ready_at"),
+            "first_step": step}
 
 
 def wait_for_ssh(host: str, port: int, user: str, key: Path, timeout_s: float) -> None:
@@ -119,12 +134,16 @@ def check_image(adapter, image, *, expect_for, bake_id: str, user_override: str 
         public_key = public_file.read_text().strip()
         # Only a cloud VM needs a firewall rule for this runner's address.
         cidr = clients.runner_cidr() if adapter.needs_runner_cidr else "127.0.0.1/32"
+        launched_at = time.time()       # the launch call, as a team's RunInstances/insert starts
         vm = adapter.launch_test_vm(image, public_key, bake_id, cidr)
         user = user_override or settings.test_vm_user() or vm.user
         log(f"test VM {vm.id} at {vm.host}:{vm.port}: waiting for SSH")
         wait_for_ssh(vm.host, vm.port, user, key, ssh_timeout_s)
+        ssh_at = time.time()
         log("running the checks")
         result = run_checks(vm.host, vm.port, user, key, expect_for(public_key, vm.size), out_dir, log_file)
+        result = replace(result, ready=ready_figures(launched_at, ssh_at, result.metrics))
+        log("ready: " + ", ".join(f"{k} {v}" for k, v in result.ready.items()))
         (out_dir / "summary.json").write_text(json.dumps(result.summary(), indent=2) + "\n")
         return result
     finally:

@@ -117,3 +117,25 @@ def find_validated(manifest_name: str, cloud: str, fingerprint: str) -> dict | N
     matches = [i for i in section(manifest_name, cloud)["images"]
                if i.get("fingerprint") == fingerprint and i.get("validation", {}).get("passed")]
     return matches[-1] if matches else None
+
+
+# --- entry fields ------------------------------------------------------------------------------
+READY_KEYS = ("ssh_s", "docker_s", "first_step_s")   # entry["ready"]: seconds from the launch call
+
+
+def launch_facts(manifest, cloud: str) -> dict:
+    """What a team's launch from the image should carry (AWS: the EBS initialization rate, which
+    an AMI cannot hold, and the zones with Fast Snapshot Restore), for the entry's `launch`."""
+    section = manifest.clouds.section(cloud)
+    facts = getattr(section, "launch_facts", None)
+    return facts() if facts else {}
+
+
+def ready_text(entry: dict) -> str:
+    """`ssh 31.2 / docker 40.1 / step 95.0 s` for `invoke images`; '-' for a figure not measured."""
+    ready = entry.get("ready")
+    if not isinstance(ready, dict):
+        return ""
+    shown = [f"{k[:-2].replace('first_', '')} {ready[k] if isinstance(ready.get(k), (int, float)) else '-'}"
+             for k in READY_KEYS]
+    return " / ".join(shown) + " s"

@@ -4,7 +4,8 @@
         --expect=expect.json [--metrics=metrics.json] [--junitxml=report.xml]
 
 Options: ``--expect`` (required, expect.json as in docs/CONTRACTS.md), ``--metrics`` (JSON file
-that receives ``time_to_ready_s`` from the service smoke test).
+that receives ``time_to_ready_s`` from the service smoke test and the ready stamps
+``docker_ready_at``, ``gpu_step_at``, ``service_ready_at`` as runner-clock epoch seconds).
 Markers: ``gpu`` (needs a GPU; skipped with expect's reason when none is expected and none is
 found, failed when one is expected and none is found), ``service`` (starts the Clara container).
 """
@@ -12,6 +13,7 @@ found, failed when one is expected and none is found), ``service`` (starts the C
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import pytest
@@ -74,9 +76,26 @@ def pytest_generate_tests(metafunc):
 
 
 def pytest_collection_modifyitems(config, items):
-    # The service smoke test runs first, so time_to_ready_s (VM boot -> ports answering) is not
-    # inflated by the duration of the other checks. Stable: the rest keep their order.
-    items.sort(key=lambda item: item.get_closest_marker("service") is None)
+    # test_ready (Docker answers, first GPU step) runs first, then the service smoke test, so
+    # neither the ready stamps nor time_to_ready_s (VM boot -> ports answering) are inflated by
+    # the duration of the other checks. Stable: the rest keep their order.
+    def rank(item):
+        if item.module.__name__.endswith("test_ready"):
+            return 0
+        return 1 if item.get_closest_marker("service") else 2
+    items.sort(key=rank)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    result = yield
+    # The moment the workload's servers answered (runner clock), for the record's first_step_s
+    # where there is no GPU step; reached only when the test passed.
+    metrics = item.config.getoption("metrics", None)
+    if metrics and item.name == "test_service_answers":
+        from validate.test_service import _write_metrics
+        _write_metrics(metrics, {"service_ready_at": round(time.time(), 3)})
+    return result
 
 
 # ---------------------------------------------------------------------------------------------
