@@ -16,6 +16,7 @@ DEFAULT = Path(__file__).with_name("clara-train.yaml")
 
 def load_manifest(path: str | os.PathLike | None = None) -> Manifest:
     source = read_source(path or DEFAULT)
+    _renamed_keys(source)
     try:
         manifest = Manifest.model_validate(source.data)
     except ValidationError as exc:
@@ -25,6 +26,25 @@ def load_manifest(path: str | os.PathLike | None = None) -> Manifest:
         raise ManifestError(file, message, key=_dotted(key), line=line, value=value,
                             has_value=True, allowed=allowed)
     return manifest
+
+
+# Keys an older manifest may still use, and where they went (the workload is data since #12).
+RENAMED = {
+    ("clara",): "renamed to `workload:` (name, title, image, digest, record, supported_gpus, compute_capability, "
+                "driver, host_driver_image, command, servers; see manifests/clara-train.yaml)",
+    ("ports", "jupyter"): "moved to workload.servers.jupyter.port",
+    ("ports", "aiaa"): "moved to workload.servers.aiaa.port (with the server's command)",
+}
+
+
+def _renamed_keys(source: Source) -> None:
+    for key, instead in RENAMED.items():
+        data = source.data
+        for part in key:
+            data = data.get(part) if isinstance(data, dict) else None
+        if data is not None:
+            file, line = source.where(key)
+            raise ManifestError(file, instead, key=_dotted(key), line=line)
 
 
 def _dotted(path) -> str:

@@ -253,6 +253,12 @@ class GpuDeclaration(Model):
     """For an instance type the built-in table does not know yet."""
     family: str
     count: int = Field(ge=1, le=16)
+    # The family's CUDA compute capability when manifests/gpus.py does not know the family.
+    compute_capability: Optional[float] = Field(None, ge=1.0, le=20.0)
+
+    @property
+    def capability(self) -> Optional[float]:
+        return self.compute_capability or gpus.CAPABILITY.get(self.family)
 
 
 # --- per cloud -----------------------------------------------------------------------------

@@ -27,22 +27,33 @@ def problems(manifest: Manifest) -> Iterator[Problem]:
 
 def _gate(manifest: Manifest, key: tuple, size: str, gpu, driver: int | None,
           driver_key: tuple = ()) -> Iterator[Problem]:
-    supported = manifest.clara.supported_gpus
+    """The workload's facts (workload.supported_gpus, .compute_capability, .driver), never a
+    workload's name: a size must carry a GPU family and capability the workload lists, and a base
+    image's known driver branch must be in the workload's window."""
+    work = manifest.workload
+    supported = work.supported_gpus
     if gpu is None:
         yield (key, size, "has no GPU this pipeline knows of",
                "a GPU size from manifests/gpus.py, or declare it with `gpu: {family: T4, count: 1}`")
         return
     if gpu.family not in supported:
-        yield (key, size, f"carries {gpu.family} GPUs, which the Clara image {manifest.clara.image} "
-               f"does not support", f"a size with one of {', '.join(supported)} (clara.supported_gpus)")
-    rng = manifest.clara.driver
-    if driver is not None and not rng.min <= driver <= rng.max:
-        yield (driver_key or key, driver, f"the base image ships NVIDIA driver {driver}, outside the Clara image's "
-               f"driver range {rng.min}-{rng.max}", f"a base image with a driver in {rng.min}-{rng.max}")
+        yield (key, size, f"carries {gpu.family} GPUs, which {work.title} ({work.image}, from "
+               f"workload.supported_gpus) does not support", f"a size with one of {', '.join(supported)}")
+    elif gpu.capability is not None and not work.compute_capability.allows(gpu.capability):
+        yield (key, size, f"carries {gpu.family} GPUs (compute capability {gpu.capability}), outside "
+               f"{work.title}'s workload.compute_capability {work.compute_capability.describe()}",
+               f"a size whose GPU has compute capability {work.compute_capability.describe()}")
+    window, why = work.driver_window()
+    if driver is not None and not window.allows(driver):
+        yield (driver_key or key, driver, f"the base image ships NVIDIA driver {driver}, outside "
+               f"{work.title}'s driver window {window.describe()} ({why})",
+               f"a base image with a driver in {window.describe()}"
+               + ("" if work.host_driver_image or work.compat_driver_max is None else
+                  ", or set workload.host_driver_image: true"))
 
 
 def _sizes(manifest: Manifest, name: str, section) -> Iterator[Problem]:
-    """Each size the section builds or tests on: not retired, a GPU the Clara image supports, then
+    """Each size the section builds or tests on: not retired, a GPU the workload supports, then
     the cloud's own rules (asked of the section, which knows its sizes)."""
     at = ("clouds", name)
     driver_key, driver = section.driver()
@@ -65,7 +76,7 @@ def _ephemeral(manifest: Manifest) -> Iterator[Problem]:
             if root == path or root.startswith(path + "/"):
                 yield (("docker", "data_root"), manifest.docker.data_root,
                        f"is on {cloud}'s ephemeral disk ({path} is wiped when the VM is stopped or "
-                       "deallocated), so the pre-pulled Clara image would be lost",
+                       "deallocated), so the pre-pulled workload image would be lost",
                        "a path on the OS disk such as /var/lib/docker")
 
 

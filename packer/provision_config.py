@@ -16,7 +16,7 @@ NVIDIA_TOOLKIT = {
 
 def provision_config(manifest: Manifest, target, fingerprint: str) -> dict:
     docker = manifest.docker
-    clara = manifest.clara
+    work = manifest.workload
     login = manifest.registry_login
     config = {
         "schema": 1,
@@ -41,13 +41,14 @@ def provision_config(manifest: Manifest, target, fingerprint: str) -> dict:
         "images": [{"ref": image.image, "digest": image.digest} for image in manifest.images()],
         # unpack_factor: unpacked / compressed bytes, for the pull's free-space check (docs/CONTRACTS.md)
         "pull": {"retries": 5, "backoff_seconds": 5, "unpack_factor": 2.5},
-        "launcher": {"image": clara.image, "jupyter_port": manifest.ports.jupyter,
-                     "aiaa_port": manifest.ports.aiaa,
-                     "container_jupyter_port": clara.container_ports.jupyter,
-                     "container_aiaa_port": clara.container_ports.aiaa, "gpus": "all",
+        # The workload's launcher: everything it knows comes from the manifest's `workload:`.
+        "launcher": {"name": work.name, "title": work.title, "image": work.image, "gpus": "all",
                      "workspace": manifest.launcher.workspace, "group": manifest.launcher.group,
-                     "command": list(clara.command),
-                     "aiaa_command": list(clara.aiaa_command) if clara.aiaa_command else None},
+                     "command": list(work.command),
+                     "servers": [{"name": name, "port": s.port, "container_port": s.container_port,
+                                  "probe": s.probe, "url": s.url, "token": s.token,
+                                  "command": list(s.command) if s.command else None}
+                                 for name, s in _main_first(work)]},
         # remove_build_user: the build created this user (Packer's ssh user on GCP and Azure), so
         # it goes; a distribution's default user (AWS's ubuntu) stays, without the build's key.
         # hydrate: the first-boot read (provision/steps/hydrate.py): the data root holds the layers.
@@ -58,6 +59,12 @@ def provision_config(manifest: Manifest, target, fingerprint: str) -> dict:
                        "build_user": getattr(manifest.clouds.section(target.NAME), "ssh_username", None)},
     }
     return _merge(config, target.provision_overrides(manifest))
+
+
+def _main_first(work):
+    """The main command's server first (the launcher's and the checks' order), then the others."""
+    main = work.main_server()
+    return [(main, work.servers[main])] + [(n, s) for n, s in work.servers.items() if n != main]
 
 
 def _merge(base: dict, over: dict) -> dict:

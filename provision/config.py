@@ -83,17 +83,27 @@ class Pull:
 
 
 @dataclass(frozen=True)
+class Server:
+    """One HTTP server in the workload's container, published on the VM's 127.0.0.1:port."""
+    name: str
+    port: int
+    container_port: int
+    probe: str = "/"                        # answers with any HTTP status once it serves
+    url: str = "/"                          # what the launcher tells the team to open
+    token: bool = False                     # logs `token=...` (Jupyter); its URL needs it
+    command: Optional[Tuple[str, ...]] = None  # started in the background; None: the main command's
+
+
+@dataclass(frozen=True)
 class Launcher:
+    name: str                               # /usr/local/bin/<name> and the container's name
+    title: str
     image: str
-    jupyter_port: int
-    aiaa_port: int
-    container_jupyter_port: int
-    container_aiaa_port: int
     gpus: Optional[str]
     workspace: str                          # absolute: shared; relative: under the starter's $HOME
     group: str                              # owns the workspace (setgid, group-writable)
     command: Tuple[str, ...]                # run in the container (the image's entrypoint execs it)
-    aiaa_command: Optional[Tuple[str, ...]]  # started next to it; None: not started
+    servers: Tuple[Server, ...]             # the main command's first
 
 
 # A guest agent that deprovisions the image itself, last of all -> its command (Azure's Linux agent).
@@ -279,19 +289,21 @@ def parse(data, path="provision.json"):
         raise r.error("launcher.group", "expected a group name like \"clara\", got {}".format(json.dumps(group)))
     command = _command(r, la, "command")
     if not command:
-        raise r.error("launcher.command", "is required: the image's entrypoint alone starts a shell, which "
-                      "exits at once in a detached container; give the command that starts Jupyter")
+        raise r.error("launcher.command", "is required: the image's entrypoint alone may start a shell, which "
+                      "exits at once in a detached container; give the command that starts the main server")
+    name = r.get(la, "launcher", "name", (str,))
+    if not re.match(r"^[a-z][a-z0-9-]{0,29}$", name):
+        raise r.error("launcher.name", "expected a command name like \"clara-train\" (lowercase letters, "
+                      "digits, -), got {}".format(json.dumps(name)))
     launcher = Launcher(
+        name=name,
+        title=r.get(la, "launcher", "title", (str,), default=name),
         image=r.get(la, "launcher", "image", (str,)),
-        jupyter_port=r.port(la, "launcher", "jupyter_port"),
-        aiaa_port=r.port(la, "launcher", "aiaa_port"),
-        container_jupyter_port=r.port(la, "launcher", "container_jupyter_port"),
-        container_aiaa_port=r.port(la, "launcher", "container_aiaa_port"),
         gpus=r.get(la, "launcher", "gpus", (str,), nullable=True),
         workspace=workspace,
         group=group,
         command=command,
-        aiaa_command=_command(r, la, "aiaa_command"),
+        servers=_servers(r, la),
     )
 
     g = r.obj(data, "", "generalize")
@@ -347,13 +359,51 @@ def _toolkit(r, docker):
                          key_url=urls[0], list_url=urls[1])
 
 
-def _command(r, launcher, key):
+_URL_PATH = re.compile(r"^/[A-Za-z0-9._~/-]*$")
+
+
+def _servers(r, la):
+    """launcher.servers: at least one; exactly one without a command (the main command serves it)."""
+    items = r.get(la, "launcher", "servers", (list,))
+    servers = []
+    for i, item in enumerate(items):
+        where = "launcher.servers[{}]".format(i)
+        if not isinstance(item, dict):
+            raise r.error(where, "expected an object with name, port, container_port, probe, url, token, command")
+        name = r.get(item, where, "name", (str,))
+        if not re.match(r"^[a-z][a-z0-9_-]{0,30}$", name):
+            raise r.error(where + ".name", "expected a lowercase name like \"jupyter\", got {}".format(json.dumps(name)))
+        paths = {}
+        for key in ("probe", "url"):
+            paths[key] = r.get(item, where, key, (str,), default="/")
+            if not _URL_PATH.match(paths[key]):
+                raise r.error("{}.{}".format(where, key), "expected a URL path like \"/api/status\", got {}".format(
+                    json.dumps(paths[key])))
+        servers.append(Server(name=name, port=r.port(item, where, "port"),
+                              container_port=r.port(item, where, "container_port"),
+                              probe=paths["probe"], url=paths["url"],
+                              token=r.get(item, where, "token", (bool,), default=False),
+                              command=_command(r, item, "command", where)))
+    if not servers:
+        raise r.error("launcher.servers", "expected at least one server (the main command's)")
+    main = [s.name for s in servers if s.command is None]
+    if len(main) != 1 or servers[0].command is not None:
+        raise r.error("launcher.servers", "expected the main command's server (no command) first and only once, "
+                      "got {}".format(json.dumps(main)))
+    for attr in ("name", "port", "container_port"):
+        values = [getattr(s, attr) for s in servers]
+        if len(set(values)) != len(values):
+            raise r.error("launcher.servers", "two servers share a {}: {}".format(attr, json.dumps(values)))
+    return tuple(servers)
+
+
+def _command(r, parent, key, where="launcher"):
     """A list of words (or a shell-style string), or None when missing or null."""
-    value = launcher.get(key)
+    value = parent.get(key)
     if isinstance(value, str):
         value = shlex.split(value)
         return tuple(value) or None
-    return r.strings(launcher, "launcher", key, nullable=True, default=None) or None
+    return r.strings(parent, where, key, nullable=True, default=None) or None
 
 
 def _abs(r, parent, name, key):

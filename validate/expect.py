@@ -17,7 +17,7 @@ def expected_gpu(manifest: Manifest, cloud: str, size: str = "") -> dict:
         return {"expected": False, "reason_if_absent": f"no GPU on the {cloud} target"}
     gpu = section.gpu_for(size)
     return {"expected": True, "model": gpu.family if gpu else None, "count": gpu.count if gpu else None,
-            "driver": {"min": manifest.clara.driver.min, "max": manifest.clara.driver.max},
+            "driver": _driver(manifest),
             "reason_if_absent": f"the {cloud} test VM has no GPU"}
 
 
@@ -35,23 +35,31 @@ def expectations(manifest: Manifest, cloud: str, config: dict, *, fingerprint: s
         "ephemeral_paths": list(manifest.clouds.section(cloud).EPHEMERAL_PATHS),
         "compose_version": config["compose"]["version"],
         "images": images,
-        "clara_image": config["launcher"]["image"],
-        "launcher": "/usr/local/bin/clara-train",
+        # The workload's image, launcher and servers: the checks know no workload by name.
+        "workload_image": config["launcher"]["image"],
+        "clara_image": config["launcher"]["image"],      # the name older checks read
+        "launcher": "/usr/local/bin/" + config["launcher"]["name"],
+        "container": config["launcher"]["name"],
         "gpu": expected_gpu(manifest, cloud, size),
         "size": size,
         "service": {"enabled": manifest.validation.service_smoke,
-                    "jupyter_port": config["launcher"]["jupyter_port"],
-                    "aiaa_port": config["launcher"]["aiaa_port"], "ready_timeout_s": 180,
-                    # AIAA is probed only when the launcher starts it (clara.aiaa_command).
-                    "aiaa": bool(config["launcher"].get("aiaa_command")),
+                    "servers": [{"name": s["name"], "port": s["port"], "probe": s["probe"], "token": s["token"]}
+                                for s in config["launcher"]["servers"]],
+                    "ready_timeout_s": 180,
                     # The shared-workspace check adds a second member: on the throwaway test VM only.
                     "workspace": {"path": config["launcher"]["workspace"],
-                                  "group": config["launcher"].get("group", "clara")}},
+                                  "group": config["launcher"]["group"]}},
         "build_user": config["generalize"]["build_user"],
         "removed_users": removed_users(config),
         "nvidia_toolkit": expected_toolkit(config, cloud),
         "test_public_key": test_public_key.strip(),
     }
+
+
+def _driver(manifest: Manifest) -> dict:
+    """The window the gate applied (workload.driver, capped without the host-driver image)."""
+    window, _ = manifest.workload.driver_window()
+    return {"min": window.min, "max": window.max, "also": list(window.also)}
 
 
 def removed_users(config: dict) -> list[str]:

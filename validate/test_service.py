@@ -1,12 +1,13 @@
-"""Service smoke test: the launcher starts Clara, JupyterLab and AIAA answer on the VM's loopback.
+"""Service smoke test: the workload's launcher starts its container, and every server it lists
+(expect.service.servers, from the manifest's workload.servers) answers on the VM's loopback.
 
-Records in ``--metrics`` the seconds from VM boot to both ports answering (``time_to_ready_s``,
-from /proc/uptime) and from `clara-train start` to answering (``start_to_ready_s``). conftest
+Records in ``--metrics`` the seconds from VM boot to every server answering (``time_to_ready_s``,
+from /proc/uptime) and from `<launcher> start` to answering (``start_to_ready_s``). conftest
 runs this module first so the boot-based figure is not inflated by the other checks.
-The launcher runs as the test user, as a team member would (it uses sudo for Docker itself); Jupyter
-must answer with the token the launcher prints. AIAA is probed when the launcher starts it
-(expect.service.aiaa). The shared-workspace check adds a second member to the team's group and
-proves that a file created in the container by one member is writable by the other, and back.
+The launcher runs as the test user, as a team member would (it uses sudo for Docker itself); the
+server that logs a token (token: true, Jupyter) must answer with the token the launcher prints.
+The shared-workspace check adds a second member to the team's group and proves that a file
+created in the container by one member is writable by the other, and back.
 """
 
 from __future__ import annotations
@@ -31,7 +32,14 @@ PY_PROBE = ("import sys,urllib.request as u\n"
 
 @pytest.fixture(scope="module")
 def launcher(expect):
-    return expect.get("launcher", "/usr/local/bin/clara-train")
+    if not expect.get("launcher"):
+        pytest.skip("expect.json names no launcher (rendered before the workload section)")
+    return expect["launcher"]
+
+
+@pytest.fixture(scope="module")
+def container(expect, launcher):
+    return expect.get("container") or launcher.rsplit("/", 1)[-1]
 
 
 @pytest.fixture(scope="module")
@@ -55,12 +63,16 @@ def _probe_cmd(remote) -> str:
 def test_service_answers(started, remote, service_spec, launcher, metrics_path):
     start, t0 = started
     require(start.rc == 0, f"`{launcher} start` failed: {explain(start)}")
-    token = re.search(r"token: ([0-9A-Za-z]+)", start.stdout)
-    require(token, f"`{launcher} start` printed no Jupyter token: {explain(start)}")
-    # Jupyter's API answers only with the token (403 without it).
-    urls = {"jupyter": f"http://127.0.0.1:{service_spec.get('jupyter_port', 8890)}/api/status?token={token.group(1)}"}
-    if service_spec.get("aiaa", True):
-        urls["aiaa"] = f"http://127.0.0.1:{service_spec.get('aiaa_port', 5000)}/"
+    urls = {}
+    for server in service_spec.get("servers", []):
+        url = f"http://127.0.0.1:{server['port']}{server.get('probe', '/')}"
+        if server.get("token"):
+            # Jupyter's API answers only with the token (403 without it).
+            token = re.search(r"token: ([0-9A-Za-z]+)", start.stdout)
+            require(token, f"`{launcher} start` printed no {server['name']} token: {explain(start)}")
+            url += ("&" if "?" in url else "?") + f"token={token.group(1)}"
+        urls[server["name"]] = url
+    require(urls, "expect.service.servers lists no server to probe")
     probe = _probe_cmd(remote)
     timeout = float(service_spec.get("ready_timeout_s", 120))
     deadline = time.monotonic() + timeout
@@ -93,7 +105,7 @@ def _workspace(remote, spec) -> str:
     return path if path.startswith("/") else remote.run('printf %s "$HOME"').stdout.strip() + "/" + path
 
 
-def test_workspace_is_shared_with_the_group(started, remote, service_spec, launcher, expect, request):
+def test_workspace_is_shared_with_the_group(started, remote, service_spec, launcher, container, expect, request):
     spec = service_spec.get("workspace")
     if not spec:
         pytest.skip("expect.service.workspace is not set: no throwaway test VM to add a second member to")
@@ -109,7 +121,7 @@ def test_workspace_is_shared_with_the_group(started, remote, service_spec, launc
             f"{path} is group {owner}, mode {mode}; expected group {group}, setgid and group-writable (2775)")
 
     # The container's main process: the member who started it, with the manifest's umask.
-    status = remote.docker("exec clara-train cat /proc/1/status", timeout=60).stdout
+    status = remote.docker(f"exec {shlex.quote(container)} cat /proc/1/status", timeout=60).stdout
     uid, mask = re.search(r"^Uid:\s+(\d+)", status, re.M), re.search(r"^Umask:\s+(\d+)", status, re.M)
     me = remote.run("id -u").stdout.strip()
     require(uid and uid.group(1) == me, f"the container runs as uid {uid and uid.group(1)}, not the member's {me}")

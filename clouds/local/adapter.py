@@ -72,8 +72,10 @@ class Adapter(Doctor, CloudAdapter):
         if self._standin is None:
             work = cache_dir() / "standin"
             work.mkdir(parents=True, exist_ok=True)
-            ports = self.manifest.clara.container_ports
-            self._standin = standin.build_standin(work, jupyter_port=ports.jupyter, aiaa_port=ports.aiaa)
+            workload = self.manifest.workload       # the stand-in serves on the workload's container ports
+            ports = {name: server.container_port for name, server in workload.servers.items()}
+            self._standin = standin.build_standin(work, jupyter_port=ports.get("jupyter", 8888),
+                                                  aiaa_port=ports.get("aiaa", 5000))
         return {self._standin_ref(): self._standin.digest}
 
     def accelerator(self) -> str:

@@ -22,7 +22,7 @@ def source(manifest, names) -> Block:
     # The base the bake resolved (SSM parameter or query); Packer intersects it with the filter
     # below, so the image is built from exactly what was fingerprinted. Empty: the filter alone.
     src.set("source_ami", Expr("var.source_image"))
-    src.set("ami_description", f"{manifest.name}: Clara Train {manifest.clara.image}")
+    src.set("ami_description", f"{manifest.name}: {manifest.workload.title} {manifest.workload.image}")
     src.set("ssh_username", aws.ssh_username)
     # Only the runner's own address may reach the build VM's SSH port (never 0.0.0.0/0).
     src.set("temporary_security_group_source_cidrs", [Expr(f"var.{RUNNER_CIDR}")])

@@ -43,7 +43,7 @@ def source(manifest, names) -> Block:
     # build_session creates and deletes it); the rule targets this tag.
     src.set("tags", [Template((BUILD_PREFIX, Expr("var.bake_id")))])
     src.set("image_name", names.image_name)
-    src.set("image_description", f"{manifest.name}: Clara Train {manifest.clara.image}")
+    src.set("image_description", f"{manifest.name}: {manifest.workload.title} {manifest.workload.image}")
     if gcp.storage_locations:
         src.set("image_storage_locations", list(gcp.storage_locations))
     src.set("ssh_username", gcp.ssh_username)

@@ -1,12 +1,13 @@
-"""`clara-train`: start the Clara container as NVIDIA's startDocker.sh does, and check that it serves.
+"""The workload's launcher (/usr/local/bin/<workload.name>): start its container, check that it serves.
 
-The container runs the manifest's command (clara.command: NVIDIA's `jupyter lab ...`; the image's
-own entrypoint alone starts a shell that exits at once when detached), optionally the annotation
-server next to it (clara.aiaa_command), as the member who starts it (`-u uid:gid`, /etc/passwd and
-/etc/group read-only, a writable $HOME), in a setgid, group-writable workspace, with umask from the
-manifest. `start` fails, with the container's last log lines, unless Jupyter answers with a token
-(and AIAA answers, when started) on the VM's 127.0.0.1, where the ports are published: the team
-reaches them through an SSH tunnel (docs/MANIFEST.md, launcher).
+Everything workload-specific comes from the config (the manifest's `workload:`): the name, the image,
+the main command (the image's own entrypoint alone may start a shell that exits at once when
+detached), and the servers: each published on the VM's 127.0.0.1, probed over HTTP, the ones with
+a command started in the background before the main command. The container runs as the member who
+starts it (`-u uid:gid`, /etc/passwd and /etc/group read-only, a writable $HOME), in a setgid,
+group-writable workspace, with umask from the manifest. `start` fails, with the container's last
+log lines, unless every server answers (and the token server logged its token); the team reaches
+them through an SSH tunnel (docs/MANIFEST.md, launcher).
 """
 import shlex
 
@@ -14,21 +15,26 @@ from .. import fsutil
 from ..report import changed, unchanged
 
 NAME = "launcher"
-PATH = "/usr/local/bin/clara-train"
+DIR = "/usr/local/bin"
 # NVIDIA's documented flags for its framework containers (startDocker.sh keeps them commented;
 # --shm-size is left out: --ipc=host shares the host's /dev/shm instead).
 RUN_FLAGS = "--ipc=host --ulimit memlock=-1 --ulimit stack=67108864"
 
 TEMPLATE = r"""#!/bin/bash
-# clara-train: start, stop or inspect the Clara Train container baked into this image.
-#   clara-train [start]   start JupyterLab@@AIAA_HELP@@ as you, wait until it serves, print how to reach it
-#   clara-train stop | status | url | exec [COMMAND...] (a shell in the container, as you)
+# @@NAME@@: start, stop or inspect the @@TITLE@@ container baked into this image.
+#   @@NAME@@ [start]   start @@SERVER_LIST@@ as you, wait until they serve, print how to reach them
+#   @@NAME@@ stop | status | url | exec [COMMAND...] (a shell in the container, as you)
 # Written by clara-bake provisioning; rewritten on every bake. See docs/MANIFEST.md (launcher).
 set -euo pipefail
-NAME=clara-train
+NAME=@@NAME@@
 IMAGE=@@IMAGE@@
-JUPYTER_PORT=@@JUPYTER@@
-AIAA_PORT=@@AIAA@@                # empty: the annotation server is not started
+# The servers, each published on this VM's 127.0.0.1:PORT; PROBE answers once it serves, URL is
+# what to open; TOKEN_SERVER logs `token=...` (Jupyter), which its probe and URL need.
+SERVERS=(@@SERVERS@@)
+PORTS=(@@PORTS@@)
+PROBES=(@@PROBES@@)
+URLS=(@@URLS@@)
+TOKEN_SERVER=@@TOKEN_SERVER@@
 WORKSPACE_SETTING=@@WORKSPACE@@   # absolute: one shared folder; relative: under the starter's $HOME
 GROUP=@@GROUP@@                   # the team: owns the workspace (setgid, group-writable)
 UMASK=@@UMASK@@
@@ -56,14 +62,14 @@ whoami_() {
   RUN_USER=$(id -nu "$RUN_UID")
   RUN_HOME=$(getent passwd "$RUN_UID" | cut -d: -f6 || true)
   if [ -z "$RUN_HOME" ] || [ "$RUN_HOME" = / ]; then
-    echo "clara-train: user $RUN_USER has no home folder; the container needs one for Jupyter's files" >&2
+    echo "$NAME: user $RUN_USER has no home folder; the container needs one for Jupyter's files" >&2
     exit 2
   fi
   case "$WORKSPACE_SETTING" in
     /*) WORKSPACE=${CLARA_WORKSPACE:-$WORKSPACE_SETTING} ;;
     *) WORKSPACE=${CLARA_WORKSPACE:-$RUN_HOME/$WORKSPACE_SETTING} ;;
   esac
-  CHOME=$RUN_HOME/.clara-train/home   # the container's $HOME: Jupyter's runtime files and settings
+  CHOME=$RUN_HOME/.$NAME/home   # the container's $HOME: Jupyter's runtime files and settings
 }
 
 running() {
@@ -75,7 +81,7 @@ prepare() {
   GID=$(getent group "$GROUP" | cut -d: -f3)
   if ! id -nG "$RUN_USER" | tr ' ' '\n' | grep -qx "$GROUP"; then
     root_ usermod -aG "$GROUP" "$RUN_USER"
-    echo "clara-train: added $RUN_USER to group $GROUP (log in again to use it outside the container)" >&2
+    echo "$NAME: added $RUN_USER to group $GROUP (log in again to use it outside the container)" >&2
   fi
   [ -d "$WORKSPACE" ] || root_ install -d -o "$RUN_UID" -g "$GROUP" -m 2775 "$WORKSPACE"
   # Shared: new files get the group (setgid) and, with umask $UMASK, stay group-writable.
@@ -83,7 +89,7 @@ prepare() {
     root_ chgrp "$GROUP" "$WORKSPACE"
     root_ chmod g+rwxs "$WORKSPACE"
   fi
-  [ -d "$CHOME" ] || root_ install -d -o "$RUN_UID" -g "$(id -g "$RUN_USER")" -m 0700 "$RUN_HOME/.clara-train" "$CHOME"
+  [ -d "$CHOME" ] || root_ install -d -o "$RUN_UID" -g "$(id -g "$RUN_USER")" -m 0700 "$RUN_HOME/.$NAME" "$CHOME"
 }
 
 answers() {
@@ -108,11 +114,11 @@ not_ready() {
     running*|restarting*) echo "the container's command exited and Docker restarted it (${state#* } restarts)"; return 0 ;;
     *) echo "the container is not running (${state% *})"; return 0 ;;
   esac
-  answers "$JUPYTER_PORT" /api/status || { echo "JupyterLab does not answer on 127.0.0.1:$JUPYTER_PORT"; return 0; }
-  [ -n "$(token)" ] || { echo "JupyterLab logged no token"; return 0; }
-  if [ -n "$AIAA_PORT" ]; then
-    answers "$AIAA_PORT" /v1/models || { echo "AIAA does not answer on 127.0.0.1:$AIAA_PORT"; return 0; }
-  fi
+  local i
+  for i in "${!SERVERS[@]}"; do
+    answers "${PORTS[i]}" "${PROBES[i]}" || { echo "${SERVERS[i]} does not answer on 127.0.0.1:${PORTS[i]}"; return 0; }
+  done
+  [ -z "$TOKEN_SERVER" ] || [ -n "$(token)" ] || { echo "$TOKEN_SERVER logged no token"; return 0; }
   return 1
 }
 
@@ -126,22 +132,28 @@ wait_ready() {
     sleep 2
   done
   [ -n "${problem:-}" ] || return 0
-  echo "clara-train: $NAME is not serving: $problem. Its last log lines:" >&2
+  echo "$NAME: $NAME is not serving: $problem. Its last log lines:" >&2
   docker_ logs --tail 20 "$NAME" 2>&1 | sed 's/^/  | /' >&2 || true
   docker_ rm -f "$NAME" >/dev/null 2>&1 || true   # or --restart would loop it for ever
-  echo "clara-train: removed the container; fix the cause and run clara-train start again" >&2
+  echo "$NAME: removed the container; fix the cause and run $NAME start again" >&2
   exit 1
 }
 
 url() {
-  local tok
-  tok=$(token)
-  echo "JupyterLab${AIAA_PORT:+ and AIAA} listen on this VM's 127.0.0.1 only. From your computer, open an SSH tunnel:"
-  echo "  ssh -N -L $JUPYTER_PORT:localhost:$JUPYTER_PORT${AIAA_PORT:+ -L $AIAA_PORT:localhost:$AIAA_PORT} $RUN_USER@<this VM's public address>"
+  local tok= i tunnel=
+  [ -z "$TOKEN_SERVER" ] || tok=$(token)
+  for i in "${!SERVERS[@]}"; do tunnel="$tunnel -L ${PORTS[i]}:localhost:${PORTS[i]}"; done
+  echo "${SERVERS[*]} listen on this VM's 127.0.0.1 only. From your computer, open an SSH tunnel:"
+  echo "  ssh -N$tunnel $RUN_USER@<this VM's public address>"
   echo "and browse:"
-  echo "  JupyterLab: http://localhost:$JUPYTER_PORT/lab${tok:+?token=$tok}"
+  for i in "${!SERVERS[@]}"; do
+    if [ "${SERVERS[i]}" = "$TOKEN_SERVER" ]; then
+      echo "  ${SERVERS[i]}: http://localhost:${PORTS[i]}${URLS[i]}${tok:+?token=$tok}"
+    else
+      echo "  ${SERVERS[i]}: http://localhost:${PORTS[i]}${URLS[i]}"
+    fi
+  done
   if [ -n "$tok" ]; then echo "  token: $tok"; fi
-  if [ -n "$AIAA_PORT" ]; then echo "  AIAA:       http://localhost:$AIAA_PORT/v1/models"; fi
 }
 
 start() {
@@ -149,25 +161,25 @@ start() {
   prepare
   docker_ rm -f "$NAME" >/dev/null 2>&1 || true
   docker_ run -d --name "$NAME" --restart unless-stopped @@RUN_FLAGS@@@@GPUS@@ \
-    --label "clara-train.uid=$RUN_UID" \
+    --label "$NAME.uid=$RUN_UID" \
     -u "$RUN_UID:$GID" -v /etc/passwd:/etc/passwd:ro -v /etc/group:/etc/group:ro \
     -e HOME="$RUN_HOME" -v "$CHOME:$RUN_HOME" \
-    -p "127.0.0.1:$JUPYTER_PORT:@@CJUPYTER@@"@@PUBLISH_AIAA@@ \
+   @@PUBLISH@@ \
     -v "$WORKSPACE:/workspace" \
-    "$IMAGE" /bin/sh -c "$INNER" clara-train "${COMMAND[@]}" >/dev/null
+    "$IMAGE" /bin/sh -c "$INNER" "$NAME" "${COMMAND[@]}" >/dev/null
   wait_ready
   url
 }
 
 exec_() {
-  running || { echo "clara-train: $NAME is not running; run clara-train start first" >&2; exit 3; }
+  running || { echo "$NAME: $NAME is not running; run $NAME start first" >&2; exit 3; }
   local home=/tmp flags=(-i)
   GID=$(getent group "$GROUP" | cut -d: -f3)
-  [ "$(docker_ inspect -f '{{index .Config.Labels "clara-train.uid"}}' "$NAME")" = "$RUN_UID" ] && home=$RUN_HOME
+  [ "$(docker_ inspect -f '{{index .Config.Labels "'"$NAME"'.uid"}}' "$NAME")" = "$RUN_UID" ] && home=$RUN_HOME
   [ -t 0 ] && flags+=(-t)
   [ $# -gt 0 ] || set -- /bin/bash
   docker_ exec "${flags[@]}" -u "$RUN_UID:$GID" -e HOME="$home" -w /workspace "$NAME" \
-    /bin/sh -c "umask $UMASK; exec \"\$@\"" clara-train "$@"
+    /bin/sh -c "umask $UMASK; exec \"\$@\"" "$NAME" "$@"
 }
 
 whoami_
@@ -179,7 +191,7 @@ case "${1:-start}" in
   url) url ;;
   exec) shift; exec_ "$@" ;;
   -h|--help|help) sed -n '2,4p' "$0" | cut -c3- ;;
-  *) echo "usage: clara-train [start|stop|status|url|exec [COMMAND...]]" >&2; exit 2 ;;
+  *) echo "usage: $NAME [start|stop|status|url|exec [COMMAND...]]" >&2; exit 2 ;;
 esac
 """
 
@@ -188,19 +200,30 @@ def _words(parts) -> str:
     return " ".join(shlex.quote(part) for part in parts)
 
 
+def path(launcher) -> str:
+    return "{}/{}".format(DIR, launcher.name)
+
+
 def inner_script(launcher, umask: str) -> str:
-    """The `sh -c` script the container runs before the command: umask, then AIAA in the background."""
-    aiaa = _words(launcher.aiaa_command) + " & " if launcher.aiaa_command else ""
-    return "umask {}; {}exec \"$@\"".format(umask, aiaa)
+    """The `sh -c` script the container runs before the command: umask, then each server that has its
+    own command, in the background."""
+    background = "".join(_words(s.command) + " & " for s in launcher.servers if s.command)
+    return "umask {}; {}exec \"$@\"".format(umask, background)
 
 
 def content(launcher, umask: str = "0002") -> str:
-    aiaa = launcher.aiaa_command is not None
+    servers = launcher.servers
+    token = [s.name for s in servers if s.token]
     values = {
+        "NAME": launcher.name,
+        "TITLE": launcher.title,
+        "SERVER_LIST": " and ".join(s.name for s in servers),
         "IMAGE": shlex.quote(launcher.image),
-        "JUPYTER": str(launcher.jupyter_port),
-        "AIAA": str(launcher.aiaa_port) if aiaa else "",
-        "AIAA_HELP": " and the annotation server (AIAA)" if aiaa else "",
+        "SERVERS": _words(s.name for s in servers),
+        "PORTS": " ".join(str(s.port) for s in servers),
+        "PROBES": _words(s.probe for s in servers),
+        "URLS": _words(s.url for s in servers),
+        "TOKEN_SERVER": token[0] if token else "",
         "WORKSPACE": shlex.quote(launcher.workspace),
         "GROUP": shlex.quote(launcher.group),
         "UMASK": umask,
@@ -208,8 +231,7 @@ def content(launcher, umask: str = "0002") -> str:
         "INNER": shlex.quote(inner_script(launcher, umask)),
         "RUN_FLAGS": RUN_FLAGS,
         "GPUS": " --gpus {}".format(shlex.quote(launcher.gpus)) if launcher.gpus else "",
-        "CJUPYTER": str(launcher.container_jupyter_port),
-        "PUBLISH_AIAA": ' -p "127.0.0.1:$AIAA_PORT:{}"'.format(launcher.container_aiaa_port) if aiaa else "",
+        "PUBLISH": "".join(' -p "127.0.0.1:{}:{}"'.format(s.port, s.container_port) for s in servers),
     }
     text = TEMPLATE
     for key, value in values.items():
@@ -218,11 +240,13 @@ def content(launcher, umask: str = "0002") -> str:
 
 
 def run(ctx):
-    text = content(ctx.config.launcher, ctx.config.umask)
-    path = ctx.root(PATH)
-    if not fsutil.differs(path, text, 0o755):
-        return unchanged(PATH)
+    launcher = ctx.config.launcher
+    text = content(launcher, ctx.config.umask)
+    where = path(launcher)
+    target = ctx.root(where)
+    if not fsutil.differs(target, text, 0o755):
+        return unchanged(where)
     if ctx.dry_run:
-        return changed("would write " + PATH)
-    fsutil.write_atomic(path, text, mode=0o755)
-    return changed(PATH)
+        return changed("would write " + where)
+    fsutil.write_atomic(target, text, mode=0o755)
+    return changed(where)

@@ -23,11 +23,12 @@ def test_default_manifest_loads_with_the_current_hardware():
     m = load_manifest()
     assert m.clouds.aws.instance_type == "g4dn.2xlarge"
     assert m.clouds.gcp.accelerator.type == "nvidia-tesla-t4"
-    assert m.clouds.gcp.base_image.family.endswith("-nvidia-570")
+    assert m.clouds.gcp.base_image.family == "common-cu129-ubuntu-2204-nvidia-580"
+    assert m.clouds.azure.base_image.sku == "ngc-base-version-25_9_1_gen2"
     assert m.clouds.azure.vm_size == "Standard_NC8as_T4_v3"
     assert m.clouds.azure.base_image.plan is True
-    assert m.clara.image == "nvcr.io/nvidia/clara-train-sdk:v4.1"
-    assert (m.ports.ssh, m.ports.aiaa, m.ports.jupyter) == (22, 5000, 8890)
+    assert m.workload.image == "nvcr.io/nvidia/clara-train-sdk:v4.1" and m.workload.name == "clara-train"
+    assert m.ports.ssh == 22 and m.workload.servers["jupyter"].port == 8890 and m.workload.host_driver_image
     assert m.umask == "0002"
 
 
@@ -78,10 +79,10 @@ def test_extends_naming_a_missing_file_names_the_site_file_and_key(tmp_path):
 BAD = [
     # (site body, key in message, words in message)
     ("clouds:\n  aws:\n    instance_typo: g4dn.xlarge\n", "clouds.aws.instance_typo", "unknown key"),
-    ("ports:\n  jupyter: abc\n", "ports.jupyter", "valid integer"),
-    ("ports:\n  jupyter: 70000\n", "ports.jupyter", "65535"),
-    ("clara:\n  digest: sha256:abc\n", "clara.digest", "expected a value matching"),
-    ("clara:\n  image: 'Bad Image'\n", "clara.image", "expected form"),
+    ("workload:\n  servers:\n    jupyter: {port: abc}\n", "workload.servers.jupyter.port", "valid integer"),
+    ("workload:\n  servers:\n    jupyter: {port: 70000}\n", "workload.servers.jupyter.port", "65535"),
+    ("workload:\n  digest: sha256:abc\n", "workload.digest", "expected a value matching"),
+    ("workload:\n  image: 'Bad Image'\n", "workload.image", "expected form"),
     ("name: 'Clara Train'\n", "name", "expected form"),
     ("image_name: 'clara-{date}'\n", "image_name", "unknown placeholder"),
     ("image_name: 'clara-fixed'\n", "image_name", "{timestamp}"),
@@ -93,9 +94,9 @@ BAD = [
     ("clouds:\n  gcp:\n    base_image: {name: some-image}\n", "clouds.gcp.base_image", "exactly one of"),
     ("clouds:\n  gcp:\n    project: X\n", "clouds.gcp.project", "expected form"),
     ("clouds:\n  azure:\n    resource_group: 'bad/group'\n", "clouds.azure.resource_group", "expected form"),
-    ("clara:\n  image: \"nvcr.io/x\\ny\"\n", "clara.image", "control characters"),
+    ("workload:\n  image: \"nvcr.io/x\\ny\"\n", "workload.image", "control characters"),
     ("clouds:\n  aws:\n    base_image: {name: 'x {{ .Foo }}'}\n", "clouds.aws.base_image.name", "'{{'"),
-    ("clara:\n  driver: {min: 580, max: 470}\n", "clara.driver", "above max"),
+    ("workload:\n  driver: {min: 580, max: 470}\n", "workload.driver", "above max"),
     ("schema: 2\n", "schema", "allowed values"),
     # The compatibility gate and naming rules: refused before any cloud is called.
     ("clouds:\n  azure:\n    vm_size: Standard_NC6s_v3\n", "clouds.azure.vm_size", "retired on 2025-09-30"),
@@ -106,8 +107,8 @@ BAD = [
     ("clouds:\n  aws:\n    instance_type: m5.xlarge\n", "clouds.aws.instance_type", "no GPU"),
     ("clouds:\n  gcp:\n    accelerator: {type: nvidia-l4}\n", "clouds.gcp.accelerator.type", "L4 GPUs"),
     ("clouds:\n  gcp:\n    accelerator: {type: nvidia-tesla-k80}\n", "clouds.gcp.accelerator.type", "retired"),
-    ("clouds:\n  gcp:\n    base_image: {family: common-cu129-ubuntu-2204-nvidia-580}\n",
-     "clouds.gcp.base_image.family", "driver 580"),
+    ("clouds:\n  gcp:\n    base_image: {family: common-cu129-ubuntu-2204-nvidia-610}\n",
+     "clouds.gcp.base_image.family", "driver 610"),
     ("clouds:\n  gcp:\n    machine_type: g2-standard-8\n", "clouds.gcp.machine_type", "N1 machine types"),
     ("docker:\n  data_root: /mnt/docker\n", "docker.data_root", "ephemeral disk"),
     ("docker:\n  data_root: /mnt/resource/docker\n", "docker.data_root", "wiped"),
@@ -155,7 +156,7 @@ def test_unreadable_files(tmp_path, content, words):
 def test_missing_keys_and_missing_files(tmp_path):
     path = tmp_path / "m.yaml"
     path.write_text("schema: 1\nname: x\n")
-    with pytest.raises(ManifestError, match="clara: is required but missing"):
+    with pytest.raises(ManifestError, match="workload: is required but missing"):
         load_manifest(path)
     with pytest.raises(ManifestError, match="no such file"):
         load_manifest(tmp_path / "nope.yaml")

@@ -29,12 +29,15 @@ BASE_CONFIG = {
     "registry_login": {"registry": "nvcr.io", "username": "$oauthtoken", "password_env": "NGC_API_KEY"},
     "images": [{"ref": "nvcr.io/nvidia/clara-train-sdk:v4.1", "digest": "sha256:" + "cd" * 32}],
     "pull": {"retries": 3, "backoff_seconds": 5},
-    "launcher": {"image": "nvcr.io/nvidia/clara-train-sdk:v4.1", "jupyter_port": 8890, "aiaa_port": 5000,
-                 "container_jupyter_port": 8888, "container_aiaa_port": 5000, "gpus": "all",
-                 "workspace": "clara-workspace", "group": "clara",
+    "launcher": {"name": "clara-train", "title": "Clara Train SDK v4.1", "image": "nvcr.io/nvidia/clara-train-sdk:v4.1",
+                 "gpus": "all", "workspace": "clara-workspace", "group": "clara",
                  "command": ["jupyter", "lab", "/workspace", "--ip", "0.0.0.0", "--port", "8888", "--allow-root",
                              "--no-browser"],
-                 "aiaa_command": ["AIAA", "start", "-w", "/workspace/aiaa", "--engine", "AIAA"]},
+                 "servers": [{"name": "jupyter", "port": 8890, "container_port": 8888, "probe": "/api/status",
+                              "url": "/lab", "token": True, "command": None},
+                             {"name": "aiaa", "port": 5000, "container_port": 5000, "probe": "/v1/models",
+                              "url": "/v1/models", "token": False,
+                              "command": ["AIAA", "start", "-w", "/workspace/aiaa", "--engine", "AIAA"]}]},
     "generalize": {"deprovision": None, "build_user": "clara-build"},
 }
 
@@ -43,7 +46,7 @@ DELETE = object()
 
 
 def set_key(data, dotted, value):
-    keys = dotted.split(".")
+    keys = [int(k) if k.isdigit() else k for k in dotted.split(".")]     # a digit: a list index
     for key in keys[:-1]:
         data = data[key]
     if value is DELETE:

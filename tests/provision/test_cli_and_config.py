@@ -18,7 +18,12 @@ from provision_support import DELETE, run_cli, statuses, summary_of
     ({"docker.nvidia_runtime.default": "yes"}, "docker.nvidia_runtime.default: expected true/false"),
     ({"images": [{"ref": "x", "digest": "md5:1"}]}, "images[0].digest: expected sha256"),
     ({"compose.file": None, "compose.url": None}, "compose: give `file`"),
-    ({"launcher.jupyter_port": 70000}, "launcher.jupyter_port: expected a TCP port"),
+    ({"launcher.servers.0.port": 70000}, "launcher.servers[0].port: expected a TCP port"),
+    ({"launcher.name": "Clara Train"}, "launcher.name: expected a command name"),
+    ({"launcher.servers.0.probe": "api status"}, "launcher.servers[0].probe: expected a URL path"),
+    ({"launcher.servers.1.port": 8890}, "launcher.servers: two servers share a port"),
+    ({"launcher.servers.0.command": ["x"]}, "launcher.servers: expected the main command's server (no command) first"),
+    ({"launcher.servers": []}, "launcher.servers: expected at least one server"),
     ({"launcher.workspace": "../etc"}, "launcher.workspace"),
     ({"registry_login": {"registry": "nvcr.io"}}, "registry_login.username: is required but missing"),
     ({"docker.packages": ["docker.io", 3]}, "docker.packages[1]: expected a string"),
@@ -64,8 +69,9 @@ def test_config_is_frozen_and_typed(make_config):
 
 def test_optional_and_null_sections(make_config):
     cfg = config_module.load(str(make_config({"registry_login": None, "launcher.gpus": None,
-                                              "launcher.aiaa_command": None})))
-    assert cfg.registry_login is None and cfg.launcher.gpus is None and cfg.launcher.aiaa_command is None
+                                              "launcher.servers.1": DELETE})))
+    assert cfg.registry_login is None and cfg.launcher.gpus is None
+    assert [(s.name, s.command) for s in cfg.launcher.servers] == [("jupyter", None)]
     assert cfg.launcher.command[:2] == ("jupyter", "lab") and cfg.launcher.group == "clara"
 
 
@@ -73,14 +79,14 @@ def test_optional_and_null_sections(make_config):
 def test_launcher_command_is_required(make_config, tmp_path, command):
     """The image's entrypoint alone starts a shell that exits at once when detached (issue #16)."""
     proc = run_cli("--root", tmp_path, "--config", make_config({"launcher.command": command}), check_rc=2)
-    assert "launcher.command: is required" in proc.stderr and "starts Jupyter" in proc.stderr
+    assert "launcher.command: is required" in proc.stderr and "starts the main server" in proc.stderr
 
 
 @pytest.mark.parametrize("key, value, expected", [
     ("launcher.workspace", "/srv/../etc", "launcher.workspace: expected an absolute folder"),
     ("launcher.workspace", "/srv/clara ws", "launcher.workspace"),
     ("launcher.group", "Clara Team", "launcher.group: expected a group name"),
-    ("launcher.aiaa_command", [3], "launcher.aiaa_command[0]: expected a string"),
+    ("launcher.servers.1.command", [3], "launcher.servers[1].command[0]: expected a string"),
 ])
 def test_bad_launcher_settings(make_config, tmp_path, key, value, expected):
     proc = run_cli("--root", tmp_path, "--config", make_config({key: value}), check_rc=2)

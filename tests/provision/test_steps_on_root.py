@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from provision.__main__ import main
-from provision_support import COMPOSE_BYTES, run_cli, snapshot, statuses, summary_of
+from provision_support import COMPOSE_BYTES, DELETE, run_cli, snapshot, statuses, summary_of
 
 
 def daemon(root):
@@ -232,12 +232,14 @@ def test_launcher_content(make_config, guest, capsys):
             "--ulimit stack=67108864 --gpus all") in text
     assert '-u "$RUN_UID:$GID" -v /etc/passwd:/etc/passwd:ro -v /etc/group:/etc/group:ro' in text
     assert '-e HOME="$RUN_HOME" -v "$CHOME:$RUN_HOME"' in text
-    assert '-p "127.0.0.1:$JUPYTER_PORT:8888" -p "127.0.0.1:$AIAA_PORT:5000"' in text
-    assert "JUPYTER_PORT=8890" in text and "AIAA_PORT=5000" in text and "GROUP=clara" in text
+    assert '-p "127.0.0.1:8890:8888" -p "127.0.0.1:5000:5000" \\\n' in text
+    assert "SERVERS=(jupyter aiaa)" in text and "PORTS=(8890 5000)" in text and "GROUP=clara" in text
+    assert "PROBES=(/api/status /v1/models)" in text and "TOKEN_SERVER=jupyter" in text
+    assert "NAME=clara-train" in text and "Clara Train SDK v4.1 container" in text
     assert '-v "$WORKSPACE:/workspace"' in text and "WORKSPACE_SETTING=clara-workspace" in text
     assert "COMMAND=(jupyter lab /workspace --ip 0.0.0.0 --port 8888 --allow-root --no-browser)" in text
     assert """INNER='umask 0002; AIAA start -w /workspace/aiaa --engine AIAA & exec "$@"'""" in text
-    assert '"$IMAGE" /bin/sh -c "$INNER" clara-train "${COMMAND[@]}" >/dev/null' in text
+    assert '"$IMAGE" /bin/sh -c "$INNER" "$NAME" "${COMMAND[@]}" >/dev/null' in text
     assert "IMAGE=nvcr.io/nvidia/clara-train-sdk:v4.1" in text
     for sub in ("start)", "stop)", "status)", "url)", "exec)"):
         assert sub in text
@@ -247,12 +249,29 @@ def test_launcher_content(make_config, guest, capsys):
 
 
 def test_launcher_without_gpus_or_annotation_server(make_config, guest, capsys):
-    cfg = make_config({"launcher.gpus": None, "launcher.aiaa_command": None})
+    cfg = make_config({"launcher.gpus": None, "launcher.servers.1": DELETE})
     provision(capsys, "--root", guest, "--config", cfg, "--only", "launcher")
     text = (guest / "usr/local/bin/clara-train").read_text()
-    assert "--gpus" not in text and "AIAA_PORT= " in text and "AIAA start" not in text
+    assert "--gpus" not in text and "SERVERS=(jupyter)" in text and "AIAA start" not in text
     assert """INNER='umask 0002; exec "$@"'""" in text
-    assert '-p "127.0.0.1:$JUPYTER_PORT:8888" \\\n' in text       # 5000 is not published
+    assert '-p "127.0.0.1:8890:8888" \\\n' in text       # 5000 is not published
+
+
+def test_launcher_is_the_workloads(make_config, guest, capsys):
+    """Nothing Clara in the launcher: name, image, command and servers come from the config."""
+    cfg = make_config({"launcher.name": "monai-label", "launcher.title": "MONAI Label",
+                       "launcher.image": "projectmonai/monailabel:0.8.5",
+                       "launcher.servers.1": {"name": "monailabel", "port": 8000, "container_port": 8000,
+                                              "probe": "/info/", "url": "/", "token": False,
+                                              "command": ["monailabel", "start_server", "--port", "8000"]}})
+    assert provision(capsys, "--root", guest, "--config", cfg, "--only", "launcher")[0] == 0
+    assert not (guest / "usr/local/bin/clara-train").exists()
+    text = (guest / "usr/local/bin/monai-label").read_text()
+    assert "NAME=monai-label" in text and "SERVERS=(jupyter monailabel)" in text and "PROBES=(/api/status /info/)" in text
+    assert '-p "127.0.0.1:8890:8888" -p "127.0.0.1:8000:8000"' in text
+    assert """INNER='umask 0002; monailabel start_server --port 8000 & exec "$@"'""" in text
+    assert "AIAA" not in text and "clara-train" not in text.replace("clara-bake", "")
+    assert subprocess.run(["bash", "-n", str(guest / "usr/local/bin/monai-label")]).returncode == 0
 
 
 # --- the launcher's behaviour, with a fake docker and getent on PATH --------------------------------
@@ -325,7 +344,7 @@ def test_launcher_start_waits_for_jupyter_and_prints_the_tunnel(launcher_run):
     out = proc.stdout
     assert "ssh -N -L 8890:localhost:8890 -L 5000:localhost:5000 " in out and "public address" in out
     assert "http://localhost:8890/lab?token=0123abcd" in out and "token: 0123abcd" in out
-    assert "http://localhost:5000/v1/models" in out
+    assert "aiaa: http://localhost:5000/v1/models" in out
     assert "10.0." not in out and "192.168." not in out             # never the private address
     args = (launcher_run.state / "run-args").read_text().splitlines()
     assert args[args.index("-u") + 1] == "{}:{}".format(os.getuid(), os.getgid())

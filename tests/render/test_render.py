@@ -137,7 +137,7 @@ def test_provision_config_follows_the_manifest(manifest, tmp_path):
     aws = json.loads((render(manifest, "aws", tmp_path).folder / "provision.json").read_text())
     assert aws["umask"] == "0002"
     assert aws["docker"]["nvidia_runtime"] == {"path": "/usr/bin/nvidia-container-runtime", "default": True}
-    assert aws["images"][0]["ref"] == manifest.clara.image
+    assert aws["images"][0]["ref"] == manifest.workload.image
     assert aws["registry_login"]["password_env"] == "NGC_API_KEY"
     assert aws["compose"]["url"].endswith("/v5.6.1/docker-compose-linux-x86_64")
     azure = json.loads((render(manifest, "azure", tmp_path).folder / "provision.json").read_text())

@@ -204,7 +204,7 @@ def test_service_ready_and_metrics(tmp_path):
     launcher.chmod(0o755)
     metrics = tmp_path / "metrics.json"
     exp = base_expect(launcher=str(launcher),
-                      service={"enabled": True, "jupyter_port": jport, "aiaa_port": aport,
+                      service={"enabled": True, "servers": [{"name": "jupyter", "port": jport, "probe": "/api/status", "token": True}, {"name": "aiaa", "port": aport, "probe": "/", "token": False}],
                                "ready_timeout_s": 60})
     try:
         proc, res = run_validate(tmp_path, exp, "validate/test_service.py", f"--metrics={metrics}")
@@ -229,8 +229,8 @@ def test_service_not_answering_fails_bounded(tmp_path):
     launcher.write_text("#!/bin/sh\ntouch \"$0.$1\"\necho 'token: 0123abcd'\n")  # starts nothing
     launcher.chmod(0o755)
     exp = base_expect(launcher=str(launcher),
-                      service={"enabled": True, "jupyter_port": free_port(),
-                               "aiaa_port": free_port(), "ready_timeout_s": 3})
+                      service={"enabled": True, "servers": [{"name": "jupyter", "port": free_port(), "probe": "/api/status", "token": True},
+                                                                   {"name": "aiaa", "port": free_port(), "probe": "/", "token": False}], "ready_timeout_s": 3})
     t0 = time.monotonic()
     proc, res = run_validate(tmp_path, exp, "validate/test_service.py")
     assert time.monotonic() - t0 < 60
@@ -240,7 +240,7 @@ def test_service_not_answering_fails_bounded(tmp_path):
 
 
 def test_service_launcher_missing_fails(tmp_path):
-    exp = base_expect(service={"enabled": True, "jupyter_port": 8890, "aiaa_port": 5000})
+    exp = base_expect(service={"enabled": True, "servers": [{"name": "jupyter", "port": 8890, "probe": "/api/status", "token": True}, {"name": "aiaa", "port": 5000, "probe": "/", "token": False}]})
     proc, res = run_validate(tmp_path, exp, "validate/test_service.py")
     outcome, msg, _ = res["test_service.test_service_answers[local]"]
     assert outcome == "failed" and "/nonexistent/clara-train start` failed" in msg, msg
@@ -251,9 +251,9 @@ def test_service_without_a_token_fails_and_workspace_check_needs_a_test_vm(tmp_p
     launcher.write_text("#!/bin/sh\necho 'JupyterLab: http://10.0.0.5:8890/'\n")   # the old launcher's output
     launcher.chmod(0o755)
     exp = base_expect(launcher=str(launcher),
-                      service={"enabled": True, "jupyter_port": free_port(), "aiaa": False, "ready_timeout_s": 3})
+                      service={"enabled": True, "servers": [{"name": "jupyter", "port": free_port(), "probe": "/api/status", "token": True}], "ready_timeout_s": 3})
     proc, res = run_validate(tmp_path, exp, "validate/test_service.py")
     outcome, msg, _ = res["test_service.test_service_answers[local]"]
-    assert outcome == "failed" and "printed no Jupyter token" in msg, msg
+    assert outcome == "failed" and "printed no jupyter token" in msg, msg
     outcome, msg, _ = res["test_service.test_workspace_is_shared_with_the_group[local]"]
     assert outcome == "skipped" and "no throwaway test VM" in msg, msg

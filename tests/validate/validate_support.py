@@ -21,7 +21,8 @@ def base_expect(**over):
         "images": [{"ref": "nvcr.io/nvidia/clara-train-sdk:v4.1", "digest": "sha256:" + "a" * 64}],
         "launcher": "/nonexistent/clara-train",
         "gpu": {"expected": False, "model": "T4", "count": 1, "reason_if_absent": REASON},
-        "service": {"enabled": False, "jupyter_port": 8890, "aiaa_port": 5000},
+        "service": {"enabled": False, "servers": [{"name": "jupyter", "port": 8890, "probe": "/api/status",
+                                                   "token": True}]},
         "ephemeral_paths": ["/mnt"],
     }
     e.update(over)
