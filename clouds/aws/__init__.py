@@ -14,7 +14,8 @@ import threading
 from core.errors import CloudError
 from core.names import TAG_FINGERPRINT, TAG_VALIDATED
 
-from ..base import BaseImage, CloudAdapter, Image, Log
+from ..base import CloudAdapter, Image, Log
+from .base_image import BaseImages
 from .credentials import Credentials, credential_horizon, env_expiration
 from .doctor import Doctor
 from .params import Parameters
@@ -27,7 +28,7 @@ __all__ = ["Adapter", "CAPACITY_CODES", "TAG_MANIFEST", "TAG_REVOKED", "TAG_SOUR
            "credential_horizon", "env_expiration"]
 
 
-class Adapter(Doctor, TestVMs, Publishing, Parameters, Maintenance, Credentials, Calls, CloudAdapter):
+class Adapter(BaseImages, Doctor, TestVMs, Publishing, Parameters, Maintenance, Credentials, Calls, CloudAdapter):
     name = "aws"
     running_attempts = 120        # waiter attempts (x delay) for instance_running / terminated
     image_attempts = 240          # for image_available (copies of a 100 GB AMI take a while)
@@ -58,27 +59,6 @@ class Adapter(Doctor, TestVMs, Publishing, Parameters, Maintenance, Credentials,
 
     def no_capacity(self, packer_output: str) -> bool:
         return any(code in packer_output for code in CAPACITY_CODES)
-
-    # --- base image ---------------------------------------------------------------------------
-    def resolve_base_image(self) -> BaseImage:
-        b = self.a.base_image
-        if b.ssm_parameter:
-            ami = self._get_param(self.region, b.ssm_parameter)
-            img = self._image(ami) if ami else None
-            if img is not None and img.get("Architecture") == b.architecture:
-                self.log(f"aws: base image {img['ImageId']} from {b.ssm_parameter}")
-                return BaseImage(img["ImageId"], img.get("Name", ""), img.get("CreationDate", ""))
-            self.log(f"aws: {b.ssm_parameter} " + ("is not set" if not ami else f"points at {ami}, not a usable "
-                     f"{b.architecture} image") + "; using the name filter")
-        images = self._pages("describe_images", "Images", "find the base image", Owners=list(b.owners), Filters=[
-            {"Name": "name", "Values": [b.name]}, {"Name": "architecture", "Values": [b.architecture]},
-            {"Name": "state", "Values": ["available"]}])
-        if not images:
-            raise CloudError(f"aws: no {b.architecture} image named {b.name!r} owned by {', '.join(b.owners)} "
-                             f"in {self.region}")
-        img = max(images, key=lambda i: i.get("CreationDate", ""))
-        self.log(f"aws: base image {img['ImageId']} ({img.get('Name', '')})")
-        return BaseImage(img["ImageId"], img.get("Name", ""), img.get("CreationDate", ""))
 
     def find_validated(self, fingerprint: str) -> Image | None:
         images = self._pages("describe_images", "Images", "find a validated image", Owners=["self"], Filters=[

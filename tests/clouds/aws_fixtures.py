@@ -24,12 +24,15 @@ DLAMI = "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) "
 SSM_BASE = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
 
 
-def _ami(ami_id, name, created, owner=DLAMI_OWNER, arch="x86_64"):
-    return {"ami_id": ami_id, "state": "available", "public": True, "owner_id": owner,
-            "image_location": f"amazon/{name}", "root_device_type": "ebs", "root_device_name": "/dev/sda1",
-            "description": name, "image_type": "machine", "architecture": arch, "name": name,
-            "virtualization_type": "hvm", "hypervisor": "xen", "sriov": "simple",
-            "creation_date": created}
+def _ami(ami_id, name, created, owner=DLAMI_OWNER, arch="x86_64", description=None, deprecation_time=None):
+    ami = {"ami_id": ami_id, "state": "available", "public": True, "owner_id": owner,
+           "image_location": f"amazon/{name}", "root_device_type": "ebs", "root_device_name": "/dev/sda1",
+           "description": description or name, "image_type": "machine", "architecture": arch, "name": name,
+           "virtualization_type": "hvm", "hypervisor": "xen", "sriov": "simple",
+           "creation_date": created}
+    if deprecation_time:
+        ami["deprecation_time"] = deprecation_time
+    return ami
 
 
 # The newest x86_64 DLAMI of DLAMI_OWNER is ami-0dl20250301; every newer one is wrong in one way.
@@ -42,6 +45,25 @@ BASE_AMIS = [
     _ami("ami-0u2420250801", "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 24.04) 20250801",
          "2025-08-01T10:00:00.000Z"),
     _ami("ami-0long20250901", DLAMI + "20250901-rc1", "2025-09-01T10:00:00.000Z"),
+    # The newest of all, but deprecated (DeprecationTime passed): hidden from the name filter (#12).
+    _ami("ami-0dep20251001", DLAMI + "20251001", "2025-10-01T10:00:00.000Z", deprecation_time="2025-12-01T00:00:00Z"),
+]
+
+# Base images with the driver in their description, as DLAMI descriptions say it (#12); their own owner
+# keeps them out of the tests above. tests/clouds/test_aws_base_image.py uses them.
+DRIVER_OWNER = "222222222222"
+DRIVER_AMIS = [
+    _ami("ami-0drv470", DLAMI + "20220101", "2022-01-01T10:00:00.000Z", owner=DRIVER_OWNER,
+         description="Supported EC2 instances: G4dn, G5. NVIDIA driver 470.256.02, CUDA 11.4"),
+    _ami("ami-0drv580", DLAMI + "20260106", "2026-01-06T10:00:00.000Z", owner=DRIVER_OWNER,
+         description="Supported EC2 instances: G4dn, G5, G6. NVIDIA driver 580.105.08, CUDA 12.9"),
+    _ami("ami-0drv595", DLAMI + "20260724", "2026-07-24T10:00:00.000Z", owner=DRIVER_OWNER,
+         description="Supported EC2 instances: G4dn, G5, G6, P5. NVIDIA driver 595.71.05, CUDA 13.0"),
+    _ami("ami-0drv610", "Future DLAMI 610", "2026-09-01T10:00:00.000Z", owner=DRIVER_OWNER,
+         description="NVIDIA driver 610.10.01"),
+    _ami("ami-0drvnone", "Plain Ubuntu 22.04 20260101", "2026-01-01T10:00:00.000Z", owner=DRIVER_OWNER),
+    _ami("ami-0drvdep", DLAMI + "20250101", "2025-01-01T10:00:00.000Z", owner=DRIVER_OWNER,
+         description="NVIDIA driver 570.133.20", deprecation_time="2025-06-01T00:00:00Z"),
 ]
 
 # moto 5.2 parses each AMI's creation_date in place when a region's backend loads, so the second
@@ -51,6 +73,28 @@ import datetime, sys
 import moto.ec2.models.amis as amis
 _parse = amis.parse_timestamp
 amis.parse_timestamp = lambda v: v if isinstance(v, datetime.datetime) else _parse(v)
+# moto 5.2 has no AMI deprecation: an AMI keeps `deprecation_time` (served as DescribeImages'
+# DeprecationTime), and, as EC2 documents, a deprecated AMI "does not appear in DescribeImages API calls
+# unless you specify its ID" or IncludeDeprecated, for anyone but its owner (EC2 User Guide, Deprecate an
+# AMI; DescribeImages IncludeDeprecated: "If you are the AMI owner, all deprecated AMIs appear").
+_init = amis.Ami.__init__
+def _ami_init(self, *args, deprecation_time=None, **kwargs):
+    _init(self, *args, **kwargs)
+    self.deprecation_time = deprecation_time
+amis.Ami.__init__ = _ami_init
+from moto.ec2.responses import amis as responses
+_describe = responses.AmisResponse.describe_images
+def _is_deprecated(ami):
+    when = getattr(ami, "deprecation_time", None)
+    return bool(when) and datetime.datetime.fromisoformat(when.replace("Z", "+00:00")) <= \
+        datetime.datetime.now(datetime.timezone.utc)
+def describe_images(self):
+    result = _describe(self)
+    if not self._get_param("ImageIds", []) and str(self._get_param("IncludeDeprecated", "")).lower() != "true":
+        result.result["Images"] = [a for a in result.result["Images"]
+                                   if not _is_deprecated(a) or a.owner_id == self.current_account]
+    return result
+responses.AmisResponse.describe_images = describe_images
 from moto.server import main
 main(sys.argv[1:])
 """
@@ -66,7 +110,7 @@ def _free_port() -> int:
 def moto_url(tmp_path_factory):
     folder = tmp_path_factory.mktemp("moto")
     amis = folder / "amis.json"
-    amis.write_text(json.dumps(BASE_AMIS))
+    amis.write_text(json.dumps(BASE_AMIS + DRIVER_AMIS))
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(MOTO_AMIS_PATH=str(amis), AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
