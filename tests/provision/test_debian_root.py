@@ -62,7 +62,7 @@ def test_provision_a_debian_root(debian, make_config, tmp_path):
     result = statuses(first)
     assert result == {"umask": "changed", "docker_engine": "skipped", "nvidia_runtime": "changed",
                       "data_root": "changed", "compose": "changed", "registry_login": "skipped",
-                      "pull": "skipped", "launcher": "changed", "inventory": "changed", "generalize": "changed"}
+                      "pull": "skipped", "launcher": "changed", "hydrate": "unchanged", "inventory": "changed", "generalize": "changed"}
     assert "Traceback" not in first.stderr
 
     daemon = json.loads((debian / "etc/docker/daemon.json").read_text())
