@@ -12,7 +12,7 @@ import json
 import sys
 import time
 
-from . import common, offline, startup
+from . import common, lazy, offline, startup
 
 
 def main() -> int:
@@ -25,6 +25,7 @@ def main() -> int:
                "quick": args.quick}
     figures["startup"] = startup.run(args.quick)
     figures.update(offline.run(args.quick))
+    figures.update(lazy.run(args.quick))
     if not (args.quick or args.no_local):
         from . import local
         figures.update(local.run(args.quick))

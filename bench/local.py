@@ -22,7 +22,7 @@ from core.run import run
 from .common import ROOT, median_spread
 
 TIME_TO_READY_RUNS = 3          # each: a golden boot and a manual procedure, alternating
-STEPS = "umask,docker_engine,nvidia_runtime,data_root,compose,registry_login,pull,launcher,inventory"
+STEPS = "umask,docker_engine,nvidia_runtime,data_root,compose,registry_login,pull,launcher,hydrate,inventory"
 READY = ("clara-train start >/dev/null 2>&1 || sudo clara-train start >/dev/null; "
          "for i in $(seq 1 1200); do curl -fs 127.0.0.1:{j}/ >/dev/null && curl -fs 127.0.0.1:{a}/ >/dev/null "
          "&& exit 0; sleep 0.25; done; exit 1")
