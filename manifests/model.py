@@ -402,7 +402,7 @@ class Aws(CloudSection):
         return self._declared_or(size, gpus.aws_gpu(size or self.instance_type))
 
     def driver(self):
-        return (), self.base_image.driver_branch
+        return ("base_image", "driver_branch"), self.base_image.driver_branch
 
     def size_problems(self, key, size, gpu):
         if gpu and gpu.family in gpus.PRE_TURING and "OSS" in self.base_image.name:
@@ -526,7 +526,7 @@ class Azure(CloudSection):
         return gpus.azure_retired(size)
 
     def driver(self):
-        return (), self.base_image.driver_branch
+        return ("base_image", "driver_branch"), self.base_image.driver_branch
 
 
 class Local(CloudSection):
