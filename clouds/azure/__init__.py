@@ -12,7 +12,8 @@ from core.errors import CloudError
 from core.names import TAG_BUILD_TIME, TAG_FINGERPRINT, TAG_VALIDATED
 
 from .. import clients
-from ..base import BaseImage, CloudAdapter, Image, Log
+from ..base import CloudAdapter, Image, Log
+from .base_image import BaseImages
 from .doctor import Doctor
 from .build import Build, packer_credentials
 from .gallery import (LATEST_CHANNEL, TAG_PUBLISHED_CHANNEL, TAG_REVOKED, TAG_SOURCE, Gallery, channels_of,
@@ -26,7 +27,7 @@ __all__ = ["Adapter", "CAPACITY_CODES", "LATEST_CHANNEL", "TAG_PUBLISHED_CHANNEL
            "packer_credentials", "version_name"]
 
 
-class Adapter(Doctor, TestVMs, Gallery, Maintenance, Build, Deleting, Calls, CloudAdapter):
+class Adapter(BaseImages, Doctor, TestVMs, Gallery, Maintenance, Build, Deleting, Calls, CloudAdapter):
     name = "azure"
 
     def __init__(self, manifest, log: Log = print):
@@ -43,22 +44,6 @@ class Adapter(Doctor, TestVMs, Gallery, Maintenance, Build, Deleting, Calls, Clo
         aid = artifact.artifact_id
         return Image("azure", aid, aid.rsplit("/", 1)[-1], self.cfg.location, fingerprint,
                      artifact.custom_data.get("build_time", ""))
-
-    @reported()
-    def resolve_base_image(self) -> BaseImage:
-        base = self.cfg.base_image
-        urn = f"{base.publisher}:{base.offer}:{base.sku}"
-        version = base.version
-        if version == "latest":
-            items = self._sdk("resolve base image", lambda: self.compute.virtual_machine_images.list(
-                self.cfg.location, base.publisher, base.offer, base.sku))
-            names = [item.name for item in items or [] if item.name]
-            if not names:
-                raise CloudError(f"azure: no versions of {urn} in {self.cfg.location} (check publisher/offer/sku "
-                                 "with `az vm image list --all --publisher ...`)")
-            version = max(names, key=version_key)
-        self.log(f"azure: base image {urn}:{version}")
-        return BaseImage(id=f"{urn}:{version}", name=f"{base.offer}/{base.sku}", created="")
 
     def _managed_images(self) -> list:
         return self._list("list managed images", lambda: self.compute.images.list_by_resource_group(self.rg))

@@ -93,7 +93,8 @@ def test_resolve_base_image_pinned_version_lists_nothing(fake, tmp_path, logs):
                     "      sku: ngc-base-version-24_03_4_gen2\n      version: 24.3.9\n      plan: true\n")
     a = Adapter(load_manifest(site), log=logs.append)
     assert a.resolve_base_image().id.endswith(":24.3.9")
-    assert fake.count("GET", "/versions") == 0
+    # no list of versions; the pinned version itself is read for its deprecation status (#12)
+    assert fake.count("GET", "/versions") == fake.count("GET", "/versions/24.3.9") == 1
 
 
 def _default_path() -> str:
@@ -113,7 +114,8 @@ def test_resolve_base_image_retries_throttling(adapter, fake):
     fake.fail("GET", "/artifacttypes/vmimage/", 500)
     fake.fail("GET", "/artifacttypes/vmimage/", 429, retry_after=0)
     assert adapter.resolve_base_image().id.endswith(":24.10.1")
-    assert fake.count("GET", "/artifacttypes/vmimage/") == 3
+    # the list tried 3 times, then the chosen version read once for its deprecation status (#12)
+    assert fake.count("GET", "/artifacttypes/vmimage/") == 4
 
 
 def test_marketplace_terms_are_accepted_once(adapter, fake):
