@@ -11,18 +11,19 @@ from __future__ import annotations
 from core.errors import CloudError
 from core.names import TAG_FINGERPRINT, TAG_VALIDATED
 
-from ..base import BaseImage, CloudAdapter, Image, Log
+from ..base import CloudAdapter, Image, Log
+from .base_image import BaseImages
 from ..common import channels
 from .doctor import Doctor
 from .families import GONE_STATES, STABLE, TAG_FAMILY, TAG_ORIGIN, Families
-from .sdk import CAPACITY_CODES, Calls, utc
+from .sdk import CAPACITY_CODES, Calls
 from .sweep import Maintenance
 from .testvm import TestVMs
 
 __all__ = ["Adapter", "CAPACITY_CODES", "GONE_STATES", "STABLE", "TAG_FAMILY", "TAG_ORIGIN"]
 
 
-class Adapter(Doctor, TestVMs, Families, Maintenance, Calls, CloudAdapter):
+class Adapter(BaseImages, Doctor, TestVMs, Families, Maintenance, Calls, CloudAdapter):
     name = "gcp"
 
     def __init__(self, manifest, log: Log = print):
@@ -54,18 +55,6 @@ class Adapter(Doctor, TestVMs, Families, Maintenance, Calls, CloudAdapter):
                 or "does not have enough resources available" in packer_output)
 
     # --- resolve and find ---------------------------------------------------------------------
-    def resolve_base_image(self) -> BaseImage:
-        from google.cloud import compute_v1 as c
-        base = self.g.base_image
-        if base.family:
-            img = self._call("ImagesClient", "get_from_family", c.GetFromFamilyImageRequest(
-                project=base.project, family=base.family), f"newest image of family {base.project}/{base.family}")
-        else:
-            img = self._call("ImagesClient", "get", c.GetImageRequest(project=base.project, image=base.name),
-                             f"image {base.project}/{base.name}")
-        self.log(f"gcp: base image {base.project}/{img.name}")
-        return BaseImage(img.name, img.name, utc(img.creation_timestamp).isoformat())
-
     def find_validated(self, fingerprint: str) -> Image | None:
         found = self._images(f'labels.{TAG_FINGERPRINT} = "{fingerprint[:32]}"', f'labels.{TAG_VALIDATED} = "true"')
         found = [i for i in found if self._state(i) not in GONE_STATES]
