@@ -10,6 +10,8 @@ import shlex
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
+from . import gpu_config
+
 SCHEMA = 1
 CLOUDS = ("local", "aws", "gcp", "azure")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -141,6 +143,8 @@ class Config:
     launcher: Launcher
     generalize: Generalize
     hydrate: Hydrate = Hydrate()
+    driver_check: Optional[object] = None        # gpu_config.DriverCheck (steps/driver_check.py)
+    host_driver_image: Optional[object] = None   # gpu_config.HostDriverImage (steps/host_driver_image.py)
 
 
 class _Reader:
@@ -319,7 +323,9 @@ def parse(data, path="provision.json"):
 
     hydrate = _hydrate(r, data)
     full = os.path.abspath(path)
-    return Config(hydrate=hydrate, path=full, dir=os.path.dirname(full), schema=schema, cloud=cloud,
+    return Config(driver_check=gpu_config.driver_check(r, data),
+                  host_driver_image=gpu_config.host_driver_image(r, data, images),
+                  hydrate=hydrate, path=full, dir=os.path.dirname(full), schema=schema, cloud=cloud,
                   fingerprint=fingerprint, umask=umask, docker=docker, compose=compose,
                   registry_login=registry_login, images=tuple(images), pull=pull,
                   launcher=launcher, generalize=generalize)
