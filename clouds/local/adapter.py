@@ -74,8 +74,9 @@ class Adapter(Doctor, CloudAdapter):
             work.mkdir(parents=True, exist_ok=True)
             workload = self.manifest.workload       # the stand-in serves on the workload's container ports
             ports = {name: server.container_port for name, server in workload.servers.items()}
+            record = standin.RECORD.parent / workload.record if workload.record else standin.RECORD
             self._standin = standin.build_standin(work, jupyter_port=ports.get("jupyter", 8888),
-                                                  aiaa_port=ports.get("aiaa", 5000))
+                                                  aiaa_port=ports.get("aiaa", 5000), record=record)
         return {self._standin_ref(): self._standin.digest}
 
     def accelerator(self) -> str:

@@ -51,6 +51,7 @@ CONFIG_FIELDS = ("Entrypoint", "Cmd", "Env", "ExposedPorts", "User", "WorkingDir
 # Applets the scripts need; every other applet busybox lists is linked too.
 NEEDED_APPLETS = ("sh", "cat", "nc", "httpd", "head", "od", "tr", "kill", "sleep", "mkdir", "id", "date")
 HTTP_HANDLER = "usr/local/lib/clara-standin/jupyter-http"
+SERVERS = ("aiaa", "monailabel")       # servers besides Jupyter a record's image may have
 
 ENTRYPOINT = """#!/bin/sh
 # Stand-in for NGC's nvidia_entrypoint.sh (clara-bake): a banner, then the command, or a shell.
@@ -182,6 +183,56 @@ wait $server
 die "the stand-in server on port $port stopped"
 """
 
+MONAILABEL = """#!/bin/sh
+# Stand-in for MONAI Label's CLI (clara-bake); see {record}.
+#   monailabel apps --download --name NAME --output DIR     copies a sample app (a folder here)
+#   monailabel start_server --app APP --studies DIR [--conf KEY VALUE]... [--host H] [--port P]
+# serves the REST API (/info/) in the foreground, as the real server (uvicorn) does.
+set -u
+die() {{ echo "monailabel: $*" >&2; exit 1; }}
+case "${{1:-}}" in
+  apps)
+    shift; name= out=. download=no
+    while [ $# -gt 0 ]; do
+      case "$1" in --download) download=yes ;; -n|--name) name=$2; shift ;; -o|--output) out=$2; shift ;; esac
+      shift
+    done
+    [ $download = yes ] && [ -n "$name" ] || die "usage: monailabel apps --download --name NAME --output DIR"
+    mkdir -p "$out/$name" 2>/dev/null || die "PermissionError: cannot create $out/$name"
+    echo "# $name sample app (stand-in)" > "$out/$name/main.py"
+    echo "$name is copied to: $out/$name" ;;
+  start_server)
+    shift; app= studies= host=0.0.0.0 port={port}
+    while [ $# -gt 0 ]; do
+      case "$1" in
+        -a|--app) app=$2; shift ;;
+        -s|--studies) studies=$2; shift ;;
+        -c|--conf) shift 2 ;;
+        -i|--host) host=$2; shift ;;
+        -p|--port) port=$2; shift ;;
+      esac
+      shift
+    done
+    [ -n "$app" ] && [ -d "$app" ] || die "App Directory NOT Found: '$app'"
+    [ -n "$studies" ] && [ -d "$studies" ] || die "STUDIES Directory NOT Found: '$studies'"
+    echo "USING:: app = $app"
+    echo "USING:: studies = $studies"
+    echo "Uvicorn running on http://$host:$port (stand-in)"
+    httpd -f -p "$port" -h /srv/monailabel &
+    server=$!
+    trap 'kill $server 2>/dev/null; exit 0' TERM INT
+    wait $server
+    die "the stand-in server on port $port stopped" ;;
+  *) die "this stand-in runs only 'monailabel apps --download ...' and 'monailabel start_server ...'" ;;
+esac
+"""
+
+MONAILABEL_PAGE = b"""<!DOCTYPE html>
+<html><head><title>MONAI Label stand-in</title></head>
+<body><h1>MONAI Label stand-in</h1><p>See <a href="/info/">/info/</a>.</p></body></html>
+"""
+MONAILABEL_INFO = b'{"name": "radiology (stand-in)", "version": "stand-in", "labels": [], "models": {}}\n'
+
 AIAA_PAGE = b"""<!DOCTYPE html>
 <html><head><title>AIAA stand-in</title></head>
 <body><h1>AIAA stand-in</h1><p>See <a href="/v1/models">/v1/models</a>.</p></body></html>
@@ -193,14 +244,16 @@ def load_record(path: Path = RECORD) -> dict:
     try:
         record = json.loads(Path(path).read_text())
         config = {name: record["config"][name]["value"] for name in CONFIG_FIELDS}
-        behaviour = {name: record["behaviour"][name]["value"] for name in ("jupyter", "aiaa")}
+        # jupyter always; aiaa (Clara) or monailabel (MONAI) as the record's image has them.
+        behaviour = {name: record["behaviour"][name]["value"] for name in ("jupyter", *SERVERS)
+                     if name == "jupyter" or name in record["behaviour"]}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise PipelineError(f"{path}: not a usable image record ({exc!r}); expected config.<field>.value for "
-                            f"{', '.join(CONFIG_FIELDS)} and behaviour.jupyter/aiaa.value") from None
+                            f"{', '.join(CONFIG_FIELDS)} and behaviour.jupyter.value") from None
     entry = config["Entrypoint"]
     if not (isinstance(entry, list) and len(entry) == 1 and str(entry[0]).startswith("/")):
         raise PipelineError(f"{path}: config.Entrypoint must be one absolute path, got {entry!r}")
-    return {"config": config, "behaviour": behaviour}
+    return {"config": config, "behaviour": behaviour, "file": Path(path).name}
 
 
 def _digest(data: bytes) -> str:
@@ -265,20 +318,34 @@ def _applets(path: Path) -> list[str]:
 
 def _layer_files(record: dict) -> dict[str, tuple[bytes, int]]:
     """{path in the image: (content, mode)}: the scripts at the paths the record names."""
-    jupyter, aiaa = record["behaviour"]["jupyter"], record["behaviour"]["aiaa"]
-    where = "manifests/images/" + RECORD.name
+    jupyter = record["behaviour"]["jupyter"]
+    where = "manifests/images/" + record.get("file", RECORD.name)
     files = {
         record["config"]["Entrypoint"][0].lstrip("/"): (ENTRYPOINT.encode(), 0o755),
         "bin/bash": (BASH.encode(), 0o755),
         jupyter["path"].lstrip("/"): (JUPYTER.format(record=where, port=int(jupyter["default_port"]),
                                                      handler=HTTP_HANDLER).encode(), 0o755),
         HTTP_HANDLER: (JUPYTER_HTTP.encode(), 0o755),
-        aiaa["path"].lstrip("/"): (AIAA.format(record=where, port=int(aiaa["default_port"])).encode(), 0o755),
         "etc/group": (b"root:x:0:\nnogroup:x:65534:\n", 0o644),
         "etc/passwd": (b"root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n", 0o644),
-        "srv/aiaa/index.html": (AIAA_PAGE, 0o644),
-        "srv/aiaa/v1/models": (b"[]\n", 0o644),
     }
+    files.update(_server_files(record, where))
+    return files
+
+
+def _server_files(record: dict, where: str) -> dict[str, tuple[bytes, int]]:
+    """The servers besides Jupyter that the record's image has: AIAA (Clara), MONAI Label (MONAI)."""
+    files = {}
+    aiaa, label = record["behaviour"].get("aiaa"), record["behaviour"].get("monailabel")
+    if aiaa:
+        files[aiaa["path"].lstrip("/")] = (AIAA.format(record=where, port=int(aiaa["default_port"])).encode(), 0o755)
+        files["srv/aiaa/index.html"] = (AIAA_PAGE, 0o644)
+        files["srv/aiaa/v1/models"] = (b"[]\n", 0o644)
+    if label:
+        files[label["path"].lstrip("/")] = (MONAILABEL.format(record=where, port=int(label["default_port"])).encode(),
+                                            0o755)
+        files["srv/monailabel/index.html"] = (MONAILABEL_PAGE, 0o644)
+        files["srv/monailabel/info/index.html"] = (MONAILABEL_INFO, 0o644)
     return files
 
 
@@ -286,7 +353,7 @@ def _layer_tar(busybox: bytes, applets: list[str], record: dict) -> bytes:
     files = _layer_files(record)
     files["bin/busybox"] = (busybox, 0o755)
     links = {f"bin/{a}": "busybox" for a in applets if f"bin/{a}" not in files}
-    if record["behaviour"]["aiaa"].get("on_path"):
+    if record["behaviour"].get("aiaa", {}).get("on_path"):
         links["usr/local/bin/AIAA"] = "/" + record["behaviour"]["aiaa"]["path"].lstrip("/")
     dirs = {"dev": 0o755, "proc": 0o555, "sys": 0o555, "root": 0o700, "tmp": 0o1777,
             record["config"]["WorkingDir"].lstrip("/"): 0o755}
@@ -324,6 +391,8 @@ def build_standin(out_dir: Path | None = None, *, jupyter_port: int = 8888, aiaa
     the command gives no --port: the real image's defaults (from the record), or an error."""
     real = load_record(record)
     for name, port in (("jupyter", jupyter_port), ("aiaa", aiaa_port)):
+        if name not in real["behaviour"]:
+            continue
         if not (isinstance(port, int) and 0 < port < 65536):
             raise PipelineError(f"stand-in container port {port!r} is not a TCP port")
         default = int(real["behaviour"][name]["default_port"])
