@@ -83,8 +83,8 @@ class Doctor:
                f"service-quotas request-service-quota-increase --service-code ec2 --quota-code {code} "
                f"--desired-value {{want}} --region {self.region}`")
         if limit is None:
-            found.add("quota", check, "warn", f"'{name}' ({code}) could not be read in {self.region}",
-                      fix.format(want=2 * per_vm) + "; make sure it is at least that")
+            found.add("quota", check, "warn", f"'{name}' ({code}) could not be read in {self.region} (is "
+                      "servicequotas:GetServiceQuota allowed?)", fix.format(want=2 * per_vm) + "; make sure it is at least that")
             return
         running = self._running_vcpus(family)
         text, enough = quota_line(running, limit, 2 * per_vm, "vCPUs")
@@ -99,8 +99,10 @@ class Doctor:
                 return float(self._call("service-quotas", self.region, op, f"read quota {code}",
                                         ServiceCode="ec2", QuotaCode=code)["Quota"]["Value"])
             except CloudError as exc:
+                # Not readable (never set, no servicequotas:GetServiceQuota, the service down): the
+                # bake may still fit, so the line is a warning naming the quota, not a stop.
                 if exc.code != "NoSuchResourceException":
-                    raise
+                    return None
         return None
 
     def _running_vcpus(self, family: tuple[str, str]) -> float:
