@@ -49,6 +49,15 @@ def _has_digest(info, digest):
     return any(entry.endswith("@" + digest) for entry in (info or {}).get("RepoDigests") or [])
 
 
+# steps/host_driver_image.py tags `ref` to an image built FROM the pinned one, labelled with its digest:
+# that tag is where it belongs, not elsewhere.
+DERIVED_FROM = "org.clara-bake.host-driver.from"
+
+
+def _derived_from(info, digest):
+    return (((info or {}).get("Config") or {}).get("Labels") or {}).get(DERIVED_FROM) == digest
+
+
 def state(ref, digest):
     """'ok', 'untagged' (pinned content present, tag missing or elsewhere) or 'missing'."""
     pinned = _inspect(target(ref, digest))
@@ -56,7 +65,7 @@ def state(ref, digest):
         return "missing"
     if digest:
         tagged = _inspect(ref)
-        if tagged is None or tagged.get("Id") != pinned.get("Id"):
+        if tagged is None or (tagged.get("Id") != pinned.get("Id") and not _derived_from(tagged, digest)):
             return "untagged"
     return "ok"
 
