@@ -10,6 +10,7 @@ from .. import fsutil, system
 from ..report import changed, unchanged
 from .compose import PLUGIN
 from .nvidia_runtime import installed_version
+from . import host_driver_image
 from .pull import images, repository
 
 NAME = "inventory"
@@ -35,6 +36,15 @@ def _image_digest(ref, digest):
         if name == repository(ref) and (digest is None or got == digest):
             return got
     return digest
+
+
+def _image(ref, digest):
+    """{ref, digest}; when `ref` is the host-driver image (steps/host_driver_image.py), digest is the
+    registry's one it was built from and host_driver_image holds both: {id: the local image, from}."""
+    made = host_driver_image.derived(ref)
+    if made is None:
+        return {"ref": ref, "digest": _image_digest(ref, digest)}
+    return {"ref": ref, "digest": made[1], "host_driver_image": {"id": made[0], "from": made[1]}}
 
 
 def collect(ctx):
@@ -65,8 +75,7 @@ def collect(ctx):
         "docker_version": system.output(["docker", "version", "--format", "{{.Server.Version}}"]) if running else None,
         "compose_version": compose.lstrip("v") if compose else None,
         "umask": cfg.umask,
-        "images": [{"ref": ref, "digest": _image_digest(ref, digest) if running else digest}
-                   for ref, digest in images(ctx)],
+        "images": [_image(ref, digest) if running else {"ref": ref, "digest": digest} for ref, digest in images(ctx)],
     }
 
 
