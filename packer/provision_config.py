@@ -57,8 +57,20 @@ def provision_config(manifest: Manifest, target, fingerprint: str) -> dict:
                               "/usr/bin/containerd-shim-runc-v2", "/usr/sbin/runc", "/usr/bin/docker"]},
         "generalize": {"deprovision": None, "remove_build_user": False,
                        "build_user": getattr(manifest.clouds.section(target.NAME), "ssh_username", None)},
+        # driver_check: the build VM's nvidia-smi against the window, first of all (a target without a
+        # GPU: null); host_driver_image: the workload's image without its CUDA compat libraries.
+        "driver_check": _driver_window(manifest, target.NAME),
+        "host_driver_image": {"image": work.image} if work.host_driver_image else None,
     }
     return _merge(config, target.provision_overrides(manifest))
+
+
+def _driver_window(manifest: Manifest, cloud: str):
+    section = manifest.clouds.section(cloud)
+    if section is None or not section.HAS_GPU:
+        return None
+    window, _ = manifest.workload.driver_window()
+    return {"min": window.min, "max": window.max, "also": list(window.also)}
 
 
 def _main_first(work):
