@@ -60,7 +60,7 @@ def provision_config(manifest: Manifest, target, fingerprint: str) -> dict:
         # driver_check: the build VM's nvidia-smi against the window, first of all (a target without a
         # GPU: null); host_driver_image: the workload's image without its CUDA compat libraries.
         "driver_check": _driver_window(manifest, target.NAME),
-        "host_driver_image": {"image": work.image} if work.host_driver_image else None,
+        "host_driver_image": {"enabled": work.host_driver_image},
     }
     return _merge(config, target.provision_overrides(manifest))
 

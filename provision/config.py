@@ -324,7 +324,7 @@ def parse(data, path="provision.json"):
     hydrate = _hydrate(r, data)
     full = os.path.abspath(path)
     return Config(driver_check=gpu_config.driver_check(r, data),
-                  host_driver_image=gpu_config.host_driver_image(r, data, images),
+                  host_driver_image=gpu_config.host_driver_image(r, data, images, launcher.image),
                   hydrate=hydrate, path=full, dir=os.path.dirname(full), schema=schema, cloud=cloud,
                   fingerprint=fingerprint, umask=umask, docker=docker, compose=compose,
                   registry_login=registry_login, images=tuple(images), pull=pull,

@@ -2,8 +2,9 @@
 
 driver_check: {"min": 470, "max": 599, "also": [...]} | null  - the workload's driver window; null or
   absent: no check (a target without a GPU).
-host_driver_image: {"image": "<ref>"} | null  - derive a local image of <ref> (pinned digest) whose CUDA
-  compat libraries are off the library path, and tag it <ref>; null or absent: off.
+host_driver_image: {"enabled": true} | null  - derive a local image of the launcher's image (launcher.image,
+  at its pinned digest) whose CUDA compat libraries are off the library path, and tag it with that ref;
+  null, absent or enabled false: off.
 """
 import json
 from collections import namedtuple
@@ -34,12 +35,11 @@ def driver_check(r, data):
     return DriverCheck(low, high, tuple(also))
 
 
-def host_driver_image(r, data, images):
+def host_driver_image(r, data, images, launcher_image):
     h = r.obj(data, "", "host_driver_image", nullable=True) if "host_driver_image" in data else None
-    if h is None:
+    if h is None or not r.get(h, "host_driver_image", "enabled", (bool,)):
         return None
-    ref = r.get(h, "host_driver_image", "image", (str,))
-    if ref not in [i.ref for i in images]:
-        raise r.error("host_driver_image.image", "{} is not one of the images pulled (images[].ref: {})".format(
-            json.dumps(ref), ", ".join(i.ref for i in images) or "none"))
-    return HostDriverImage(ref)
+    if launcher_image not in [i.ref for i in images]:
+        raise r.error("host_driver_image", "is enabled, but launcher.image {} is not one of the images pulled "
+                      "(images[].ref: {})".format(json.dumps(launcher_image), ", ".join(i.ref for i in images) or "none"))
+    return HostDriverImage(launcher_image)

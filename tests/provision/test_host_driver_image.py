@@ -71,7 +71,7 @@ def docker(monkeypatch):
 def context(make_config, guest, on=True, running=True, digest=DIGEST):
     cfg = config_module.load(str(make_config({
         "images": [{"ref": REF, "digest": digest}], "launcher.image": REF,
-        "host_driver_image": {"image": REF} if on else None})))
+        "host_driver_image": {"enabled": on}})))
     return runner.Context(cfg, RunningRoot(str(guest)) if running else fsutil.Root(str(guest)), environ={})
 
 
@@ -135,6 +135,6 @@ def test_dry_run_builds_nothing(make_config, guest, docker):
     assert not any(c[:2] in (["docker", "build"], ["docker", "tag"]) for c in docker.calls)
 
 
-def test_the_image_must_be_one_of_the_pulled_images(make_config):
-    with pytest.raises(config_module.ConfigError, match=r"host_driver_image.image: \"other:1\" is not one of the images"):
-        config_module.load(str(make_config({"host_driver_image": {"image": "other:1"}})))
+def test_the_launchers_image_must_be_one_of_the_pulled_images(make_config):
+    with pytest.raises(config_module.ConfigError, match=r"host_driver_image: is enabled, but launcher.image \"other:1\""):
+        config_module.load(str(make_config({"host_driver_image": {"enabled": True}, "launcher.image": "other:1"})))
