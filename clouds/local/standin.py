@@ -330,7 +330,28 @@ def _layer_files(record: dict) -> dict[str, tuple[bytes, int]]:
         "etc/passwd": (b"root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n", 0o644),
     }
     files.update(_server_files(record, where))
+    files.update(_compat_files(record))
     return files
+
+
+# The CUDA compat layout of an NGC CUDA 11.x container (#12): the compat libcuda in
+# /usr/local/cuda/compat/lib (libcuda.so.470.57.02 for v4.1: RHOAI clara-train-prerequisites README),
+# that directory first on LD_LIBRARY_PATH (the record's Env) and in /etc/ld.so.conf.d/00-cuda-compat.conf
+# (removed by Hadar301/nvidia-clara-train-examples' Containerfile). Fake libraries: the point is the
+# layout, which provision/steps/host_driver_image.py takes off the library path.
+COMPAT_LIBCUDA = "libcuda.so.470.57.02"
+
+
+def _compat_files(record: dict) -> dict[str, tuple[bytes, int]]:
+    """The compat libraries and ld.so.conf.d entry, when the record's LD_LIBRARY_PATH names a compat dir."""
+    env = dict(str(e).split("=", 1) for e in record["config"].get("Env") or [] if "=" in str(e))
+    dirs = [d for d in env.get("LD_LIBRARY_PATH", "").split(":") if re.search(r"/compat(/|$)", d)]
+    if not dirs:
+        return {}
+    lib = dirs[0].strip("/")
+    fake = b"clara-bake stand-in: not a library (CUDA compat libcuda 470 of the real image)\n"
+    return {f"{lib}/{COMPAT_LIBCUDA}": (fake, 0o644), f"{lib}/libcuda.so.1": (fake, 0o644),
+            "etc/ld.so.conf.d/00-cuda-compat.conf": (f"/{lib}\n".encode(), 0o644)}
 
 
 def _server_files(record: dict, where: str) -> dict[str, tuple[bytes, int]]:
