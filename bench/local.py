@@ -90,7 +90,8 @@ def run(quick: bool) -> dict:
         with adapter.build_session(run_) as session:           # registry + stand-in + compose up
             key, pub = ephemeral_keypair(tmp / "keys")
             digests = adapter.pinned_digests()
-            ports = {"j": manifest.ports.jupyter, "a": manifest.ports.aiaa}
+            servers = [s.port for s in manifest.workload.servers.values()]   # the manifest's, #12
+            ports = {"j": servers[0], "a": servers[-1]}
             files = {".": folder / "provision", "provision.json": folder / "provision.json",
                      "files/docker-compose": Path(session["vars"]["compose_file"]),
                      "files/docker-compose.sha256": Path(session["vars"]["compose_file"] + ".sha256")}
