@@ -36,7 +36,7 @@ def _fakes(stack: ExitStack):
     registry.push("nvidia/clara-train-sdk", "v4.1", "clara-train-sdk v4.1")
     arm = FakeArm().start()
     stack.callback(arm.stop)
-    arm.add_marketplace_image("eastus", "nvidia", "ngc_azure_17_11", "ngc-base-version-24_03_4_gen2",
+    arm.add_marketplace_image("eastus", "nvidia", "ngc_azure_17_11", "ngc-base-version-25_9_1_gen2",
                               ["24.3.4"], plan=True)
     os.environ.update({"CLARA_GCE_ENDPOINT": gce.url, "CLARA_AZURE_ENDPOINT": arm.endpoint,
                        "CLARA_AZURE_CA_BUNDLE": str(arm.cert_path), "AZURE_SUBSCRIPTION_ID": SUB,

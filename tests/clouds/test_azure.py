@@ -14,6 +14,8 @@ from tests.fakes.azure import FakeArm
 SUB = "00000000-0000-0000-0000-0000000000a1"
 RG = f"/subscriptions/{SUB}/resourceGroups/clara-images"
 FP = "a" * 64
+# The default manifest's NVIDIA VMI SKU (manifests/clara-train.yaml)
+SKU = "ngc-base-version-25_9_1_gen2"
 PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTests clara-test"
 VERSIONS = f"{RG}/providers/Microsoft.Compute/galleries/clara_images/images/clara-train/versions"
 
@@ -34,8 +36,9 @@ def fake(arm, monkeypatch):
     monkeypatch.setenv("CLARA_POLL_INTERVAL", "0")
     monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", SUB)
     monkeypatch.delenv("CLARA_TEST_VM_ADDRESS", raising=False)
-    arm.add_marketplace_image("eastus", "nvidia", "ngc_azure_17_11", "ngc-base-version-24_03_4_gen2",
-                              ["24.3.9", "24.10.1", "24.3.10"], plan=True)
+    for sku in (SKU, "ngc-base-version-24_03_4_gen2"):      # the default's, and an older one a site may pin
+        arm.add_marketplace_image("eastus", "nvidia", "ngc_azure_17_11", sku, ["24.3.9", "24.10.1", "24.3.10"],
+                                  plan=True)
     return arm
 
 
@@ -81,7 +84,7 @@ def leftovers(fake) -> list[str]:
 
 def test_resolve_base_image_picks_the_semantically_newest_version(adapter):
     base = adapter.resolve_base_image()
-    assert base.id == "nvidia:ngc_azure_17_11:ngc-base-version-24_03_4_gen2:24.10.1"
+    assert base.id == f"nvidia:ngc_azure_17_11:{SKU}:24.10.1"
 
 
 def test_resolve_base_image_pinned_version_lists_nothing(fake, tmp_path, logs):
@@ -105,7 +108,7 @@ def _default_path() -> str:
 
 def test_resolve_base_image_without_versions_is_a_clear_error(adapter, fake):
     fake.reset()
-    fake.add_marketplace_image("eastus", "nvidia", "ngc_azure_17_11", "ngc-base-version-24_03_4_gen2", [])
+    fake.add_marketplace_image("eastus", "nvidia", "ngc_azure_17_11", SKU, [])
     with pytest.raises(CloudError, match="no versions"):
         adapter.resolve_base_image()
 
@@ -120,7 +123,7 @@ def test_resolve_base_image_retries_throttling(adapter, fake):
 
 def test_marketplace_terms_are_accepted_once(adapter, fake):
     assert adapter.ensure_marketplace_terms() is True
-    assert fake.accepted("nvidia", "ngc_azure_17_11", "ngc-base-version-24_03_4_gen2")
+    assert fake.accepted("nvidia", "ngc_azure_17_11", SKU)
     puts = fake.count("PUT", "agreements")
     assert adapter.ensure_marketplace_terms() is False
     assert fake.count("PUT", "agreements") == puts == 1
@@ -154,7 +157,7 @@ def test_launch_creates_a_locked_down_tagged_vm_and_teardown_removes_everything(
     assert "adminPassword" not in props["osProfile"]
     assert linux["disablePasswordAuthentication"] is True
     assert linux["ssh"]["publicKeys"] == [{"path": f"/home/{TEST_USER}/.ssh/authorized_keys", "keyData": PUBKEY}]
-    assert body["plan"] == {"name": "ngc-base-version-24_03_4_gen2", "product": "ngc_azure_17_11",
+    assert body["plan"] == {"name": SKU, "product": "ngc_azure_17_11",
                             "publisher": "nvidia"}
     now = dt.datetime.now(dt.timezone.utc)
     for rid in leftovers(fake):              # every created resource, the OS disk too
@@ -315,7 +318,7 @@ def test_publish_creates_gallery_definition_and_version(adapter, fake):
     definition = fake.get(f"{RG}/providers/Microsoft.Compute/galleries/clara_images/images/clara-train")["properties"]
     assert (definition["osType"], definition["osState"], definition["hyperVGeneration"]) == ("Linux", "Generalized", "V2")
     assert definition["identifier"] == {"publisher": "clara-train", "offer": "clara-train", "sku": "clara-train"}
-    assert definition["purchasePlan"] == {"name": "ngc-base-version-24_03_4_gen2", "product": "ngc_azure_17_11",
+    assert definition["purchasePlan"] == {"name": SKU, "product": "ngc_azure_17_11",
                                           "publisher": "nvidia"}
     v = version(fake, "2026.315.93012")
     profile = v["properties"]["publishingProfile"]
@@ -602,7 +605,7 @@ def test_build_session_accepts_terms_creates_the_resource_group_once_and_gives_p
         assert session["vars"] == {"azure_subscription_id": SUB, "azure_client_id": "app-id",
                                    "azure_tenant_id": "tenant-id", "ssh_source_cidr": "203.0.113.7/32"}
         assert session["env"] == {"PKR_VAR_azure_client_secret": "s3cret-value"}    # never a -var
-    assert fake.accepted("nvidia", "ngc_azure_17_11", "ngc-base-version-24_03_4_gen2")
+    assert fake.accepted("nvidia", "ngc_azure_17_11", SKU)
     assert fake.get(f"/subscriptions/{SUB}/resourceGroups/clara-images")["location"] == "eastus"
     with adapter.build_session(None):
         pass

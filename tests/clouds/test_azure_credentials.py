@@ -33,7 +33,7 @@ def arm(github):
     fake.strict_auth = True
     fake.token_lifetime_s = 2
     fake.assertion_check = github.valid
-    fake.add_marketplace_image("eastus", "nvidia", "ngc_azure_17_11", "ngc-base-version-24_03_4_gen2", ["24.10.1"],
+    fake.add_marketplace_image("eastus", "nvidia", "ngc_azure_17_11", "ngc-base-version-25_9_1_gen2", ["24.10.1"],
                                plan=True)
     yield fake
     fake.stop()

@@ -58,8 +58,11 @@ def nothing_left(fake):
 # --- resolve and find -------------------------------------------------------------------------
 
 def test_resolve_base_image_newest_in_family(fake, manifest):
+    family = "common-cu129-ubuntu-2204-nvidia-580"                      # the default manifest's
+    fake.add_image("deeplearning-platform-release", f"{family}-v20240001", family=family,
+                   created=fake.clock - timedelta(days=60))
     base = adapter(manifest).resolve_base_image()
-    assert base.id == "common-cu128-ubuntu-2204-nvidia-570-v20250001"   # the newer of the two
+    assert base.id == f"{family}-v20250002"                               # the newer of the two
 
 
 def test_resolve_base_image_by_name(fake, tmp_path):
