@@ -25,7 +25,7 @@ HASHICORP_KEYRING=/usr/share/keyrings/hashicorp-archive-keyring.gpg
 hashicorp_repo() {
   [[ -f /etc/apt/sources.list.d/hashicorp.list ]] && return 0
   # CLARA_SETUP_HASHICORP=0 skips the probe (CI: no host but the package registries is contacted).
-  [[ ${CLARA_SETUP_HASHICORP:-1} == 0 ]] && return 1
+  [[ ${CLARA_SETUP_HASHICORP:-1} == 0 ]] && { echo "setup: CLARA_SETUP_HASHICORP=0: not asking HashiCorp's repository"; return 1; }
   command -v curl >/dev/null && command -v gpg >/dev/null || { echo "setup: no curl or gpg: skipping HashiCorp's repository"; return 1; }
   # Quick: an offline machine (CI) must not wait, and must not fail.
   curl -fsS --max-time 5 -o /dev/null "$HASHICORP_URL/gpg" 2>/dev/null || return 1
@@ -47,7 +47,7 @@ if hashicorp_repo; then
   as_root apt-get update -q || true
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q packer || echo "setup: could not install HashiCorp's Packer; keeping what is there" >&2
 else
-  echo "setup: $HASHICORP_URL is not reachable: Debian's Packer 1.6.6 builds aws, gcp and local;" \
+  echo "setup: no Packer from $HASHICORP_URL: Debian's Packer 1.6.6 builds aws, gcp and local;" \
        "azure needs Packer >= 1.14.1 (run ./setup.sh again where it is reachable). \`invoke doctor\` says which Packer each target uses."
 fi
 
