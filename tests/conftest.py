@@ -64,3 +64,12 @@ def cancel_when():
         return log
     yield make
     cancel.reset()
+
+
+@pytest.fixture(scope="module")
+def arm():
+    """The ARM fake (tests/fakes/azure.py) over TLS on 127.0.0.1, one per test module."""
+    from tests.fakes.azure import FakeArm
+    fake = FakeArm().start()
+    yield fake
+    fake.stop()

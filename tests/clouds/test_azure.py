@@ -9,7 +9,6 @@ import pytest
 from clouds.base import Image
 from core.names import TEST_USER
 from core.errors import CloudError, Interrupted, PublishError
-from tests.fakes.azure import FakeArm
 
 SUB = "00000000-0000-0000-0000-0000000000a1"
 RG = f"/subscriptions/{SUB}/resourceGroups/clara-images"
@@ -18,13 +17,6 @@ FP = "a" * 64
 SKU = "ngc-base-version-25_9_1_gen2"
 PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTests clara-test"
 VERSIONS = f"{RG}/providers/Microsoft.Compute/galleries/clara_images/images/clara-train/versions"
-
-
-@pytest.fixture(scope="module")
-def arm():
-    fake = FakeArm().start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture

@@ -9,20 +9,12 @@ import pytest
 
 from core.errors import CloudError
 from manifests import DEFAULT, load_manifest
-from tests.fakes.azure import FakeArm
 
 SUB = "00000000-0000-0000-0000-0000000000a1"
 PUB, OFFER = "nvidia", "ngc_azure_17_11"
 OLD, NEW = "ngc-base-version-24_03_4_gen2", "ngc-base-version-25_9_1_gen2"
 GONE = {"imageState": "Deprecated", "scheduledDeprecationTime": "2026-03-31T00:00:00+00:00",
         "alternativeOption": {"type": "Plan", "value": NEW}}
-
-
-@pytest.fixture(scope="module")
-def arm():
-    fake = FakeArm().start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture

@@ -6,19 +6,11 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.fakes.azure import FakeArm
 
 SUB = "00000000-0000-0000-0000-0000000000f1"
 RG = f"/subscriptions/{SUB}/resourceGroups/rg"
 V = "?api-version=2024-07-01"
 AUTH = {"Authorization": "Bearer any"}
-
-
-@pytest.fixture(scope="module")
-def arm():
-    fake = FakeArm().start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture

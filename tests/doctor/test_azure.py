@@ -6,16 +6,8 @@ import pytest
 
 from clouds.base import adapter
 from tests.doctor.conftest import one
-from tests.fakes.azure import FakeArm
 
 SUB = "00000000-0000-0000-0000-000000000001"
-
-
-@pytest.fixture(scope="module")
-def arm():
-    fake = FakeArm().start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture
