@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.run import run
+from core.run import run as run_tool
 
 from .common import ROOT, median_spread
 
@@ -32,7 +32,7 @@ def _bake(tmp: Path, name: str, cache: Path) -> dict:
     env = {**os.environ, "CLARA_CACHE_DIR": str(cache), "CLARA_BUILD_DIR": str(tmp / name),
            "CLARA_RECORD_DIR": str(tmp / name / "record")}
     start = time.perf_counter()
-    result = run([sys.executable, "-m", "invoke", "bake", "--cloud", "local", "--force"], cwd=ROOT, env=env,
+    result = run_tool([sys.executable, "-m", "invoke", "bake", "--cloud", "local", "--force"], cwd=ROOT, env=env,
                  check=False)
     wall = time.perf_counter() - start
     if result.returncode != 0:
@@ -47,7 +47,7 @@ def _bake(tmp: Path, name: str, cache: Path) -> dict:
 def _upload(vm, key: Path, files: dict[str, Path]) -> None:
     vm.run("mkdir -p /tmp/clara-provision/files")
     for dest, src in files.items():
-        run(["scp", "-q", "-r", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+        run_tool(["scp", "-q", "-r", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
              "-i", str(key), "-P", str(vm.ssh_port), str(src), f"clara@127.0.0.1:/tmp/clara-provision/{dest}"])
 
 
@@ -79,7 +79,7 @@ def run(quick: bool) -> dict:
         out["warm_bake"] = warm
         golden = Path(warm["golden"])
         loose = tmp / "uncompacted.qcow2"
-        run(["qemu-img", "convert", "-O", "qcow2", str(golden), str(loose)])
+        run_tool(["qemu-img", "convert", "-O", "qcow2", str(golden), str(loose)])
         out["golden_size"] = {"compacted_mib": round(golden.stat().st_size / 2**20),
                               "uncompacted_mib": round(loose.stat().st_size / 2**20)}
         loose.unlink()

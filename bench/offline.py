@@ -14,7 +14,6 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
-from pathlib import Path
 
 from .common import ROOT
 
@@ -40,7 +39,9 @@ def _fakes(stack: ExitStack):
                               ["24.3.4"], plan=True)
     os.environ.update({"CLARA_GCE_ENDPOINT": gce.url, "CLARA_AZURE_ENDPOINT": arm.endpoint,
                        "CLARA_AZURE_CA_BUNDLE": str(arm.cert_path), "AZURE_SUBSCRIPTION_ID": SUB,
-                       "CLARA_REGISTRY_ENDPOINTS": f"nvcr.io={registry.url}"})
+                       "CLARA_REGISTRY_ENDPOINTS": f"nvcr.io={registry.url}",
+                       # the manifest's registry login: the pre-flight asks for its key (a dummy here)
+                       "NGC_API_KEY": os.environ.get("NGC_API_KEY") or "nvapi-offline-bench-key"})
     return gce, arm
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from core.run import run
+from core.run import run as run_tool
 
 from .common import ROOT, median_spread, timed_runs
 
@@ -27,7 +27,7 @@ finally:
 
 
 def sdk_modules_loaded_by_render() -> list[str]:
-    result = run([sys.executable, "-c", _PROBE], cwd=ROOT, check=False)
+    result = run_tool([sys.executable, "-c", _PROBE], cwd=ROOT, check=False)
     modules = json.loads(result.stderr.strip().splitlines()[-1])
     return [m for m in modules if m.startswith(SDK_PREFIXES)]
 
