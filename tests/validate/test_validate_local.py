@@ -251,7 +251,7 @@ def test_service_launcher_missing_fails(tmp_path):
 
 def test_service_without_a_token_fails_and_workspace_check_needs_a_test_vm(tmp_path):
     launcher = tmp_path / "clara-train"
-    launcher.write_text("#!/bin/sh\necho 'JupyterLab: http://10.0.0.5:8890/'\n")   # the old launcher's output
+    launcher.write_text("#!/bin/sh\necho 'JupyterLab: http://203.0.113.5:8890/'\n")   # the old launcher's output
     launcher.chmod(0o755)
     exp = base_expect(launcher=str(launcher),
                       service={"enabled": True, "servers": [{"name": "jupyter", "port": free_port(), "probe": "/api/status", "token": True}], "ready_timeout_s": 3})
