@@ -322,17 +322,19 @@ def gpu_mismatches(names: Sequence[str], model: str, count: int) -> list[str]:
     return problems
 
 
-def driver_problems(text: str, low: int, high: int) -> list[str]:
-    """nvidia-smi's driver_version lines (e.g. 570.172.08) against the supported branch range."""
+def driver_problems(text: str, low: int, high: int, also: Iterable[int] = ()) -> list[str]:
+    """nvidia-smi's driver_version lines (e.g. 570.172.08) against the workload's supported branch
+    range, plus the single branches it also supports (`workload.driver.also`, e.g. datacenter R535)."""
     problems = []
     for line in gpu_names(text):
         match = re.match(r"(\d+)\.", line)
         if not match:
             raise CheckError(f"cannot read a driver version from nvidia-smi: {line!r}")
         branch = int(match.group(1))
-        if not low <= branch <= high:
-            problems.append(f"host driver {line} (branch {branch}) is outside the Clara image's "
-                            f"supported range {low}-{high}")
+        if not (low <= branch <= high or branch in set(also)):
+            extra = f" or {', '.join(map(str, sorted(set(also))))}" if also else ""
+            problems.append(f"host driver {line} (branch {branch}) is outside the workload's "
+                            f"supported range {low}-{high}{extra}")
     return problems
 
 

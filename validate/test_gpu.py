@@ -44,7 +44,7 @@ def test_host_driver_in_the_supported_range(gpu, remote, expect):
         pytest.skip("expect gives no driver range for this target")
     r = remote.run("nvidia-smi --query-gpu=driver_version --format=csv,noheader")
     require(r.rc == 0, explain(r))
-    problems = checks.driver_problems(r.stdout, driver["min"], driver["max"])
+    problems = checks.driver_problems(r.stdout, driver["min"], driver["max"], driver.get("also") or ())
     require(not problems, "; ".join(problems))
 
 

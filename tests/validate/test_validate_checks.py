@@ -208,6 +208,13 @@ def test_driver_problems():
         checks.driver_problems("N/A\n", 470, 579)
 
 
+def test_driver_problems_accept_the_workloads_extra_branches():
+    """MONAI's window: 560 and newer, or the datacenter branches R470/R525/R535/R545 (monai.yaml)."""
+    assert checks.driver_problems("535.230.02\n", 560, 999, also=(470, 525, 535, 545)) == []
+    (problem,) = checks.driver_problems("550.54.15\n", 560, 999, also=(470, 525, 535, 545))
+    assert "branch 550" in problem and "560-999 or 470, 525, 535, 545" in problem
+
+
 def test_machine_id():
     assert checks.valid_machine_id("0123456789abcdef0123456789abcdef\n")
     assert not checks.valid_machine_id("") and not checks.valid_machine_id("uninitialized")
