@@ -68,11 +68,12 @@ class Adapter(Doctor, CloudAdapter):
         return f"{GUEST_HOST}:{self.local.registry_port}/{self.local.standin_image}"
 
     def pinned_digests(self) -> dict[str, str]:
-        """The stand-in Clara image is built deterministically; its digest is pinned at bake time."""
+        """The workload's stand-in image is built deterministically; its digest is pinned at bake time."""
         if self._standin is None:
-            work = cache_dir() / "standin"
-            work.mkdir(parents=True, exist_ok=True)
             workload = self.manifest.workload       # the stand-in serves on the workload's container ports
+            # One cache entry per workload: baking one workload never rewrites another's stand-in.
+            work = cache_dir() / f"standin-{workload.name}"
+            work.mkdir(parents=True, exist_ok=True)
             ports = {name: server.container_port for name, server in workload.servers.items()}
             record = standin.RECORD.parent / workload.record if workload.record else standin.RECORD
             self._standin = standin.build_standin(work, jupyter_port=ports.get("jupyter", 8888),
