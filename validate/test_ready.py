@@ -4,7 +4,7 @@ Runs first (conftest orders it before the service test and the rest), right afte
 SSH wait, and writes runner-clock epoch stamps to ``--metrics``: ``docker_ready_at`` (``docker
 info`` answers) and ``gpu_step_at`` (a CUDA tensor op in the Clara container). pipeline/testvm.py
 turns them, with its own launch and SSH stamps, into the record's ``ready`` figures. Where no GPU
-is present the first step is the Clara start (test_service's ``service_ready_at``).
+is present the first step is the workload's start (test_service's ``service_ready_at``).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def test_docker_answers(remote, expect, metrics_path):
 
 def test_first_gpu_step(gpu_info, remote, expect, metrics_path):
     if not gpu_info.present:
-        pytest.skip("no GPU on this host: the first step timed is the Clara start (test_service)")
+        pytest.skip("no GPU on this host: the first step timed is the workload's start (test_service)")
     ref = expect.get("clara_image") or next((i.get("ref") for i in expect.get("images") or () if i.get("ref")), None)
     require(ref, "expect lists no Clara image to run the first GPU step in")
     r = remote.docker(f"run --rm --gpus all {shlex.quote(ref)} python -c {shlex.quote(GPU_STEP)}", timeout=900)
