@@ -1,7 +1,9 @@
 """Last: nothing secret or instance-specific stays in the image.
 
 SSH host keys, machine-id, cloud-init state, package caches, logs, shell histories, build keys
-and registry credentials go (clouds and the local target inject keys at boot); a guest agent's
+and registry credentials go (clouds and the local target inject keys at boot); so does the
+hydration stamp (hydrate.STAMP and its .tmp): a build VM that rebooted ran the first-boot
+hydration, and an image sealed with the stamp would never hydrate on its instances. A guest agent's
 deprovision (generalize.deprovision: Azure's waagent) runs last of all. The uploaded /tmp/clara-provision goes too (on the running
 system): every module is already loaded, and Packer uploads nothing more; it must go before the
 deprovision, which deletes the build user that could still remove it.
@@ -18,6 +20,7 @@ import shutil
 from .. import fsutil, system
 from ..config import DEPROVISION_AGENTS
 from ..report import NOT_RUNNING, StepError, changed, unchanged
+from .hydrate import STAMP as HYDRATE_STAMP
 
 NAME = "generalize"
 HOME_FILES = (".bash_history", ".python_history", ".lesshst", ".viminfo", ".ssh/authorized_keys",
@@ -45,6 +48,8 @@ def files_to_remove(ctx):
     files += [p for p in glob.glob(r("/var/lib/apt/lists/*")) if os.path.isfile(p) and not p.endswith("/lock")]
     for home in _homes(ctx):
         files += [os.path.join(home, name) for name in HOME_FILES if os.path.lexists(os.path.join(home, name))]
+    # The image must not ship "already hydrated": the unit runs only while the stamp is missing.
+    files += [r(p) for p in (HYDRATE_STAMP, HYDRATE_STAMP + ".tmp") if os.path.lexists(r(p))]
     dbus_id = r("/var/lib/dbus/machine-id")
     if os.path.isfile(dbus_id) and not os.path.islink(dbus_id):   # usually a link to /etc/machine-id
         files.append(dbus_id)

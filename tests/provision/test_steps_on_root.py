@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from provision.__main__ import main
+from provision.steps.hydrate import STAMP as HYDRATE_STAMP
 from provision_support import COMPOSE_BYTES, DELETE, run_cli, snapshot, statuses, summary_of
 
 
@@ -210,6 +211,20 @@ def test_generalize(make_config, guest, capsys):
     assert (guest / "var/log/apt/history.log").exists()
     for kept in ("etc/ssh/sshd_config", "home/alice/.ssh/known_hosts", "usr/bin/docker"):
         assert (guest / kept).exists(), kept
+    rc, out, _ = provision(capsys, "--root", guest, "--config", make_config(), "--only", "generalize")
+    assert rc == 0 and "generalize: unchanged" in out
+
+
+def test_generalize_removes_the_hydration_stamp(make_config, guest, capsys):
+    # A build VM that rebooted ran the first-boot hydration: the image must not ship its stamp, or the
+    # unit (ConditionPathExists=!STAMP) never runs on an instance.
+    stamp = guest / HYDRATE_STAMP.lstrip("/")
+    stamp.parent.mkdir(parents=True)
+    stamp.write_text('{"files": 3, "bytes": 12, "seconds": 0.1}\n')
+    (guest / (HYDRATE_STAMP + ".tmp").lstrip("/")).write_text("{}")
+    rc, out, err = provision(capsys, "--root", guest, "--config", make_config(), "--only", "generalize")
+    assert rc == 0, err
+    assert not stamp.exists() and not (guest / (HYDRATE_STAMP + ".tmp").lstrip("/")).exists()
     rc, out, _ = provision(capsys, "--root", guest, "--config", make_config(), "--only", "generalize")
     assert rc == 0 and "generalize: unchanged" in out
 
