@@ -36,6 +36,16 @@ def skipped(reason):
     return Result("skipped", reason)
 
 
+def skipped_unless_on_and_running(ctx, setting, off):
+    """The preamble of a step that needs its config section and the running system: the skipped
+    Result when `setting` is None (reason `off`) or ctx's root is not the running system, else None."""
+    if setting is None:
+        return skipped(off)
+    if not ctx.root.running:
+        return skipped(NOT_RUNNING)
+    return None
+
+
 def summary(results, failed=None):
     return json.dumps({"steps": [r.as_dict() for r in results],
                        "changed": sum(1 for r in results if r.status == "changed"),

@@ -7,7 +7,7 @@ version per GPU ("595.71.05"); the branch is its first number. Skipped with a re
 root, on a target without a GPU (driver_check null), or dry-run.
 """
 from .. import system
-from ..report import NOT_RUNNING, StepError, skipped, unchanged
+from ..report import StepError, skipped_unless_on_and_running, unchanged
 
 NAME = "driver_check"
 QUERY = ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]
@@ -33,10 +33,10 @@ def branches(text):
 
 def run(ctx):
     window = ctx.config.driver_check
-    if window is None:
-        return skipped("no driver window in the config (driver_check: null): this target has no GPU")
-    if not ctx.root.running:
-        return skipped(NOT_RUNNING)
+    skip = skipped_unless_on_and_running(
+        ctx, window, "no driver window in the config (driver_check: null): this target has no GPU")
+    if skip:
+        return skip
     result = system.run(QUERY, check=False, timeout=120)
     if result.returncode != 0:
         raise StepError("nvidia-smi failed (exit {}): {}; the base image must ship an NVIDIA driver in {}".format(

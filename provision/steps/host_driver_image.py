@@ -20,7 +20,7 @@ import re
 import tempfile
 
 from .. import system
-from ..report import NOT_RUNNING, StepError, changed, skipped, unchanged
+from ..report import StepError, changed, skipped_unless_on_and_running, unchanged
 from .pull import DERIVED_FROM, _inspect, images, repository
 
 NAME = "host_driver_image"
@@ -104,10 +104,10 @@ def derived(ref):
 
 def run(ctx):
     spec = ctx.config.host_driver_image
-    if spec is None:
-        return skipped("host_driver_image is off in the config (workload.host_driver_image: false)")
-    if not ctx.root.running:
-        return skipped(NOT_RUNNING)
+    skip = skipped_unless_on_and_running(
+        ctx, spec, "host_driver_image is off in the config (workload.host_driver_image: false)")
+    if skip:
+        return skip
     ref = spec.image
     digest = _source_digest(ctx, ref)
     source = "{}@{}".format(repository(ref), digest)

@@ -57,7 +57,10 @@ def test_no_driver_fails_in_minutes(make_config, guest, monkeypatch):
 
 
 def test_skipped_with_a_reason_without_a_window_or_off_the_running_system(make_config, guest):
-    assert "no GPU" in driver_check.run(ctx_for(make_config, guest, None)).detail
+    no_gpu = "no driver window in the config (driver_check: null): this target has no GPU"
+    for running in (True, False):      # no window: that reason first, on any root
+        result = driver_check.run(ctx_for(make_config, guest, None, running=running))
+        assert (result.status, result.detail) == ("skipped", no_gpu)
     off = driver_check.run(ctx_for(make_config, guest, {"min": 470, "max": 599}, running=False))
     assert off.status == "skipped" and off.detail == "not the running system"
 

@@ -123,8 +123,12 @@ def test_an_unpinned_image_derives_from_its_registry_digest(make_config, guest, 
 
 
 def test_skipped_with_reasons(make_config, guest, docker):
-    assert "workload.host_driver_image: false" in step.run(context(make_config, guest, on=False)).detail
-    assert step.run(context(make_config, guest, running=False)).detail == "not the running system"
+    off = "host_driver_image is off in the config (workload.host_driver_image: false)"
+    for running in (True, False):      # off: that reason first, on any root
+        result = step.run(context(make_config, guest, on=False, running=running))
+        assert (result.status, result.detail) == ("skipped", off)
+    result = step.run(context(make_config, guest, running=False))
+    assert (result.status, result.detail) == ("skipped", "not the running system")
     assert not docker.calls
 
 
