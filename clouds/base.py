@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Iterator
 
-from core.errors import AdapterError
+from core.errors import AdapterError, CloudError
 
 Log = Callable[[str], None]
 
@@ -59,13 +59,17 @@ _REGISTRY: dict[str, type["CloudAdapter"]] = {}
 
 class CloudAdapter(abc.ABC):
     """One cloud behind the pipeline's interface. Subclasses set `name` and define the abstract
-    methods; they override the optional ones only when their cloud needs them."""
+    methods; they override the optional ones only when their cloud needs them. Building one refuses
+    a manifest without the target's section (`manifest.clouds.section(name)`)."""
 
     name: ClassVar[str] = ""
     # Whether the test VM's firewall admits the runner's public address (a local VM needs none).
     needs_runner_cidr: ClassVar[bool] = True
 
     def __init__(self, manifest, log: Log = print):
+        # Every adapter needs its own section of the manifest: refused here, once, by the adapter's name.
+        if manifest.clouds.section(self.name) is None:
+            raise CloudError(f"the manifest has no clouds.{self.name} section")
         self.manifest, self.log = manifest, log
 
     def __init_subclass__(cls, **kwargs):

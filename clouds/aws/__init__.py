@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 
-from core.errors import CloudError
 from core.names import TAG_FINGERPRINT, TAG_VALIDATED
 
 from ..base import CloudAdapter, Image, Log
@@ -36,8 +35,6 @@ class Adapter(BaseImages, Doctor, TestVMs, Publishing, Parameters, Maintenance, 
     param_attempts = 15           # reads until a written aws:ec2:image parameter shows its new value
 
     def __init__(self, manifest, log: Log = print):
-        if manifest.clouds.aws is None:
-            raise CloudError("the manifest has no clouds.aws section")
         super().__init__(manifest, log)
         self.a = manifest.clouds.aws
         self.region = self.a.region

@@ -8,7 +8,6 @@ sweep.py (prune, discard, sweep).
 """
 from __future__ import annotations
 
-from core.errors import CloudError
 from core.names import TAG_BUILD_TIME, TAG_FINGERPRINT, TAG_VALIDATED
 
 from .. import clients
@@ -31,8 +30,6 @@ class Adapter(BaseImages, Doctor, TestVMs, Gallery, Maintenance, Build, Deleting
     name = "azure"
 
     def __init__(self, manifest, log: Log = print):
-        if manifest.clouds.azure is None:
-            raise CloudError("the manifest has no clouds.azure section")
         super().__init__(manifest, log)
         self.cfg = manifest.clouds.azure
         self.subscription = clients.azure_subscription(self.cfg.subscription_id)

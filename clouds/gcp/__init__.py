@@ -8,7 +8,6 @@ scales the delays, tests use 0). Images own their storage: deleting one leaves n
 """
 from __future__ import annotations
 
-from core.errors import CloudError
 from core.names import TAG_FINGERPRINT, TAG_VALIDATED
 
 from ..base import CloudAdapter, Image, Log
@@ -27,8 +26,6 @@ class Adapter(BaseImages, Doctor, TestVMs, Families, Maintenance, Calls, CloudAd
     name = "gcp"
 
     def __init__(self, manifest, log: Log = print):
-        if manifest.clouds.gcp is None:
-            raise CloudError("the manifest has no clouds.gcp section")
         super().__init__(manifest, log)
         self.g = manifest.clouds.gcp
         self.project = self.g.project

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from clouds.base import CloudAdapter, Image, adapter
+from core.errors import CloudError
 from manifests import load_manifest
 
 FP = "ab" * 32
@@ -39,3 +40,11 @@ def test_the_adapters_register_as_cloud_adapters_and_keep_the_defaults_they_do_n
     # describe is the local target's alone; the clouds keep the base class's default
     assert (type(found).describe is CloudAdapter.describe) is (cloud != "local")
     assert found.needs_runner_cidr is (cloud != "local")
+
+
+@pytest.mark.parametrize("cloud", ["aws", "gcp", "azure", "local"])
+def test_an_adapter_refuses_a_manifest_without_its_section(manifest, cloud):
+    # The base class checks, by the adapter's name; the adapters do not repeat it.
+    without = manifest.model_copy(update={"clouds": manifest.clouds.model_copy(update={cloud: None})})
+    with pytest.raises(CloudError, match=rf"^the manifest has no clouds\.{cloud} section$"):
+        adapter(cloud, without, log=lambda _: None)
