@@ -1,7 +1,8 @@
 """A fake container registry on 127.0.0.1 that signs in the way nvcr.io and Docker Hub do.
 
 Rules it enforces, with their sources:
-- Manifests are read at `/v2/<name>/manifests/<tag>` with GET or HEAD; a HEAD answers the headers of
+- Manifests are read at `/v2/<name>/manifests/<reference>` (a tag, or a digest: what `put` stores is
+  served by its digest too) with GET or HEAD; a HEAD answers the headers of
   the GET without a body, including `Docker-Content-Digest` (OCI distribution spec, "Pulling
   manifests" and "Checking if content exists in the registry").
 - The manifest's media type must be one the client lists in `Accept`; otherwise the registry
@@ -28,6 +29,16 @@ MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 
 
+def document_body(doc: dict) -> bytes:
+    """The bytes the fake serves for a JSON manifest or index document."""
+    return json.dumps(doc, sort_keys=True).encode()
+
+
+def digest_of(doc: dict) -> str:
+    """The digest a registry gives `doc` (the sha256 of the bytes it serves)."""
+    return "sha256:" + hashlib.sha256(document_body(doc)).hexdigest()
+
+
 def manifest_body(seed: str, media_type: str = MANIFEST_V2) -> bytes:
     if media_type == OCI_INDEX:
         doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
@@ -40,11 +51,12 @@ def manifest_body(seed: str, media_type: str = MANIFEST_V2) -> bytes:
                           "digest": "sha256:" + hashlib.sha256(b"config" + seed.encode()).hexdigest()},
                "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
                            "size": 15_000_000_000, "digest": "sha256:" + hashlib.sha256(seed.encode()).hexdigest()}]}
-    return json.dumps(doc, sort_keys=True).encode()
+    return document_body(doc)
 
 
 class FakeRegistry:
-    """`tags[(repository, tag)] = (media_type, body)`; `private` repositories need `credentials`."""
+    """`tags[(repository, reference)] = (media_type, body)`, the reference a tag or a digest (`push`
+    makes up a manifest, `put` serves a given document); `private` repositories need `credentials`."""
 
     def __init__(self, credentials: tuple[str, str] | None = None, digest_header: bool = True):
         self.tags: dict[tuple[str, str], tuple[str, bytes]] = {}
@@ -55,16 +67,30 @@ class FakeRegistry:
         self.fail_next: list[int] = []
         self._tokens: dict[str, str] = {}                         # token -> repository
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)                # a quick shutdown at the test's end
+
+    @property
+    def host(self) -> str:
+        """host:port, as an image reference names the registry."""
+        return f"127.0.0.1:{self._server.server_address[1]}"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://{self.host}"
 
     def push(self, repository: str, tag: str, seed: str, media_type: str = MANIFEST_V2) -> str:
         body = manifest_body(seed, media_type)
         self.tags[(repository, tag)] = (media_type, body)
         return "sha256:" + hashlib.sha256(body).hexdigest()
+
+    def put(self, repository: str, media_type: str, doc: dict, *tags: str) -> str:
+        """Serve the document `doc` (an image manifest or an index) by its digest, as a registry
+        does, and under each of `tags`; returns the digest."""
+        digest = digest_of(doc)
+        for reference in (digest, *tags):
+            self.tags[(repository, reference)] = (media_type, document_body(doc))
+        return digest
 
     def __enter__(self) -> "FakeRegistry":
         self._thread.start()

@@ -1,11 +1,9 @@
 """The pull checks free space where the layers land against the image's size from its registry
-manifest, and never retries a full disk. A registry on 127.0.0.1 stands in for nvcr.io; `docker`
-and `containerd` are answered by a fake (as in test_running_system.py)."""
+manifest, and never retries a full disk. The fake registry on 127.0.0.1 (tests/fakes/registry.py)
+stands in for nvcr.io; `docker` and `containerd` are answered by a fake (as in test_running_system.py)."""
 import base64
 import json
 import subprocess
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -14,91 +12,13 @@ from provision import fsutil, registry, runner, storage, system
 from provision.config import ConfigError
 from provision.report import StepError
 from provision.steps import pull
+from tests.fakes.registry import FakeRegistry, digest_of, document_body
 
 USER, PASSWORD = "$oauthtoken", "nvapi-secret"
+REPOSITORY = "nvidia/clara-train-sdk"
 AMD64 = [4 * 10 ** 9, 10 ** 8]            # layer sizes of the linux/amd64 image: 4.1 GB compressed
 ARM64 = [7 * 10 ** 9]
 CONFIG_SIZE = 7000
-DIGEST = "sha256:" + "cd" * 32
-
-
-class FakeRegistry:
-    """The parts of the registry API the size check uses. Rules and their sources:
-    - GET /v2/<name>/manifests/<reference> without a token: 401 with `WWW-Authenticate: Bearer
-      realm=...,service=...,scope="repository:<name>:pull"`; the token comes from GET on the realm, with
-      HTTP Basic credentials for a private image (Docker "Token Authentication Specification",
-      https://distribution.github.io/distribution/spec/auth/token/).
-    - A manifest is served only in a media type the client lists in Accept, else 404 MANIFEST_UNKNOWN;
-      Content-Type is its media type (OCI distribution spec, "Pulling manifests").
-    - An index lists per-platform manifests by digest with `platform.os`/`architecture`; an image
-      manifest lists `layers` with their compressed `size` (OCI image spec, image-index.md, manifest.md).
-    - Errors are `{"errors": [{"code", "message"}]}` (OCI distribution spec, "Error Codes").
-    """
-
-    def __init__(self):
-        self.requests = []
-        self.token = "tok-123"
-        index = {"schemaVersion": 2, "mediaType": registry.OCI_INDEX, "manifests": [
-            {"mediaType": registry.OCI_MANIFEST, "digest": "sha256:" + "a" * 64, "size": 1,
-             "platform": {"os": "linux", "architecture": "arm64"}},
-            {"mediaType": registry.OCI_MANIFEST, "digest": "sha256:" + "b" * 64, "size": 1,
-             "platform": {"os": "linux", "architecture": "amd64"}}]}
-        self.manifests = {
-            "v4.1": (registry.OCI_INDEX, index),
-            DIGEST: (registry.OCI_INDEX, index),
-            "sha256:" + "a" * 64: (registry.OCI_MANIFEST, _image(ARM64)),
-            "sha256:" + "b" * 64: (registry.OCI_MANIFEST, _image(AMD64)),
-            "single": (registry.DOCKER_MANIFEST, dict(_image([5 * 10 ** 8]), mediaType=registry.DOCKER_MANIFEST)),
-        }
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.host = "127.0.0.1:{}".format(self.server.server_address[1])
-
-    def __enter__(self):
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-
-    def _handler(self):
-        reg = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                reg.requests.append((self.path, dict(self.headers)))
-                if self.path.startswith("/token"):
-                    return self._token()
-                if self.headers.get("Authorization") != "Bearer " + reg.token:
-                    realm = "http://{}/token".format(reg.host)
-                    return self._send(401, {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]},
-                                      {"WWW-Authenticate": 'Bearer realm="{}",service="fake",scope="repository:{}:pull"'
-                                       .format(realm, self.path.split("/manifests/")[0][4:])})
-                reference = self.path.rsplit("/manifests/", 1)[-1]
-                found = reg.manifests.get(reference)
-                accepted = [a.strip() for a in self.headers.get("Accept", "").split(",")]
-                if not found or found[0] not in accepted:
-                    return self._send(404, {"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]})
-                self._send(200, found[1], {"Content-Type": found[0]})
-
-            def _token(self):
-                want = "Basic " + base64.b64encode("{}:{}".format(USER, PASSWORD).encode()).decode()
-                if self.headers.get("Authorization") != want:
-                    return self._send(401, {"errors": [{"code": "UNAUTHORIZED", "message": "bad credentials"}]})
-                self._send(200, {"token": reg.token})
-
-            def _send(self, status, doc, headers=None):
-                body = json.dumps(doc).encode()
-                self.send_response(status)
-                for key, value in dict({"Content-Type": "application/json"}, **(headers or {})).items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-        return Handler
 
 
 def _image(sizes):
@@ -107,6 +27,15 @@ def _image(sizes):
                        "digest": "sha256:" + "c" * 64},
             "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "size": s,
                         "digest": "sha256:" + "%064x" % i} for i, s in enumerate(sizes)]}
+
+
+# The image as nvcr.io serves it: an index of per-platform manifests, each listing its layers' compressed
+# sizes (OCI image spec, image-index.md, manifest.md); tag "single" is a Docker v2 manifest without an index.
+PLATFORMS = {"arm64": _image(ARM64), "amd64": _image(AMD64)}
+INDEX = {"schemaVersion": 2, "mediaType": registry.OCI_INDEX, "manifests": [
+    {"mediaType": registry.OCI_MANIFEST, "digest": digest_of(doc), "size": len(document_body(doc)),
+     "platform": {"os": "linux", "architecture": arch}} for arch, doc in PLATFORMS.items()]}
+DIGEST = digest_of(INDEX)
 
 
 class RunningRoot(fsutil.Root):
@@ -159,7 +88,14 @@ class FakeDocker:
 
 @pytest.fixture
 def reg():
-    with FakeRegistry() as r:
+    """tests/fakes/registry.py with the image above, private: a token needs the NGC credentials."""
+    with FakeRegistry(credentials=(USER, PASSWORD)) as r:
+        r.private.add(REPOSITORY)
+        for doc in PLATFORMS.values():
+            r.put(REPOSITORY, registry.OCI_MANIFEST, doc)
+        r.put(REPOSITORY, registry.OCI_INDEX, INDEX, "v4.1")
+        r.put(REPOSITORY, registry.DOCKER_MANIFEST, dict(_image([5 * 10 ** 8]), mediaType=registry.DOCKER_MANIFEST),
+              "single")
         yield r
 
 
@@ -197,8 +133,8 @@ def test_size_from_an_index_with_token_auth(reg):
     ref = reg.host + "/nvidia/clara-train-sdk:v4.1"
     assert registry.compressed_size(ref, (USER, PASSWORD), insecure=True, arch="amd64") == sum(AMD64) + CONFIG_SIZE
     assert registry.compressed_size(ref, (USER, PASSWORD), insecure=True, arch="arm64") == sum(ARM64) + CONFIG_SIZE
-    token_asks = [headers for path, headers in reg.requests if path.startswith("/token")]
-    assert token_asks and "service=fake" in [p for p, _ in reg.requests if p.startswith("/token")][0]
+    token_asks = [path for _, path, _ in reg.requests if path.startswith("/token")]
+    assert token_asks and "service=fake-registry" in token_asks[0]
 
 
 def test_size_by_digest_and_of_a_single_manifest(reg):
@@ -280,7 +216,7 @@ def test_enough_space_pulls_and_reports_the_measured_ratio(monkeypatch, make_con
     assert failed is None
     assert results[0].detail == "pulled {}, compressed 4.1 GB, unpacked 9.2 GB (x2.25)".format(ref)
     # the registry was asked with the login's credentials, over HTTP since the registry is insecure
-    assert any(h.get("Authorization", "").startswith("Basic ") for p, h in reg.requests if p.startswith("/token"))
+    assert any((auth or "").startswith("Basic ") for _, p, auth in reg.requests if p.startswith("/token"))
 
 
 def test_a_full_disk_is_not_retried(monkeypatch, make_config, guest, reg, free, capsys):
@@ -320,7 +256,7 @@ def test_pinned_digest_is_sized_by_digest(monkeypatch, make_config, guest, reg, 
     ctx, ref = setup(monkeypatch, make_config, guest, reg, docker, digest=DIGEST)
     free.bytes = 5 * 10 ** 9
     assert runner.run(ctx, {"pull"})[1] == "pull"
-    assert any(p.endswith("/manifests/" + DIGEST) for p, _ in reg.requests)
+    assert any(p.endswith("/manifests/" + DIGEST) for _, p, _ in reg.requests)
 
 
 # --- config ------------------------------------------------------------------------------------
