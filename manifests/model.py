@@ -529,6 +529,25 @@ class Azure(CloudSection):
         return ("base_image", "driver_branch"), self.base_image.driver_branch
 
 
+class StandinPayload(Model):
+    """Bulk for the local stand-in (clouds/local/bulk.py): `mib` over `layers` layers and `files`
+    files, `start_mib` of it read by the container's start, as a PyTorch start reads its libraries
+    and modules. 0 (the default): the small stand-in; `invoke bench` uses a few GB."""
+    mib: int = Field(0, ge=0, le=65536)
+    layers: int = Field(8, ge=1, le=64)
+    files: int = Field(2000, ge=1, le=200000)
+    start_mib: int = Field(0, ge=0, le=65536)
+
+    @model_validator(mode="after")
+    def _fits(self):
+        if self.start_mib > self.mib:
+            raise ValueError(f"start_mib ({self.start_mib}) cannot be more than mib ({self.mib})")
+        if self.mib and self.files < 3 * self.layers:
+            raise ValueError(f"{self.files} files cannot fill {self.layers} layers: expected at least "
+                             f"{3 * self.layers} (a library, a module and another file per layer)")
+        return self
+
+
 class Local(CloudSection):
     IMAGE_NAMES: ClassVar = GCE_NAMES
     HAS_GPU: ClassVar = False          # QEMU without a GPU: the runtime is registered, not run
@@ -541,6 +560,7 @@ class Local(CloudSection):
     accelerator: Literal["auto", "tcg", "kvm"] = "auto"
     registry_port: int = Field(5000, ge=1024, le=65535)
     standin_image: str = Field("clara-train-standin:local", pattern=r"^[a-z0-9][a-z0-9._/-]*:[A-Za-z0-9_.-]+$")
+    standin_payload: StandinPayload = StandinPayload()
 
 
 class Clouds(Model):

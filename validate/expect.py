@@ -51,6 +51,8 @@ def expectations(manifest: Manifest, cloud: str, config: dict, *, fingerprint: s
                     # The shared-workspace check adds a second member: on the throwaway test VM only.
                     "workspace": {"path": config["launcher"]["workspace"],
                                   "group": config["launcher"]["group"]}},
+        # validate/test_hydration.py: the first-boot read of the disk, or no unit when off
+        "hydration": {"enabled": bool((config.get("hydrate") or {}).get("enabled")), "timeout_s": 600},
         "build_user": config["generalize"]["build_user"],
         "removed_users": removed_users(config),
         "nvidia_toolkit": expected_toolkit(config, cloud),

@@ -23,7 +23,7 @@ from core import settings, sshkey
 from core.errors import PublishError
 from core.names import GUEST_HOST, TEST_PREFIX, TEST_USER
 
-from . import baseimage, composefile, qemu, registry, standin
+from . import baseimage, bulk, composefile, qemu, registry, standin
 from .doctor import Doctor
 
 
@@ -72,12 +72,15 @@ class Adapter(Doctor, CloudAdapter):
         if self._standin is None:
             workload = self.manifest.workload       # the stand-in serves on the workload's container ports
             # One cache entry per workload: baking one workload never rewrites another's stand-in.
-            work = cache_dir() / f"standin-{workload.name}"
+            payload = bulk.Shape(**self.local.standin_payload.model_dump())
+            # ... and per payload shape: a benchmark's multi-GB stand-in never replaces the small one.
+            work = cache_dir() / (f"standin-{workload.name}" + ("" if payload.empty else f"-{payload.tag}"))
             work.mkdir(parents=True, exist_ok=True)
             ports = {name: server.container_port for name, server in workload.servers.items()}
             record = standin.RECORD.parent / workload.record if workload.record else standin.RECORD
             self._standin = standin.build_standin(work, jupyter_port=ports.get("jupyter", 8888),
-                                                  aiaa_port=ports.get("aiaa", 5000), record=record)
+                                                  aiaa_port=ports.get("aiaa", 5000), record=record,
+                                                  payload=payload, log=self.log)
         return {self._standin_ref(): self._standin.digest}
 
     def accelerator(self) -> str:

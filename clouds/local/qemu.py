@@ -169,11 +169,13 @@ class VM:
 
     def __init__(self, disk: Path, *, accel: str, memory_mb: int = 2048, cpus: int = 2, pubkey_file: Path,
                  serial_log: Path, workdir: Path | None = None, private_key: Path | None = None,
-                 user: str = "clara"):
+                 user: str = "clara", disk_args: list[str] | None = None):
         accel_args(accel)                                   # validates
         if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", user):
             raise ValueError(f"not a valid user name: {user!r}")
         self.disk, self.accel, self.user = Path(disk), accel, user
+        # Replaces the plain -drive: e.g. the lazy-disk model's block nodes (clouds/local/lazydisk.py).
+        self.disk_args = list(disk_args) if disk_args else ["-drive", f"file={self.disk},if=virtio,format=qcow2"]
         self.memory_mb, self.cpus = memory_mb, cpus
         self.pubkey_file, self.serial_log = Path(pubkey_file), Path(serial_log)
         self.workdir = Path(workdir) if workdir else self.serial_log.parent
@@ -196,7 +198,7 @@ class VM:
     def command(self) -> list[str]:
         return ["qemu-system-x86_64", *accel_args(self.accel), "-m", str(self.memory_mb), "-smp", str(self.cpus),
                 "-display", "none", "-monitor", "none", "-serial", f"file:{self.serial_log}",
-                "-drive", f"file={self.disk},if=virtio,format=qcow2",
+                *self.disk_args,
                 "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22",
                 "-device", "virtio-net-pci,netdev=n0",
                 "-fw_cfg", f"name=opt/clara/authorized_keys,file={self.pubkey_file}",
@@ -308,7 +310,8 @@ class VM:
 
 def start_vm(disk: Path, *, accel: str, memory_mb: int = 2048, cpus: int = 2, pubkey_file: Path,
              serial_log: Path, workdir: Path | None = None, private_key: Path | None = None,
-             user: str = "clara") -> VM:
+             user: str = "clara", disk_args: list[str] | None = None) -> VM:
     """Start QEMU on `disk` (normally an overlay) and return the running VM; use it in `with`."""
     return VM(disk, accel=accel, memory_mb=memory_mb, cpus=cpus, pubkey_file=pubkey_file,
-              serial_log=serial_log, workdir=workdir, private_key=private_key, user=user).start()
+              serial_log=serial_log, workdir=workdir, private_key=private_key, user=user,
+              disk_args=disk_args).start()

@@ -34,11 +34,13 @@ import struct
 import tarfile
 import tempfile
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from core.errors import PipelineError, PrerequisiteError
 from core.run import RunError, run
+
+from . import bulk
 
 BUSYBOX = Path("/bin/busybox")
 RECORD = Path(__file__).resolve().parents[2] / "manifests" / "images" / "clara-train-sdk-v4.1.json"
@@ -56,11 +58,13 @@ SERVERS = ("aiaa", "monailabel")       # servers besides Jupyter a record's imag
 ENTRYPOINT = """#!/bin/sh
 # Stand-in for NGC's nvidia_entrypoint.sh (clara-bake): a banner, then the command, or a shell.
 cat <<'BANNER'
-=======================================
-== Clara Train SDK v4.1 (stand-in)   ==
-=======================================
-clara-train-standin: busybox, not the real Clara Train container.
+== {image} (stand-in) ==
+clara-standin: busybox, not the real container.
 BANNER
+# With a payload (clouds/local/bulk.py), a command first reads what a PyTorch start reads.
+if [ $# -gt 0 ] && [ -s /{start_list} ]; then
+  xargs cat < /{start_list} > /dev/null
+fi
 if [ $# -eq 0 ]; then
   exec /bin/bash
 else
@@ -253,7 +257,7 @@ def load_record(path: Path = RECORD) -> dict:
     entry = config["Entrypoint"]
     if not (isinstance(entry, list) and len(entry) == 1 and str(entry[0]).startswith("/")):
         raise PipelineError(f"{path}: config.Entrypoint must be one absolute path, got {entry!r}")
-    return {"config": config, "behaviour": behaviour, "file": Path(path).name}
+    return {"config": config, "behaviour": behaviour, "file": Path(path).name, "image": str(record.get("image", "?"))}
 
 
 def _digest(data: bytes) -> str:
@@ -265,8 +269,9 @@ class StandinImage:
     manifest: bytes                 # Docker v2 schema 2 manifest, exactly as pushed
     digest: str                     # sha256:<hex> of `manifest`: what the bake pins
     config: bytes                   # image config blob
-    layers: tuple[bytes, ...]       # gzipped layer blobs, in manifest order
+    layers: tuple[bytes, ...]       # gzipped layer blobs in memory, first in manifest order
     layout: Path | None = None      # the skopeo dir: layout written by build_standin, if any
+    bulk: tuple[bulk.BulkLayer, ...] = ()    # then these, on disk (the payload: clouds/local/bulk.py)
 
     @property
     def config_digest(self) -> str:
@@ -274,10 +279,11 @@ class StandinImage:
 
     @property
     def layer_digests(self) -> tuple[str, ...]:
-        return tuple(_digest(layer) for layer in self.layers)
+        return tuple(_digest(layer) for layer in self.layers) + tuple(layer.digest for layer in self.bulk)
 
     @property
     def blobs(self) -> dict[str, bytes]:
+        """The blobs held in memory; `bulk` has the rest, as files."""
         return {_digest(b): b for b in (self.config, *self.layers)}
 
 
@@ -316,12 +322,14 @@ def _applets(path: Path) -> list[str]:
 
 # --- the layer -------------------------------------------------------------------------------
 
-def _layer_files(record: dict) -> dict[str, tuple[bytes, int]]:
-    """{path in the image: (content, mode)}: the scripts at the paths the record names."""
+def _layer_files(record: dict, start_reads: tuple[str, ...] = ()) -> dict[str, tuple[bytes, int]]:
+    """{path in the image: (content, mode)}: the scripts at the paths the record names, and the
+    payload's start list when there is one."""
     jupyter = record["behaviour"]["jupyter"]
     where = "manifests/images/" + record.get("file", RECORD.name)
     files = {
-        record["config"]["Entrypoint"][0].lstrip("/"): (ENTRYPOINT.encode(), 0o755),
+        record["config"]["Entrypoint"][0].lstrip("/"): (ENTRYPOINT.format(image=record.get("image", "?"),
+                                                                          start_list=bulk.START_LIST).encode(), 0o755),
         "bin/bash": (BASH.encode(), 0o755),
         jupyter["path"].lstrip("/"): (JUPYTER.format(record=where, port=int(jupyter["default_port"]),
                                                      handler=HTTP_HANDLER).encode(), 0o755),
@@ -331,6 +339,8 @@ def _layer_files(record: dict) -> dict[str, tuple[bytes, int]]:
     }
     files.update(_server_files(record, where))
     files.update(_compat_files(record))
+    if start_reads:
+        files[bulk.START_LIST] = ("".join(p + "\n" for p in start_reads).encode(), 0o644)
     return files
 
 
@@ -370,8 +380,8 @@ def _server_files(record: dict, where: str) -> dict[str, tuple[bytes, int]]:
     return files
 
 
-def _layer_tar(busybox: bytes, applets: list[str], record: dict) -> bytes:
-    files = _layer_files(record)
+def _layer_tar(busybox: bytes, applets: list[str], record: dict, start_reads: tuple[str, ...] = ()) -> bytes:
+    files = _layer_files(record, start_reads)
     files["bin/busybox"] = (busybox, 0o755)
     links = {f"bin/{a}": "busybox" for a in applets if f"bin/{a}" not in files}
     if record["behaviour"].get("aiaa", {}).get("on_path"):
@@ -405,11 +415,13 @@ def _json(obj) -> bytes:
 
 
 def build_standin(out_dir: Path | None = None, *, jupyter_port: int = 8888, aiaa_port: int = 5000,
-                  busybox: Path = BUSYBOX, record: Path = RECORD) -> StandinImage:
+                  busybox: Path = BUSYBOX, record: Path = RECORD, payload: bulk.Shape = bulk.Shape(),
+                  log=lambda _: None) -> StandinImage:
     """Build the stand-in image in memory; with `out_dir`, also write it there as a skopeo `dir:` layout.
 
     `jupyter_port` and `aiaa_port` are the container ports the caller expects the servers on when
-    the command gives no --port: the real image's defaults (from the record), or an error."""
+    the command gives no --port: the real image's defaults (from the record), or an error.
+    A non-empty `payload` adds its layers (made in `out_dir`, which it then needs) after the first."""
     real = load_record(record)
     for name, port in (("jupyter", jupyter_port), ("aiaa", aiaa_port)):
         if name not in real["behaviour"]:
@@ -420,7 +432,10 @@ def build_standin(out_dir: Path | None = None, *, jupyter_port: int = 8888, aiaa
         if port != default:
             raise PipelineError(f"the real image's {name} listens on {default} unless its command says otherwise, "
                                 f"not {port}: give the port in clara.command instead")
-    tar = _layer_tar(check_static_busybox(busybox), _applets(busybox), real)
+    if not payload.empty and out_dir is None:
+        raise PipelineError("a stand-in with a payload is written to disk: give build_standin an out_dir")
+    extra = bulk.build(payload, Path(out_dir), log) if not payload.empty else bulk.Bulk()
+    tar = _layer_tar(check_static_busybox(busybox), _applets(busybox), real, extra.start_reads)
     gz = gzip.compress(tar, compresslevel=9, mtime=0)
     config = _json({
         "architecture": "amd64", "os": "linux", "created": EPOCH,
@@ -429,17 +444,18 @@ def build_standin(out_dir: Path | None = None, *, jupyter_port: int = 8888, aiaa
                               "org.opencontainers.image.description":
                                   "busybox stand-in for the Clara Train container (clara-bake local target), "
                                   "configured from manifests/images/" + Path(record).name}},
-        "rootfs": {"type": "layers", "diff_ids": [_digest(tar)]},
+        "rootfs": {"type": "layers", "diff_ids": [_digest(tar), *(layer.diff_id for layer in extra.layers)]},
         "history": [{"created": EPOCH, "created_by": "clara-bake clouds/local/standin.py"}],
     })
     manifest = _json({
         "schemaVersion": 2, "mediaType": MANIFEST_TYPE,
         "config": {"mediaType": CONFIG_TYPE, "size": len(config), "digest": _digest(config)},
-        "layers": [{"mediaType": LAYER_TYPE, "size": len(gz), "digest": _digest(gz)}],
+        "layers": [{"mediaType": LAYER_TYPE, "size": len(gz), "digest": _digest(gz)},
+                   *({"mediaType": LAYER_TYPE, "size": layer.size, "digest": layer.digest} for layer in extra.layers)],
     })
-    image = StandinImage(manifest, _digest(manifest), config, (gz,))
+    image = StandinImage(manifest, _digest(manifest), config, (gz,), bulk=extra.layers)
     if out_dir is not None:
-        image = StandinImage(manifest, image.digest, config, (gz,), write_layout(image, out_dir))
+        image = replace(image, layout=write_layout(image, out_dir))
     return image
 
 
@@ -469,7 +485,11 @@ def write_layout(image: StandinImage, out_dir: Path) -> Path:
             _write_atomic(path, data)
     _write_atomic(out_dir / "version", DIR_VERSION)
     _write_atomic(out_dir / "manifest.json", image.manifest)      # last: the layout is complete
-    wanted = {d.split(":", 1)[1] for d in image.blobs}
+    for layer in image.bulk:                        # made in place by bulk.build; elsewhere, linked
+        target = out_dir / layer.digest.split(":", 1)[1]
+        if not target.exists():
+            os.link(layer.path, target)
+    wanted = {d.split(":", 1)[1] for d in [*image.blobs, *image.layer_digests]}
     for stale in out_dir.iterdir():                 # blobs of an earlier build (another busybox)
         if re.fullmatch(r"[0-9a-f]{64}", stale.name) and stale.name not in wanted:
             stale.unlink(missing_ok=True)
@@ -511,27 +531,35 @@ def _upload_path(location: str | None, repo: str) -> str:
     return path + (f"?{parts.query}" if parts.query else "")
 
 
+def _push_blob(conn: http.client.HTTPConnection, registry: str, repo: str, digest: str, body, size: int) -> None:
+    """One blob, monolithic upload (POST, then PUT with the digest), unless the registry has it."""
+    head, _ = _request(conn, "HEAD", f"/v2/{repo}/blobs/{digest}")
+    if head.status == 200:
+        return
+    start, text = _request(conn, "POST", f"/v2/{repo}/blobs/uploads/")
+    if start.status != 202:
+        raise PipelineError(f"{registry} refused a blob upload ({start.status}): {text[:200]!r}")
+    location = _upload_path(start.getheader("Location"), repo)
+    sep = "&" if "?" in location else "?"
+    done, text = _request(conn, "PUT", f"{location}{sep}digest={urllib.parse.quote(digest)}", body=body,
+                          headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)})
+    if done.status != 201:
+        raise PipelineError(f"{registry} refused blob {digest[:19]} ({done.status}): {text[:200]!r}")
+
+
 def push(image: StandinImage, registry: str, repo: str, tag: str) -> str:
     """Push to `registry` ("127.0.0.1:PORT") as repo:tag; returns the digest the registry reports."""
     host, port = _loopback(registry)
     if not _REPO.fullmatch(repo) or not _TAG.fullmatch(tag):
         raise PipelineError(f"{repo}:{tag} is not a valid repository:tag for a registry")
-    conn = http.client.HTTPConnection(host, port, timeout=60)
+    conn = http.client.HTTPConnection(host, port, timeout=60, blocksize=1 << 20)
     where = f"{registry}/{repo}:{tag}"
     try:
         for digest, blob in image.blobs.items():
-            head, _ = _request(conn, "HEAD", f"/v2/{repo}/blobs/{digest}")
-            if head.status == 200:
-                continue                        # the registry has it already
-            start, text = _request(conn, "POST", f"/v2/{repo}/blobs/uploads/")
-            if start.status != 202:
-                raise PipelineError(f"{registry} refused a blob upload ({start.status}): {text[:200]!r}")
-            location = _upload_path(start.getheader("Location"), repo)
-            sep = "&" if "?" in location else "?"
-            done, text = _request(conn, "PUT", f"{location}{sep}digest={urllib.parse.quote(digest)}", body=blob,
-                                  headers={"Content-Type": "application/octet-stream"})
-            if done.status != 201:
-                raise PipelineError(f"{registry} refused blob {digest[:19]} ({done.status}): {text[:200]!r}")
+            _push_blob(conn, registry, repo, digest, blob, len(blob))
+        for layer in image.bulk:
+            with open(layer.path, "rb") as body:      # streamed: a payload layer is hundreds of MB
+                _push_blob(conn, registry, repo, layer.digest, body, layer.size)
         put, text = _request(conn, "PUT", f"/v2/{repo}/manifests/{tag}", body=image.manifest,
                              headers={"Content-Type": MANIFEST_TYPE})
         if put.status != 201:

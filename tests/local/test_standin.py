@@ -194,6 +194,9 @@ def in_container(image, tmp_path, body: str) -> str:
     root = tmp_path / "rootfs"
     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(image.layers[0]))) as tar:
         tar.extractall(root)
+    for layer in image.bulk:                # a payload's layers, in order (clouds/local/bulk.py)
+        with tarfile.open(layer.path, "r:gz") as tar:
+            tar.extractall(root)
     entry = json.loads(image.config)["config"]["Entrypoint"][0]
     script = textwrap.dedent(f"""\
         set -u
@@ -222,7 +225,7 @@ def test_without_a_command_the_entrypoint_starts_a_shell_that_exits(image, tmp_p
         get 5000/ >/dev/null || echo "== nothing on 5000"
         """)
     assert "== rc 0" in out and "== nothing on 8888" in out and "== nothing on 5000" in out, out
-    assert "Clara Train SDK" in (tmp_path / "out").read_text()
+    assert "nvcr.io/nvidia/clara-train-sdk:v4.1 (stand-in)" in (tmp_path / "out").read_text()
 
 
 @needs_unshare
