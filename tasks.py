@@ -263,7 +263,7 @@ def sweep(c, cloud, older_than="6h", dry_run=False, manifest=None):
 
 @task(help={"quick": "only check that every benchmark still runs (for CI)", "out": "also write the figures (JSON) to this file",
             "only": "run only these, comma-separated: startup, offline, lazy, local, recipe, ready",
-            "payload": "the stand-in's size for `ready`: MIB,LAYERS,FILES,START_MIB (default 2048,8,2000,640)"})
+            "payload": "the stand-in's size for `ready`: MIB,LAYERS,FILES,START_MIB (default 3072,8,3000,2048)"})
 def bench(c, quick=False, out="", only="", payload=""):
     """Run the benchmarks under bench/ and print their figures (docs/BENCHMARKS.md)."""
     args = (["--quick"] if quick else []) + (["--out", shlex.quote(out)] if out else [])

@@ -27,7 +27,7 @@ def _payload(text: str) -> dict:
         mib, layers, files, start = (int(x) for x in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"--payload {text!r}: expected MIB,LAYERS,FILES,START_MIB, e.g. "
-                                         "2048,8,2000,640") from None
+                                         "3072,8,3000,2048") from None
     return {"mib": mib, "layers": layers, "files": files, "start_mib": start}
 
 

@@ -4,8 +4,9 @@ benchmarks whose answer depends on size (time to ready, lazy disks). The default
 Shape (manifest `clouds.local.standin_payload`; docs/MANIFEST.md): `mib` spread over `layers`
 layers and `files` files. What a PyTorch container's start reads is modelled on its layout
 (NGC's PyTorch images, on which Clara Train v4.1 and MONAI are built): `import torch` loads a few
-large shared libraries (torch/lib: libtorch_cuda, libtorch_cpu, cuDNN, cuBLAS, each hundreds of MB)
-and imports a great many small Python modules; the rest of the image (static libraries, headers,
+large shared libraries (torch/lib in PyTorch 1.10: libtorch_cuda_cpp.so 1.9 GB, libtorch_cuda_cu.so
+1.1 GB, libtorch_cpu.so 0.34 GB: pytorch/pytorch#69646, #57001) and imports a great many small
+Python modules; the rest of the image (static libraries, headers,
 tools, samples) is not read at start. So each layer holds:
 - one library, read at start, under LIB_DIR;
 - small modules, read at start, under MODULE_DIR (MODULE_SHARE of the files, MODULE_BYTES of the start);
