@@ -37,7 +37,7 @@ def bake(tmp: Path, name: str, cache: Path, manifest: Path | None = None) -> dic
     golden = Path(summary["image"])
     return {"wall_s": round(wall, 1), "stages_s": summary["stages"], "golden": str(golden),
             "golden_bytes": golden.stat().st_size, "checks": {k: summary["checks"][k] for k in ("passed", "skipped")},
-            "ready": summary.get("ready")}
+            "ready": summary["checks"].get("ready")}
 
 
 def ports(manifest) -> dict:
