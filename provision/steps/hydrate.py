@@ -9,9 +9,13 @@ later reads local. AWS documents the same remedy (read every block once with dd 
 
 What is installed (idempotent, under --root; nothing runs during the build):
 - HELPER: a standard-library Python script that reads every regular file under the configured
-  paths (Docker's data root first: the pre-pulled images' layers), small files first (a PyTorch
-  start imports thousands of small .py/.so files before it touches its big libraries), with
-  `workers` threads, then writes STAMP (files, bytes, seconds) so it runs once per instance;
+  paths (Docker's data root: the pre-pulled images' layers), with `workers` threads, then writes
+  STAMP (files, bytes, seconds) so it runs once per instance. Order: what a container's start reads
+  first (shared libraries, executables and Python modules: a PyTorch start maps its multi-GB
+  libraries and imports thousands of modules), small before large, then everything else. Measured
+  (docs/BENCHMARKS.md, section 8): reading every file small-first left the start's 2 GiB of
+  libraries for last and made the first start slower than no hydration at all; the disk's read rate
+  is shared, so what the start needs must come first;
 - UNIT, enabled for multi-user.target, Type=exec and not ordered before anything: it never delays
   login or the launcher; it runs alongside them at the lowest CPU and I/O priority
   (Nice=19, IOSchedulingClass=idle: honoured by the BFQ scheduler; elsewhere a hint only).
@@ -75,9 +79,15 @@ def files():
                     continue
                 if (st.st_mode & 0o170000) == 0o100000 and (st.st_dev, st.st_ino) not in seen:
                     seen.add((st.st_dev, st.st_ino))
-                    out.append((st.st_size, path))
+                    out.append((0 if start_reads(name, st.st_mode) else 1, st.st_size, path))
     out.sort()
-    return out
+    return ([(size, path) for first, size, path in out if first == 0],
+            [(size, path) for first, size, path in out if first == 1])
+
+
+def start_reads(name, mode):
+    """Likely read by a start: shared libraries (x.so, x.so.1.2), executables, Python modules."""
+    return name.endswith((".py", ".pyc", ".so")) or ".so." in name or bool(mode & 0o111)
 
 
 def read(item):
@@ -98,15 +108,20 @@ def main():
     if os.path.exists(STAMP):
         return 0
     start = time.monotonic()
-    todo = files()
+    first, rest = files()
     with ThreadPoolExecutor(WORKERS) as pool:
-        total = sum(pool.map(read, todo, chunksize=16))
+        first_bytes = sum(pool.map(read, first, chunksize=16))     # all of it before the rest
+        first_seconds = time.monotonic() - start
+        total = first_bytes + sum(pool.map(read, rest, chunksize=16))
     seconds = time.monotonic() - start
     os.makedirs(os.path.dirname(STAMP), exist_ok=True)
     with open(STAMP + ".tmp", "w") as f:
-        json.dump({{"files": len(todo), "bytes": total, "seconds": round(seconds, 1)}}, f)
+        json.dump({{"files": len(first) + len(rest), "bytes": total, "seconds": round(seconds, 1),
+                   "start_files": len(first), "start_bytes": first_bytes,
+                   "start_seconds": round(first_seconds, 1)}}, f)
     os.replace(STAMP + ".tmp", STAMP)
-    print("clara-hydrate: read {{}} files, {{:.0f}} MiB in {{:.1f}} s".format(len(todo), total / 2**20, seconds))
+    print("clara-hydrate: read {{}} files, {{:.0f}} MiB in {{:.1f}} s ({{:.0f}} MiB a start reads in {{:.1f}} s)".format(
+        len(first) + len(rest), total / 2**20, seconds, first_bytes / 2**20, first_seconds))
     return 0
 
 

@@ -64,7 +64,27 @@ def test_the_helper_reads_every_file_once_and_stamps(guest, make_config, tmp_pat
     helper.write_text(text)
     out = subprocess.run([sys.executable, str(helper)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert json.loads(stamp.read_text())["files"] == 3
-    assert json.loads(stamp.read_text())["bytes"] == sum(sizes.values())
+    figures = json.loads(stamp.read_text())
+    assert figures["files"] == 3 and figures["bytes"] == sum(sizes.values())
+    # What a start reads (libraries, modules) is read first, whatever its size.
+    assert figures["start_files"] == 2 and figures["start_bytes"] == 3 * 2**20 + 105
     again = subprocess.run([sys.executable, str(helper)], capture_output=True, text=True, timeout=60)
     assert again.returncode == 0 and again.stdout == ""     # once per instance
+
+
+def test_what_a_start_reads_comes_first_small_before_large(guest, make_config, tmp_path):
+    run_cli("--root", guest, "--config", make_config(HYDRATE), "--only", "hydrate", check_rc=0)
+    data = tmp_path / "d"
+    data.mkdir()
+    layout = {"big.a": (5000, 0o644), "libtorch_cuda.so": (4000, 0o644), "libcudnn.so.8.2.4": (3000, 0o644),
+              "mod.py": (20, 0o644), "tool": (900, 0o755), "notes.txt": (10, 0o644), "cache.pyc": (30, 0o644)}
+    for name, (size, mode) in layout.items():
+        (data / name).write_bytes(b"x" * size)
+        os.chmod(str(data / name), mode)
+    namespace = {}
+    exec(compile((guest / HELPER).read_text(), "clara-hydrate", "exec"), namespace)
+    namespace["PATHS"] = [str(data)]
+    first, rest = namespace["files"]()
+    assert [os.path.basename(p) for _, p in first] == ["mod.py", "cache.pyc", "tool", "libcudnn.so.8.2.4",
+                                                        "libtorch_cuda.so"]
+    assert [os.path.basename(p) for _, p in rest] == ["notes.txt", "big.a"]
