@@ -104,7 +104,8 @@ def _lazy(guests, golden: Path, tmp: Path, runs: int) -> dict:
     return out
 
 
-def run(quick: bool, payload: dict | None = None) -> dict:
+def run(quick: bool, payload: dict | None = None, parts: tuple[str, ...] = ("time_to_ready", "lazy")) -> dict:
+    """`parts`: both figures (`invoke bench`), or one of them (after a change that concerns only it)."""
     from clouds.local.adapter import cache_dir
     from manifests import load_manifest
 
@@ -117,11 +118,14 @@ def run(quick: bool, payload: dict | None = None) -> dict:
         out = {"payload": payload, "payload_bake": {k: baked[k] for k in ("wall_s", "stages_s", "checks", "ready")},
                "payload_golden_mib": round(golden.stat().st_size / 2**20)}
         with vms.guests(load_manifest(path), tmp) as guests:
-            out["time_to_ready"] = _time_to_ready(guests, golden, 1 if quick else RUNS)
-            out["lazy_first_start"] = lazy = _lazy(guests, golden, tmp, 1 if quick else RUNS_LAZY)
-        # As in a cloud, where the golden image's disk is lazy too (the manual path reads little of its own).
-        manual = out["time_to_ready"]["manual"]["median_s"]
-        out["manual_vs_lazy_golden"] = {
-            name: round(manual / lazy[name]["launch_to_ready"]["median_s"], 2)
-            for name in ("with_hydration", "without_hydration")}
+            if "time_to_ready" in parts:
+                out["time_to_ready"] = _time_to_ready(guests, golden, 1 if quick else RUNS)
+            if "lazy" in parts:
+                out["lazy_first_start"] = _lazy(guests, golden, tmp, 1 if quick else RUNS_LAZY)
+        if {"time_to_ready", "lazy"} <= set(parts):
+            # As in a cloud, where the golden image's disk is lazy too (the manual path reads little of its own).
+            manual = out["time_to_ready"]["manual"]["median_s"]
+            out["manual_vs_lazy_golden"] = {
+                name: round(manual / out["lazy_first_start"][name]["launch_to_ready"]["median_s"], 2)
+                for name in ("with_hydration", "without_hydration")}
     return {"ready": out}
