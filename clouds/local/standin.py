@@ -445,7 +445,10 @@ def build_standin(out_dir: Path | None = None, *, jupyter_port: int = 8888, aiaa
                                   "busybox stand-in for the Clara Train container (clara-bake local target), "
                                   "configured from manifests/images/" + Path(record).name}},
         "rootfs": {"type": "layers", "diff_ids": [_digest(tar), *(layer.diff_id for layer in extra.layers)]},
-        "history": [{"created": EPOCH, "created_by": "clara-bake clouds/local/standin.py"}],
+        # One entry per layer, as `docker history` pairs them.
+        "history": [{"created": EPOCH, "created_by": "clara-bake clouds/local/standin.py"},
+                    *({"created": EPOCH, "created_by": f"clara-bake clouds/local/bulk.py ({payload.tag})"}
+                      for _ in extra.layers)],
     })
     manifest = _json({
         "schemaVersion": 2, "mediaType": MANIFEST_TYPE,
