@@ -219,7 +219,7 @@ def _stop_group(proc: subprocess.Popen) -> None:
 @contextmanager
 def _cache_env(cache: Path):
     """The adapter reads its cache from CLARA_CACHE_DIR when asked: point it at this run's cache."""
-    old = os.environ.get("CLARA_CACHE_DIR")
+    old = os.environ.pop("CLARA_CACHE_DIR", None)        # kept to restore, not read as a setting
     os.environ["CLARA_CACHE_DIR"] = str(cache)
     try:
         yield
