@@ -12,10 +12,10 @@ What is installed (idempotent, under --root; nothing runs during the build):
   paths (Docker's data root: the pre-pulled images' layers), with `workers` threads, then writes
   STAMP (files, bytes, seconds) so it runs once per instance. Order: what a container's start reads
   first (shared libraries, executables and Python modules: a PyTorch start maps its multi-GB
-  libraries and imports thousands of modules), small before large, then everything else. Measured
-  (docs/BENCHMARKS.md, section 8): reading every file small-first left the start's 2 GiB of
-  libraries for last and made the first start slower than no hydration at all; the disk's read rate
-  is shared, so what the start needs must come first;
+  libraries and imports thousands of modules), small before large, then everything else: small
+  files first left a start's large libraries for last. Measured on the local lazy-disk model
+  (docs/BENCHMARKS.md, section 8), neither order made a start issued right after SSH faster than
+  no hydration: the unit had not finished the start's files by then and shared the disk's rate;
 - UNIT, enabled for multi-user.target, Type=exec and not ordered before anything: it never delays
   login or the launcher; it runs alongside them at the lowest CPU and I/O priority
   (Nice=19, IOSchedulingClass=idle: honoured by the BFQ scheduler; elsewhere a hint only).
