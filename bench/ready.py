@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from core.run import run as run_tool
+from provision.steps.hydrate import STAMP
 
 from . import vm as vms
 from .common import ROOT, median_spread
@@ -35,7 +36,6 @@ RUNS_LAZY = 2
 # 2 GiB so that a TCG run (a 3 GiB pull per manual run) stays near an hour here.
 PAYLOAD = {"mib": 3072, "layers": 8, "files": 3000, "start_mib": 2048}
 QUICK_PAYLOAD = {"mib": 64, "layers": 2, "files": 40, "start_mib": 16}
-STAMP = "/var/lib/clara-hydrate/done"
 
 
 def payload_manifest(tmp: Path, payload: dict) -> Path:

@@ -12,10 +12,10 @@ import time
 
 import pytest
 
+from provision.steps.hydrate import STAMP, UNIT as UNIT_PATH
 from validate.remote import explain, require
 
-UNIT = "clara-hydrate.service"
-STAMP = "/var/lib/clara-hydrate/done"
+UNIT = UNIT_PATH.rsplit("/", 1)[1]        # the unit's name, from where provisioning installs it
 
 
 def _state(remote) -> dict:
