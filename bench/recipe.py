@@ -36,22 +36,18 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from .common import ROOT
+from . import vm as vms
+from .vm import run_to_end
 
 GOAL = 1.2                      # the bake may take at most this times the recipe
 RUNS = 1                        # of each, alternating; a pair takes about 8 min cold, 6 warm (TCG, 2 cores)
-CLEANUP_GRACE_S = 300           # for Packer or the bake to clean up after SIGINT, as packer/build.py waits
 DOCKER_WAIT = "for i in $(seq 1 300); do sudo -n docker info >/dev/null 2>&1 && exit 0; sleep 1; done; exit 1"
 OTHERS = ("qemu-system-x86", "docker-registry", "packer")     # /proc/*/comm (15 characters at most)
 # Seen during the run outside our own process tree, these make the figures doubtful (the report says so).
@@ -185,37 +181,6 @@ class Watch:
 
 
 # --- processes ---------------------------------------------------------------------------------
-def run_to_end(cmd: list[str], *, cwd: Path, env: dict, log: Path, what: str) -> None:
-    """Run `cmd` in its own process group, output to `log`; on any exit of ours while it runs,
-    SIGINT to the group (Packer and the bake then clean up), SIGKILL after CLEANUP_GRACE_S."""
-    with open(log, "ab") as out:
-        out.write(("$ " + shlex.join(cmd) + "\n").encode())
-        out.flush()
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        rc = proc.wait()
-    except BaseException:
-        _stop_group(proc)
-        raise
-    if rc != 0:
-        tail = log.read_text(errors="replace").strip().splitlines()[-25:]
-        raise RuntimeError(f"{what} failed (exit {rc}); the end of its output ({log}):\n  " + "\n  ".join(tail))
-
-
-def _stop_group(proc: subprocess.Popen) -> None:
-    for sig, wait in ((signal.SIGINT, CLEANUP_GRACE_S), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 @contextmanager
 def _cache_env(cache: Path):
     """The adapter reads its cache from CLARA_CACHE_DIR when asked: point it at this run's cache."""
@@ -310,20 +275,8 @@ def _golden(output: Path) -> Path:
 # --- the bake ----------------------------------------------------------------------------------
 def bake(work: Path, cache: Path) -> dict[str, float]:
     """`invoke bake --cloud local --force` in its own build and record folders: its stage times."""
-    env = {**os.environ, "CLARA_CACHE_DIR": str(cache), "CLARA_BUILD_DIR": str(work),
-           "CLARA_RECORD_DIR": str(work / "record")}
-    work.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    run_to_end([sys.executable, "-m", "invoke", "bake", "--cloud", "local", "--force"], cwd=ROOT, env=env,
-               log=work / "bake-output.log", what="the bake")
-    wall = time.perf_counter() - start
-    found = list((work / "reports").rglob("local/summary.json"))
-    if len(found) != 1:
-        raise RuntimeError(f"the bake ended but left {len(found)} local/summary.json under {work / 'reports'}")
-    summary = json.loads(found[0].read_text())
-    if summary.get("status") != "published":
-        raise RuntimeError(f"the bake ended {summary.get('status')!r}, not published: {summary.get('error')}")
-    return bake_stages(summary, wall)
+    baked = vms.bake(work.parent, work.name, cache)
+    return bake_stages({"stages": baked["stages_s"]}, baked["wall_s"])
 
 
 # --- the benchmark -----------------------------------------------------------------------------

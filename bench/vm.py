@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import signal
+import subprocess
 import sys
 import time
 from contextlib import contextmanager
@@ -17,6 +20,7 @@ from .common import ROOT
 # The provisioning a manual procedure runs in a VM from the base image: every step but the checks
 # of a build (driver_check) and the sealing of an image (generalize).
 STEPS = "umask,docker_engine,nvidia_runtime,data_root,compose,registry_login,pull,launcher,hydrate,inventory"
+CLEANUP_GRACE_S = 300       # for Packer or the bake to clean up after SIGINT, as packer/build.py waits
 READY = ("clara-train start >/dev/null 2>&1 || sudo clara-train start >/dev/null; "
          "for i in $(seq 1 2400); do curl -fs 127.0.0.1:{j}/ >/dev/null && curl -fs 127.0.0.1:{a}/ >/dev/null "
          "&& exit 0; sleep 0.25; done; exit 1")
@@ -24,20 +28,56 @@ READY = ("clara-train start >/dev/null 2>&1 || sudo clara-train start >/dev/null
 
 def bake(tmp: Path, name: str, cache: Path, manifest: Path | None = None) -> dict:
     """`invoke bake --cloud local --force` with its build, report and record under tmp/name."""
-    env = {**os.environ, "CLARA_CACHE_DIR": str(cache), "CLARA_BUILD_DIR": str(tmp / name),
-           "CLARA_RECORD_DIR": str(tmp / name / "record")}
+    work = tmp / name
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "CLARA_CACHE_DIR": str(cache), "CLARA_BUILD_DIR": str(work),
+           "CLARA_RECORD_DIR": str(work / "record")}
     command = [sys.executable, "-m", "invoke", "bake", "--cloud", "local", "--force"]
     command += ["--manifest", str(manifest)] if manifest else []
     start = time.perf_counter()
-    result = run_tool(command, cwd=ROOT, env=env, check=False)
+    run_to_end(command, cwd=ROOT, env=env, log=work / "bake-output.log", what=f"the {name} bake")
     wall = time.perf_counter() - start
-    if result.returncode != 0:
-        raise RuntimeError(f"the {name} bake failed:\n{result.stderr[-3000:]}")
-    summary = json.loads(next((tmp / name / "reports").rglob("local/summary.json")).read_text())
+    found = list((work / "reports").rglob("local/summary.json"))
+    if len(found) != 1:
+        raise RuntimeError(f"the bake ended but left {len(found)} local/summary.json under {work / 'reports'}")
+    summary = json.loads(found[0].read_text())
+    if summary.get("status") != "published":
+        raise RuntimeError(f"the bake ended {summary.get('status')!r}, not published: {summary.get('error')}")
     golden = Path(summary["image"])
     return {"wall_s": round(wall, 1), "stages_s": summary["stages"], "golden": str(golden),
             "golden_bytes": golden.stat().st_size, "checks": {k: summary["checks"][k] for k in ("passed", "skipped")},
             "ready": summary["checks"].get("ready")}
+
+
+def run_to_end(cmd: list[str], *, cwd: Path, env: dict, log: Path, what: str) -> None:
+    """Run `cmd` in its own process group, output to `log`; on any exit of ours while it runs,
+    SIGINT to the group (Packer and the bake then clean up), SIGKILL after CLEANUP_GRACE_S."""
+    with open(log, "ab") as out:
+        out.write(("$ " + shlex.join(cmd) + "\n").encode())
+        out.flush()
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        rc = proc.wait()
+    except BaseException:
+        _stop_group(proc)
+        raise
+    if rc != 0:
+        tail = log.read_text(errors="replace").strip().splitlines()[-25:]
+        raise RuntimeError(f"{what} failed (exit {rc}); the end of its output ({log}):\n  " + "\n  ".join(tail))
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    for sig, wait in ((signal.SIGINT, CLEANUP_GRACE_S), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def ports(manifest) -> dict:
