@@ -7,6 +7,7 @@ cd "$(dirname "$0")"
 APT_PACKAGES=(
   packer                      # 1.6.6 on Debian 12: builds amazon-ebs, googlecompute, azure-arm, qemu
   qemu-system-x86 qemu-utils  # the local target's VMs and images
+  nbdkit                      # the lazy-disk model's per-block fetch latency (clouds/local/lazydisk.py)
   mmdebstrap e2fsprogs fdisk grub-pc-bin   # the local base image, without loop devices or mounts
   openssh-client openssh-server            # SSH to test VMs; a local sshd for offline tests
   docker-registry skopeo busybox-static    # the stand-in Clara image and its registry on 127.0.0.1
