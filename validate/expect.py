@@ -39,7 +39,6 @@ def expectations(manifest: Manifest, cloud: str, config: dict, *, fingerprint: s
         "workload_image": config["launcher"]["image"],
         "clara_image": config["launcher"]["image"],      # the name older checks read
         "launcher": "/usr/local/bin/" + config["launcher"]["name"],
-        "container": config["launcher"]["name"],
         # validate/test_host_driver.py: the workload's ref is the derived image without CUDA compat libs
         "host_driver_image": bool((config.get("host_driver_image") or {}).get("enabled")),
         "gpu": expected_gpu(manifest, cloud, size),

@@ -63,7 +63,7 @@ def test_checks_expect_the_workloads_launcher_and_servers(tmp_path):
     config = json.loads((render(m, "azure", tmp_path).folder / "provision.json").read_text())
     exp = expectations(m, "azure", config, fingerprint="f" * 64, digests={}, test_public_key="ssh-ed25519 AAAA x",
                        size="Standard_NC40ads_H100_v5")
-    assert exp["launcher"] == "/usr/local/bin/monai-label" and exp["container"] == "monai-label"
+    assert exp["launcher"] == "/usr/local/bin/monai-label"
     assert exp["service"]["servers"] == [
         {"name": "jupyter", "port": 8890, "probe": "/api/status", "token": True},
         {"name": "monailabel", "port": 8000, "probe": "/info/", "token": False}]
