@@ -141,18 +141,21 @@ def process_table(proc: Path = Path("/proc")) -> dict[int, tuple[int, str]]:
     return table
 
 
+def _chain(table: dict[int, tuple[int, str]], pid: int) -> list[int]:
+    """`pid` and its parents up to init."""
+    chain: list[int] = []
+    while pid not in chain and pid > 1:
+        chain.append(pid)
+        pid = table.get(pid, (0, ""))[0]
+    return chain
+
+
 def foreign(table: dict[int, tuple[int, str]], me: int) -> list[str]:
-    """"pid command" of the disturbing processes that are not `me` or started by it."""
-    def ours(pid: int) -> bool:
-        seen = set()
-        while pid not in seen and pid > 1:
-            if pid == me:
-                return True
-            seen.add(pid)
-            pid = table.get(pid, (0, ""))[0]
-        return False
+    """"pid command" of the disturbing processes that are not `me`, started by it, or what started
+    it (`invoke bench` runs the benchmark)."""
+    ancestors = set(_chain(table, me))
     return [f"{pid} {cmd[:100]}" for pid, (_, cmd) in sorted(table.items())
-            if DISTURBING.search(cmd) and not ours(pid)]
+            if DISTURBING.search(cmd) and pid not in ancestors and me not in _chain(table, pid)]
 
 
 class Watch:
