@@ -129,7 +129,7 @@ wait_ready() {
       *restarted*|*"not running"*) break ;;      # no point waiting: its command ended
     esac
     if [ "$SECONDS" -ge "$deadline" ]; then problem="$problem after ${START_TIMEOUT}s"; break; fi
-    sleep 2
+    sleep 0.5   # start returns when the servers answer: a coarse poll would add to time to ready
   done
   [ -n "${problem:-}" ] || return 0
   echo "$NAME: $NAME is not serving: $problem. Its last log lines:" >&2
@@ -172,10 +172,12 @@ start() {
 }
 
 exec_() {
-  running || { echo "$NAME: $NAME is not running; run $NAME start first" >&2; exit 3; }
-  local home=/tmp flags=(-i)
+  local home=/tmp flags=(-i) state
+  # One docker call for both: is it running, and did this member start it (its label)?
+  state=$(docker_ inspect -f '{{.State.Running}} {{index .Config.Labels "'"$NAME"'.uid"}}' "$NAME" 2>/dev/null || true)
+  [ "${state%% *}" = true ] || { echo "$NAME: $NAME is not running; run $NAME start first" >&2; exit 3; }
   GID=$(getent group "$GROUP" | cut -d: -f3)
-  [ "$(docker_ inspect -f '{{index .Config.Labels "'"$NAME"'.uid"}}' "$NAME")" = "$RUN_UID" ] && home=$RUN_HOME
+  [ "${state#* }" = "$RUN_UID" ] && home=$RUN_HOME
   [ -t 0 ] && flags+=(-t)
   [ $# -gt 0 ] || set -- /bin/bash
   docker_ exec "${flags[@]}" -u "$RUN_UID:$GID" -e HOME="$home" -w /workspace "$NAME" \

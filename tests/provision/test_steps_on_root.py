@@ -297,8 +297,8 @@ state={state}
 case "$1" in
   ps) [ -f "$state/running" ] && echo clara-train; exit 0 ;;
   inspect)
-    case "$*" in *Labels*) echo "$(id -u)"; exit 0 ;; esac
     if [ ! -f "$state/running" ]; then echo "no such container" >&2; exit 1; fi
+    case "$*" in *State.Running*Labels*) echo "true $(id -u)"; exit 0 ;; esac
     if [ "$FAKE_MODE" = dead ]; then echo "restarting 3"; else echo "running 0"; fi ;;
   run)
     shift; printf '%s\\n' "$@" > "$state/run-args"; touch "$state/running"
@@ -384,11 +384,15 @@ def test_launcher_start_fails_when_the_container_does_not_serve(launcher_run):
 
 
 def test_launcher_exec_runs_as_the_member_with_the_shared_umask(launcher_run):
+    stopped = launcher_run(["exec", "true"])
+    assert stopped.returncode == 3 and "clara-train is not running; run clara-train start first" in stopped.stderr
     assert launcher_run(["start"]).returncode == 0
     proc = launcher_run(["exec", "touch", "/workspace/x"])
     assert proc.returncode == 0, proc.stderr
     args = (launcher_run.state / "exec-args").read_text().splitlines()
     assert args[args.index("-u") + 1] == "{}:{}".format(os.getuid(), os.getgid())
+    home = args[args.index("-e") + 1]
+    assert home.startswith("HOME=") and home != "HOME=/tmp"     # the member started it: its own home
     assert args[-6:] == ["/bin/sh", "-c", 'umask 0002; exec "$@"', "clara-train", "touch", "/workspace/x"]
 
 
