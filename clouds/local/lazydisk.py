@@ -72,7 +72,8 @@ class LazyDisk:
         self.fetch_ms = _positive(fetch_ms, "fetch latency (ms)")
         if not self.golden.is_file():
             raise PipelineError(f"cannot model a lazy disk: {self.golden} does not exist")
-        _plain(self.golden), _plain(self.workdir)
+        for path in (self.golden, self.workdir):
+            _plain(path)                # refused now, not when QEMU parses its options
         self.raw = self.workdir / f"{self.golden.stem}.lazy.raw"
         self.socket = self.workdir / f"{self.golden.stem}.lazy.sock"
         self.proc: subprocess.Popen | None = None
