@@ -190,20 +190,13 @@ def is_digest(text: str | None) -> bool:
     return bool(text) and bool(_DIGEST.match(text))
 
 
-def parse_repo_digests(text: str) -> list[str]:
-    """`docker image inspect --format '{{json .RepoDigests}}'` output -> list."""
-    text = (text or "").strip()
-    if not text or text == "null":
+def repo_digests(value) -> list[str]:
+    """An image's RepoDigests as `docker image inspect` gives it (a list, or null) -> list."""
+    if value is None:
         return []
-    try:
-        data = json.loads(text)
-    except ValueError:
-        raise CheckError(f"cannot parse RepoDigests {text!r}") from None
-    if data is None:
-        return []
-    if not isinstance(data, list):
-        raise CheckError(f"RepoDigests is not a list: {text!r}")
-    return [str(x) for x in data]
+    if not isinstance(value, (list, tuple)):
+        raise CheckError(f"RepoDigests is not a list: {value!r}")
+    return [str(x) for x in value]
 
 
 def digest_in(repo_digests: Iterable[str], digest: str) -> bool:

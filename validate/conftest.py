@@ -110,7 +110,7 @@ def expect(pytestconfig):
 
 @pytest.fixture(scope="module")
 def remote(host):
-    return Remote(host)
+    return Remote.of(host)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -47,6 +47,8 @@ def expectations(manifest: Manifest, cloud: str, config: dict, *, fingerprint: s
                     "servers": [{"name": s["name"], "port": s["port"], "probe": s["probe"], "token": s["token"]}
                                 for s in config["launcher"]["servers"]],
                     "ready_timeout_s": 180,
+                    # The test VM is deleted after the checks: the workload is left running.
+                    "stop_after": False,
                     # The shared-workspace check adds a second member: on the throwaway test VM only.
                     "workspace": {"path": config["launcher"]["workspace"],
                                   "group": config["launcher"]["group"]}},

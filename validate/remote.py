@@ -1,16 +1,35 @@
-"""A thin layer over a testinfra host: run as the test user or as root, read files, clock."""
+"""A thin layer over a testinfra host: run as the test user or as root, read files, clock.
+
+One Remote per host for the whole session (``Remote.of``): what cannot change while the checks
+run (the login's uid, `docker info`, an image's inspect) is asked once, not once per check; on a
+slow test VM every round trip, and above all every `docker` command, costs most of a second.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import shlex
 
 from validate import checks
 
 
 class Remote:
+    _of: dict[int, "Remote"] = {}
+
     def __init__(self, host):
         self.host = host
         self._uid = None
+        self._docker_info: dict | None = None
+        self._images: dict[str, dict | None] = {}
+
+    @classmethod
+    def of(cls, host) -> "Remote":
+        """The session's Remote for ``host`` (testinfra hands every module the same host object)."""
+        if id(host) not in cls._of or cls._of[id(host)].host is not host:
+            cls._of[id(host)] = cls(host)
+        return cls._of[id(host)]
 
     # -- running ---------------------------------------------------------------------------
     @property
@@ -35,6 +54,36 @@ class Remote:
         prefix = f"timeout {int(timeout)} " if timeout else ""
         return self.root(prefix + "docker " + args)
 
+    # -- Docker's answers that do not change while the checks run -------------------------
+    def docker_info(self, result=None) -> dict:
+        """`docker info` as JSON, asked once. ``result``: a `docker info --format '{{json .}}'`
+        that already answered (test_docker_answers polls with it). Fails the check, naming the
+        command, when the engine does not answer."""
+        if self._docker_info is None:
+            r = result if result is not None else self.docker(f"info --format {shlex.quote(INFO_JSON)}")
+            require(r.rc == 0, f"docker engine not answering: {explain(r)}")
+            self._docker_info = checks.parse_json_object(r.stdout, "`docker info --format '{{json .}}'`")
+        return self._docker_info
+
+    def image(self, ref: str) -> dict | None:
+        """`docker image inspect REF`'s object, asked once per ref; None when there is no such image.
+        Fails the check when Docker itself does not answer."""
+        if ref not in self._images:
+            r = self.docker(f"image inspect {shlex.quote(ref)}")
+            if r.rc != 0:
+                require("no such image" in (r.stderr + r.stdout).lower(),
+                        f"cannot inspect image {ref} (engine down?): {explain(r)}")
+                self._images[ref] = None
+            else:
+                try:
+                    found = json.loads(r.stdout)
+                except ValueError:
+                    raise checks.CheckError(f"`docker image inspect {ref}` is not JSON: {r.stdout[:200]!r}") from None
+                require(isinstance(found, list) and found and isinstance(found[0], dict),
+                        f"`docker image inspect {ref}` gave {r.stdout.strip()[:200]!r}")
+                self._images[ref] = found[0]
+        return self._images[ref]
+
     # -- reading ---------------------------------------------------------------------------
     def read(self, path: str, as_root: bool = False) -> tuple[bool, str]:
         """(exists, text). Missing file -> (False, ""); unreadable -> raises AssertionError."""
@@ -47,9 +96,24 @@ class Remote:
             raise AssertionError(f"cannot read {path}: {explain(r)}")
         return True, r.stdout
 
-    def lines(self, cmd: str, as_root: bool = False) -> list[str]:
+    def read_found(self, find_cmd: str, as_root: bool = False) -> dict[str, str]:
+        """{path: text} of every file ``find_cmd`` lists (one path per line), in one round trip.
+        Each file travels base64-encoded on one line, so any content and any path survive."""
+        cmd = (f"{{ {find_cmd}; }} | while IFS= read -r f; do "
+               'printf "%s " "$(base64 -w0 < "$f" 2>/dev/null || echo "!")"; printf "%s\n" "$f"; done')
         r = self.root(cmd) if as_root else self.run(cmd)
-        return [l for l in r.stdout.splitlines() if l.strip()]
+        if r.rc != 0:
+            raise AssertionError(f"cannot list or read files: {explain(r)}")
+        found = {}
+        for line in r.stdout.splitlines():
+            data, _, path = line.partition(" ")
+            if not path:
+                continue
+            try:
+                found[path] = base64.b64decode(data, validate=True).decode("utf-8", "replace")
+            except (binascii.Error, ValueError):
+                raise AssertionError(f"cannot read {path} (as {'root' if as_root else 'the test user'})") from None
+        return found
 
     def clock(self) -> tuple[float, float]:
         """(now, boot) as epoch seconds, both from the remote's own clock."""
@@ -57,6 +121,9 @@ class Remote:
         if r.rc != 0:
             raise AssertionError(f"cannot read the remote clock: {explain(r)}")
         return checks.parse_clock(r.stdout)
+
+
+INFO_JSON = "{{json .}}"
 
 
 def explain(result, limit: int = 400) -> str:

@@ -10,14 +10,10 @@ image store (Docker Engine 29.0+ fresh installs) under containerd's root,
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from provision.storage import CONTAINERD_DEFAULT_ROOT, containerd_root_in, uses_containerd_store
 from validate.checks import CheckError
-
-INFO_FORMAT = "{{json .DockerRootDir}}\t{{json .Driver}}\t{{json .DriverStatus}}"
-
 
 @dataclass(frozen=True)
 class Engine:
@@ -35,15 +31,12 @@ class Engine:
                 else f"{self.driver} storage driver")
 
 
-def parse_info(text: str) -> Engine:
-    """`docker info --format INFO_FORMAT` output -> Engine; CheckError if it is not that."""
-    try:
-        root, driver, status = (json.loads(part) for part in text.strip().split("\t"))
-    except ValueError:
-        raise CheckError(f"`docker info` storage details are unreadable: {text.strip()[:200]!r}") from None
-    if not isinstance(root, str) or not isinstance(driver, str) or not root:
+def engine(info) -> Engine:
+    """`docker info`'s JSON (a dict) -> Engine; CheckError if it lacks DockerRootDir or Driver."""
+    root, driver = (info.get(k) if isinstance(info, dict) else None for k in ("DockerRootDir", "Driver"))
+    if not isinstance(root, str) or not isinstance(driver, str) or not root or not driver:
         raise CheckError(f"`docker info` gave DockerRootDir {root!r} and Driver {driver!r}")
-    return Engine(root, driver, uses_containerd_store(status))
+    return Engine(root, driver, uses_containerd_store(info.get("DriverStatus")))
 
 
 def containerd_root(dump: str) -> str:
@@ -51,27 +44,23 @@ def containerd_root(dump: str) -> str:
     return containerd_root_in(dump) or CONTAINERD_DEFAULT_ROOT
 
 
-def graph_paths(text: str) -> list[str]:
-    """The folders in `docker image inspect -f '{{json .GraphDriver.Data}}'` (classic drivers:
-    LowerDir is colon-joined); [] when the engine reports none (the containerd store)."""
-    try:
-        data = json.loads(text.strip() or "null")
-    except ValueError:
-        raise CheckError(f"GraphDriver.Data is not JSON: {text.strip()[:200]!r}") from None
+def graph_paths(data) -> list[str]:
+    """The folders in an image's GraphDriver.Data (classic drivers: LowerDir is colon-joined); []
+    when the engine reports none (the containerd store)."""
     paths = []
     for key in ("LowerDir", "UpperDir", "MergedDir", "WorkDir"):
-        value = (data or {}).get(key) if isinstance(data, dict) else None
+        value = data.get(key) if isinstance(data, dict) else None
         if isinstance(value, str) and value:
             paths.extend(p for p in value.split(":") if p)
     return paths
 
 
-def df_target(text: str) -> str:
-    """The mount point from `df --output=target PATH` (header, then one line)."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if len(lines) < 2 or not lines[-1].startswith("/"):
+def df_targets(text: str, count: int) -> list[str]:
+    """The mount points from `df --output=target PATH...` (a header, then one line per path)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()][1:]
+    if len(lines) != count or not all(line.startswith("/") for line in lines):
         raise CheckError(f"`df --output=target` gave {text.strip()[:200]!r}")
-    return lines[-1]
+    return lines
 
 
 def du_bytes(text: str) -> int:

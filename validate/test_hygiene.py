@@ -50,11 +50,10 @@ def test_machine_id(remote, expect):
 
 
 def test_no_registry_credentials(remote):
-    files = remote.lines("ls -1d /root/.docker/config.json /home/*/.docker/config.json "
-                         "2>/dev/null; true", as_root=True)
+    files = remote.read_found("ls -1d /root/.docker/config.json /home/*/.docker/config.json 2>/dev/null",
+                              as_root=True)
     leaks = {}
-    for path in files:
-        _, text = remote.read(path, as_root=True)
+    for path, text in files.items():
         auths = checks.docker_auths(text, path)
         if auths:
             leaks[path] = auths
@@ -75,11 +74,10 @@ def test_authorized_keys_only_test_key(remote, expect):
     test_key = expect.get("test_public_key")
     if not test_key:
         pytest.skip("expect.test_public_key not given: cannot tell the test key from others")
-    files = remote.lines("find /root /home -maxdepth 3 -type f -path '*/.ssh/authorized_keys*' "
-                         "2>/dev/null; true", as_root=True)
+    files = remote.read_found("find /root /home -maxdepth 3 -type f -path '*/.ssh/authorized_keys*' 2>/dev/null",
+                              as_root=True)
     foreign = {}
-    for path in files:
-        _, text = remote.read(path, as_root=True)
+    for path, text in files.items():
         bad = checks.foreign_keys(text, [test_key])
         if bad:
             foreign[path] = bad

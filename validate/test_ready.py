@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from validate.remote import explain, require
+from validate.remote import INFO_JSON, explain, require
 from validate.test_service import _write_metrics
 
 # What a training step does first: put a tensor on the GPU and compute with it.
@@ -33,8 +33,10 @@ def test_docker_answers(remote, expect, metrics_path):
     timeout = float((expect.get("service") or {}).get("ready_timeout_s", 120))
     deadline = time.monotonic() + timeout
     while True:
-        r = remote.docker("info --format '{{.ServerVersion}}'", timeout=30)
+        # All of `docker info`, kept for the checks that read it later (one docker call, not three).
+        r = remote.docker(f"info --format {shlex.quote(INFO_JSON)}", timeout=30)
         if r.rc == 0:
+            remote.docker_info(r)
             break
         require(time.monotonic() < deadline and _docker_may_still_come(remote),
                 f"docker did not answer within {timeout:.0f}s: {explain(r)}")

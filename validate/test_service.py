@@ -41,9 +41,12 @@ def launcher(expect):
 def started(request, remote, service_spec, launcher):
     def stop():
         r = remote.root(f"timeout 120 {shlex.quote(launcher)} stop")
-        if r.rc != 0:  # shown in the report's captured output; the test VM is thrown away anyway
+        if r.rc != 0:  # shown in the report's captured output
             print(f"launcher stop failed: {explain(r)}")
-    request.addfinalizer(stop)
+    # The pipeline's test VM is deleted right after the checks (expect.service.stop_after: false):
+    # stopping the container first would only cost the bake seconds.
+    if service_spec.get("stop_after", True):
+        request.addfinalizer(stop)
     # A failed start is reported by the test (FAILED), not here (that would be an ERROR).
     t0 = time.monotonic()
     return remote.run(f"timeout 600 {shlex.quote(launcher)} start"), t0

@@ -15,12 +15,6 @@ from validate import checks, storage
 from validate.remote import explain, require
 
 
-def _engine(remote) -> storage.Engine:
-    r = remote.docker(f"info --format {shlex.quote(storage.INFO_FORMAT)}")
-    require(r.rc == 0, f"docker engine not answering: {explain(r)}")
-    return storage.parse_info(r.stdout)
-
-
 def _layer_dir(remote, engine: storage.Engine) -> str:
     root = None
     if engine.containerd_store:
@@ -31,27 +25,25 @@ def _layer_dir(remote, engine: storage.Engine) -> str:
     return engine.layer_dir(root)
 
 
-def _mount(remote, path: str) -> str:
-    r = remote.root(f"df --output=target {shlex.quote(path)}")
-    require(r.rc == 0, f"cannot find the filesystem of {path}: {explain(r)}")
-    return storage.df_target(r.stdout)
+def _mounts(remote, *paths: str) -> list[str]:
+    r = remote.root("df --output=target " + " ".join(shlex.quote(p) for p in paths))
+    require(r.rc == 0, f"cannot find the filesystems of {', '.join(paths)}: {explain(r)}")
+    return storage.df_targets(r.stdout, len(paths))
 
 
 def test_image_layers_live_on_the_data_root(remote, expect, expected_image):
     ref = expected_image.get("ref")
     want = expect.get("data_root", "/var/lib/docker")
-    engine = _engine(remote)
+    engine = storage.engine(remote.docker_info())
     layers = _layer_dir(remote, engine)
     where = f"{engine.describe()}, layers in {layers}"
 
-    r = remote.docker(f"image inspect --format '{{{{.Size}}}}' {shlex.quote(ref)}")
-    require(r.rc == 0, f"image {ref} not found (or engine down): {explain(r)}")
-    size = int(r.stdout.strip() or 0)
+    image = remote.image(ref)
+    require(image, f"image {ref} not found")
+    size = int(image.get("Size") or 0)
     if not engine.containerd_store:
         # The classic drivers name the image's layer folders; the containerd store does not expose them.
-        r = remote.docker(f"image inspect --format '{{{{json .GraphDriver.Data}}}}' {shlex.quote(ref)}")
-        require(r.rc == 0, explain(r))
-        paths = storage.graph_paths(r.stdout)
+        paths = storage.graph_paths((image.get("GraphDriver") or {}).get("Data"))
         outside = [p for p in paths if not p.startswith(layers.rstrip("/") + "/")]
         require(paths and not outside, f"image {ref}: layer folders {outside or paths} are not under {layers} ({where})")
     r = remote.root(f"timeout 600 du -sx --block-size=1 {shlex.quote(layers)}")
@@ -61,7 +53,7 @@ def test_image_layers_live_on_the_data_root(remote, expect, expected_image):
     require(used * 2 >= size, f"{layers} holds {used} bytes but image {ref} is {size} bytes unpacked: "
                               f"its layers are elsewhere ({where})")
 
-    have, need = _mount(remote, layers), _mount(remote, want)
+    have, need = _mounts(remote, layers, want)
     require(have == need, f"image layers are on the filesystem mounted at {have} ({where}), but the "
                           f"data-root {want} is on {need}: data_root did not move the images")
     ephemeral = list(expect.get("ephemeral_paths") or ())

@@ -42,6 +42,7 @@ COMMAND=(@@COMMAND@@)
 # Inside the container: the shared umask, the annotation server (if any), then the command.
 INNER=@@INNER@@
 START_TIMEOUT=${CLARA_START_TIMEOUT:-180}
+TOKEN=                            # TOKEN_SERVER's token, once read from its log
 
 docker_() {
   # Members of the docker group talk to the daemon directly; everyone else goes through sudo.
@@ -105,34 +106,38 @@ token() {
   docker_ logs "$NAME" 2>&1 | grep -o 'token=[0-9A-Za-z]*' | tail -n 1 | cut -d= -f2 || true
 }
 
-not_ready() {
-  # Prints what is not up yet and succeeds; fails when everything serves.
-  local state
+check_ready() {
+  # Succeeds when every server answers (and the token server logged its token, kept in TOKEN);
+  # else sets PROBLEM to what is not up yet, and DEAD when waiting cannot help. The servers are
+  # asked first: once they answer, Docker need not be (each docker call costs a slow VM a second).
+  PROBLEM= DEAD=
+  local i state
+  for i in "${!SERVERS[@]}"; do
+    answers "${PORTS[i]}" "${PROBES[i]}" || { PROBLEM="${SERVERS[i]} does not answer on 127.0.0.1:${PORTS[i]}"; break; }
+  done
+  if [ -z "$PROBLEM" ] && [ -n "$TOKEN_SERVER" ]; then
+    TOKEN=$(token)
+    [ -n "$TOKEN" ] || PROBLEM="$TOKEN_SERVER logged no token"
+  fi
+  [ -n "$PROBLEM" ] || return 0
   state=$(docker_ inspect -f '{{.State.Status}} {{.RestartCount}}' "$NAME" 2>/dev/null || echo "missing 0")
   case "$state" in
     "running 0") ;;
-    running*|restarting*) echo "the container's command exited and Docker restarted it (${state#* } restarts)"; return 0 ;;
-    *) echo "the container is not running (${state% *})"; return 0 ;;
+    running*|restarting*) PROBLEM="the container's command exited and Docker restarted it (${state#* } restarts)"; DEAD=1 ;;
+    *) PROBLEM="the container is not running (${state% *})"; DEAD=1 ;;
   esac
-  local i
-  for i in "${!SERVERS[@]}"; do
-    answers "${PORTS[i]}" "${PROBES[i]}" || { echo "${SERVERS[i]} does not answer on 127.0.0.1:${PORTS[i]}"; return 0; }
-  done
-  [ -z "$TOKEN_SERVER" ] || [ -n "$(token)" ] || { echo "$TOKEN_SERVER logged no token"; return 0; }
   return 1
 }
 
 wait_ready() {
-  local deadline=$((SECONDS + START_TIMEOUT)) problem
-  while problem=$(not_ready); do
-    case "$problem" in
-      *restarted*|*"not running"*) break ;;      # no point waiting: its command ended
-    esac
-    if [ "$SECONDS" -ge "$deadline" ]; then problem="$problem after ${START_TIMEOUT}s"; break; fi
+  local deadline=$((SECONDS + START_TIMEOUT))
+  until check_ready; do
+    [ -z "$DEAD" ] || break                      # no point waiting: its command ended
+    if [ "$SECONDS" -ge "$deadline" ]; then PROBLEM="$PROBLEM after ${START_TIMEOUT}s"; break; fi
     sleep 0.5   # start returns when the servers answer: a coarse poll would add to time to ready
   done
-  [ -n "${problem:-}" ] || return 0
-  echo "$NAME: $NAME is not serving: $problem. Its last log lines:" >&2
+  [ -n "$PROBLEM" ] || return 0
+  echo "$NAME: $NAME is not serving: $PROBLEM. Its last log lines:" >&2
   docker_ logs --tail 20 "$NAME" 2>&1 | sed 's/^/  | /' >&2 || true
   docker_ rm -f "$NAME" >/dev/null 2>&1 || true   # or --restart would loop it for ever
   echo "$NAME: removed the container; fix the cause and run $NAME start again" >&2
@@ -140,8 +145,8 @@ wait_ready() {
 }
 
 url() {
-  local tok= i tunnel=
-  [ -z "$TOKEN_SERVER" ] || tok=$(token)
+  local tok=${TOKEN:-} i tunnel=
+  [ -z "$TOKEN_SERVER" ] || [ -n "$tok" ] || tok=$(token)
   for i in "${!SERVERS[@]}"; do tunnel="$tunnel -L ${PORTS[i]}:localhost:${PORTS[i]}"; done
   echo "${SERVERS[*]} listen on this VM's 127.0.0.1 only. From your computer, open an SSH tunnel:"
   echo "  ssh -N$tunnel $RUN_USER@<this VM's public address>"
@@ -157,9 +162,12 @@ url() {
 }
 
 start() {
-  if running; then wait_ready; url; return 0; fi
+  local state
+  state=$(docker_ ps -a --filter "name=^$NAME\$" --format '{{.State}}')
+  if [ "$state" = running ]; then wait_ready; url; return 0; fi
   prepare
-  docker_ rm -f "$NAME" >/dev/null 2>&1 || true
+  # A stopped container of that name would hold the name; on a fresh VM there is none to remove.
+  [ -z "$state" ] || docker_ rm -f "$NAME" >/dev/null 2>&1 || true
   docker_ run -d --name "$NAME" --restart unless-stopped @@RUN_FLAGS@@@@GPUS@@ \
     --label "$NAME.uid=$RUN_UID" \
     -u "$RUN_UID:$GID" -v /etc/passwd:/etc/passwd:ro -v /etc/group:/etc/group:ro \
@@ -172,16 +180,19 @@ start() {
 }
 
 exec_() {
-  local home=/tmp flags=(-i) state
-  # One docker call for both: is it running, and did this member start it (its label)?
-  state=$(docker_ inspect -f '{{.State.Running}} {{index .Config.Labels "'"$NAME"'.uid"}}' "$NAME" 2>/dev/null || true)
-  [ "${state%% *}" = true ] || { echo "$NAME: $NAME is not running; run $NAME start first" >&2; exit 3; }
+  local flags=(-i) rc=0
   GID=$(getent group "$GROUP" | cut -d: -f3)
-  [ "${state#* }" = "$RUN_UID" ] && home=$RUN_HOME
   [ -t 0 ] && flags+=(-t)
   [ $# -gt 0 ] || set -- /bin/bash
-  docker_ exec "${flags[@]}" -u "$RUN_UID:$GID" -e HOME="$home" -w /workspace "$NAME" \
-    /bin/sh -c "umask $UMASK; exec \"\$@\"" "$NAME" "$@"
+  # One docker call. The member's home is in the container (mounted, writable) only when this
+  # member started it, else HOME is /tmp; only when exec fails is Docker asked whether it runs.
+  docker_ exec "${flags[@]}" -u "$RUN_UID:$GID" -e HOME="$RUN_HOME" -w /workspace "$NAME" \
+    /bin/sh -c "umask $UMASK; [ -w \"\$HOME\" ] || HOME=/tmp; exec \"\$@\"" "$NAME" "$@" || rc=$?
+  if [ "$rc" != 0 ] && ! running; then
+    echo "$NAME: $NAME is not running; run $NAME start first" >&2
+    exit 3
+  fi
+  exit "$rc"
 }
 
 whoami_

@@ -12,6 +12,7 @@ import pytest
 
 from pipeline.testvm import CheckResult, ready_figures
 from publish import record
+from validate.remote import Remote
 from tests.pipeline.test_cli import invoke
 
 
@@ -35,17 +36,19 @@ def test_the_summary_carries_the_figures():
                                          "first_step": "workload start"}
 
 
-class FakeRemote:
-    """validate.remote.Remote as test_ready uses it: docker answers after `fails` attempts."""
+class FakeRemote(Remote):
+    """validate.remote.Remote with `docker` and `root` scripted: docker answers after `fails` attempts."""
 
     def __init__(self, fails: int, systemd: str = "activating"):
+        super().__init__(host=None)
         self.fails, self.systemd, self.commands = fails, systemd, []
 
     def docker(self, args, timeout=None):
         self.commands.append("docker " + args)
         self.fails -= 1
         ok = self.fails < 0
-        return SimpleNamespace(rc=0 if ok else 1, stdout="27.3.1\n" if ok else "", command="docker " + args,
+        info = json.dumps({"ServerVersion": "27.3.1", "DockerRootDir": "/var/lib/docker", "Driver": "overlay2"})
+        return SimpleNamespace(rc=0 if ok else 1, stdout=info + "\n" if ok else "", command="docker " + args,
                                stderr="" if ok else "Cannot connect to the Docker daemon")
 
     def root(self, cmd):
@@ -66,6 +69,8 @@ def test_the_docker_stamp_is_written_once_docker_answers(tmp_path, monkeypatch):
     assert data["time_to_ready_s"] == 9.0                            # the service figures are kept
     assert isinstance(data["docker_ready_at"], float) and data["docker_ready_at"] >= round(before, 3) - 0.001
     assert sum(c.startswith("docker info") for c in remote.commands) == 3
+    # What answered is kept for the later checks: they ask Docker nothing more.
+    assert remote.docker_info()["DockerRootDir"] == "/var/lib/docker" and len(remote.commands) == 5
 
 
 def test_docker_that_is_not_starting_fails_at_once_without_a_stamp(tmp_path):

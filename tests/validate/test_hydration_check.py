@@ -15,18 +15,18 @@ ON = {"hydration": {"enabled": True, "timeout_s": 30}}
 
 
 class Systemd:
-    """remote.root as the check uses it: `systemctl is-enabled`, `systemctl show` (states in turn), `cat`."""
+    """remote.root as the check uses it: `systemctl show` (states in turn, as systemd prints them;
+    a unit that is not installed shows UnitFileState= empty and LoadState=not-found), `cat`."""
 
-    def __init__(self, enabled="enabled", states=(), stamp=None):
+    def __init__(self, enabled="enabled", states=(("inactive", "", 0),), stamp=None):
         self.enabled, self.states, self.stamp = enabled, list(states), stamp
 
     def root(self, cmd):
-        if cmd.startswith("systemctl is-enabled"):
-            return SimpleNamespace(rc=0 if self.enabled == "enabled" else 1, stdout=self.enabled + "\n", stderr="",
-                                   command=cmd)
-        if cmd.startswith("systemctl show"):
+        if cmd.startswith("systemctl show") and "UnitFileState" in cmd:
             active, result, started = self.states.pop(0) if len(self.states) > 1 else self.states[0]
-            text = (f"LoadState=loaded\nActiveState={active}\nResult={result}\n"
+            missing = self.enabled == "not-found"
+            text = (f"UnitFileState={'' if missing else self.enabled}\n"
+                    f"LoadState={'not-found' if missing else 'loaded'}\nActiveState={active}\nResult={result}\n"
                     f"ExecMainStartTimestampMonotonic={started}\n")
             return SimpleNamespace(rc=0, stdout=text, stderr="", command=cmd)
         if cmd.startswith("cat "):

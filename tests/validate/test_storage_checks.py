@@ -23,33 +23,34 @@ SNAPSHOTTER = [["driver-type", "io.containerd.snapshotter.v1"]]
 
 # --- parsers -----------------------------------------------------------------------------------
 
-def test_parse_info_classic_and_containerd():
-    classic = storage.parse_info('"/var/lib/docker"\t"overlay2"\t[["Backing Filesystem","extfs"]]\n')
+def test_engine_classic_and_containerd():
+    classic = storage.engine({"DockerRootDir": "/var/lib/docker", "Driver": "overlay2",
+                              "DriverStatus": [["Backing Filesystem", "extfs"]]})
     assert classic == storage.Engine("/var/lib/docker", "overlay2", False)
     assert classic.layer_dir(None) == "/var/lib/docker/overlay2"
-    store = storage.parse_info(f'"/data/docker"\t"overlayfs"\t{json.dumps(SNAPSHOTTER)}')
+    store = storage.engine({"DockerRootDir": "/data/docker", "Driver": "overlayfs", "DriverStatus": SNAPSHOTTER})
     assert store.containerd_store and store.layer_dir(None) == "/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs"
     assert store.layer_dir("/data/c/") == "/data/c/io.containerd.snapshotter.v1.overlayfs"
 
 
-@pytest.mark.parametrize("text", ["", "Cannot connect", '"/x"\t1\t[]', '""\t"overlay2"\t[]'])
-def test_parse_info_rejects_other_output(text):
+@pytest.mark.parametrize("info", [{}, None, {"DockerRootDir": "/x", "Driver": 1}, {"DockerRootDir": "", "Driver": "overlay2"}])
+def test_engine_rejects_other_info(info):
     with pytest.raises(CheckError):
-        storage.parse_info(text)
+        storage.engine(info)
 
 
 def test_graph_paths_df_du():
     data = {"LowerDir": "/d/overlay2/a/diff:/d/overlay2/b/diff", "UpperDir": "/d/overlay2/c/diff",
             "MergedDir": "/d/overlay2/c/merged", "WorkDir": "/d/overlay2/c/work"}
-    assert storage.graph_paths(json.dumps(data)) == ["/d/overlay2/a/diff", "/d/overlay2/b/diff", "/d/overlay2/c/diff",
-                                                     "/d/overlay2/c/merged", "/d/overlay2/c/work"]
-    assert storage.graph_paths("null\n") == []
-    assert storage.df_target("Mounted on\n/mnt/data\n") == "/mnt/data"
+    assert storage.graph_paths(data) == ["/d/overlay2/a/diff", "/d/overlay2/b/diff", "/d/overlay2/c/diff",
+                                         "/d/overlay2/c/merged", "/d/overlay2/c/work"]
+    assert storage.graph_paths(None) == []
+    assert storage.df_targets("Mounted on\n/mnt/data\n/\n", 2) == ["/mnt/data", "/"]
     assert storage.du_bytes("12345\t/var/lib/docker/overlay2\n") == 12345
     assert storage.containerd_root('version = 3\nroot = "/x"\n') == "/x"
     assert storage.containerd_root("version = 3\n") == "/var/lib/containerd"
-    for bad in (lambda: storage.df_target("df: /x: No such file"), lambda: storage.du_bytes(""),
-                lambda: storage.graph_paths("{")):
+    for bad in (lambda: storage.df_targets("df: /x: No such file", 1), lambda: storage.du_bytes(""),
+                lambda: storage.df_targets("Mounted on\n/\n", 2)):
         with pytest.raises(CheckError):
             bad()
 
@@ -61,14 +62,17 @@ def tools(tmp_path: Path, *, containerd_store: bool, containerd_root="/var/lib/c
     """Stand-ins on PATH. df: paths under /mnt/data are on the disk mounted there, others on /."""
     status = SNAPSHOTTER if containerd_store else [["Backing Filesystem", "extfs"]]
     driver = "overlayfs" if containerd_store else "overlay2"
-    graph = "null" if containerd_store else json.dumps(
-        {"LowerDir": f"{graph_root or docker_root}/overlay2/l1/diff", "UpperDir": f"{graph_root or docker_root}/overlay2/u/diff"})
+    graph = None if containerd_store else {
+        "LowerDir": f"{graph_root or docker_root}/overlay2/l1/diff", "UpperDir": f"{graph_root or docker_root}/overlay2/u/diff"}
+    # What `docker info --format '{{json .}}'` and `docker image inspect REF` print (trimmed).
+    info = {"ServerVersion": "29.0.1", "DockerRootDir": docker_root, "Driver": driver, "DriverStatus": status}
+    image = [{"Id": "sha256:" + "1" * 64, "RepoTags": [REF], "Size": 8000000000,
+              "GraphDriver": {"Name": driver, "Data": graph}}]
     scripts = {
         "docker": f"""#!/bin/sh
 case "$*" in
-  info*) printf '%s\\t%s\\t%s\\n' '"{docker_root}"' '"{driver}"' '{json.dumps(status)}' ;;
-  *GraphDriver*) echo '{graph}' ;;
-  *Size*) echo 8000000000 ;;
+  "info --format {{{{json .}}}}") echo '{json.dumps(info)}' ;;
+  "image inspect {REF}") echo '{json.dumps(image)}' ;;
   *) echo "unexpected: $*" >&2; exit 2 ;;
 esac
 """,
@@ -77,9 +81,12 @@ esac
 printf 'version = 3\\nroot = "{containerd_root}"\\nstate = "/run/containerd"\\n'
 """,
         "df": """#!/bin/sh
-for last; do :; done
+# `df --output=target PATH...`: a header, then one mount point per path
+shift
 echo "Mounted on"
-case "$last" in /mnt/data|/mnt/data/*) echo /mnt/data ;; /mnt/resource/*) echo /mnt/resource ;; *) echo / ;; esac
+for p; do
+  case "$p" in /mnt/data|/mnt/data/*) echo /mnt/data ;; /mnt/resource/*) echo /mnt/resource ;; *) echo / ;; esac
+done
 """,
         "du": f"""#!/bin/sh
 for last; do :; done

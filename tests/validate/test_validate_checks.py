@@ -129,14 +129,14 @@ def test_is_under(path, prefixes, hit):
 # --- images --------------------------------------------------------------------------------------
 
 def test_repo_digests():
-    got = checks.parse_repo_digests(json.dumps([f"nvcr.io/nvidia/clara-train-sdk@{D1}"]))
+    got = checks.repo_digests([f"nvcr.io/nvidia/clara-train-sdk@{D1}"])
     assert checks.digest_in(got, D1)
     assert checks.digest_in(got, D1.upper().replace("SHA256", "sha256"))
     assert not checks.digest_in(got, D2)
-    assert checks.parse_repo_digests("null") == [] and checks.parse_repo_digests("[]") == []
+    assert checks.repo_digests(None) == [] and checks.repo_digests([]) == []
     assert not checks.digest_in([], D1)
     with pytest.raises(checks.CheckError):
-        checks.parse_repo_digests("{broken")
+        checks.repo_digests("{broken")
 
 
 def test_is_digest():
