@@ -242,6 +242,19 @@ def test_service_not_answering_fails_bounded(tmp_path):
     assert (tmp_path / "clara-train.stop").exists(), "stop must run even when the check fails"
 
 
+def test_service_left_running_when_the_test_vm_is_thrown_away(tmp_path):
+    """expect.service.stop_after: false (the pipeline's test VM is deleted right after): no stop."""
+    launcher = tmp_path / "clara-train"
+    launcher.write_text("#!/bin/sh\ntouch \"$0.$1\"\necho 'token: 0123abcd'\n")  # starts nothing
+    launcher.chmod(0o755)
+    exp = base_expect(launcher=str(launcher),
+                      service={"enabled": True, "stop_after": False, "ready_timeout_s": 1,
+                               "servers": [{"name": "aiaa", "port": free_port(), "probe": "/", "token": False}]})
+    proc, res = run_validate(tmp_path, exp, "validate/test_service.py")
+    assert res["test_service.test_service_answers[local]"][0] == "failed", proc.stdout[-2000:]
+    assert (tmp_path / "clara-train.start").exists() and not (tmp_path / "clara-train.stop").exists()
+
+
 def test_service_launcher_missing_fails(tmp_path):
     exp = base_expect(service={"enabled": True, "servers": [{"name": "jupyter", "port": 8890, "probe": "/api/status", "token": True}, {"name": "aiaa", "port": 5000, "probe": "/", "token": False}]})
     proc, res = run_validate(tmp_path, exp, "validate/test_service.py")
