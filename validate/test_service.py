@@ -74,17 +74,17 @@ def test_service_answers(started, remote, service_spec, launcher, metrics_path):
     probe = _probe_cmd(remote)
     timeout = float(service_spec.get("ready_timeout_s", 120))
     deadline = time.monotonic() + timeout
-    names, pending = list(urls), dict(urls)
+    pending = list(urls)
     while pending:
         # Every pending server in one round trip, so the poll is as fine as start_to_ready_s needs.
-        r = remote.run("; ".join(f"if {probe.format(url=shlex.quote(url))} >/dev/null 2>&1; then echo up "
-                                 f"{names.index(name)}; fi" for name, url in pending.items()))
-        for index in re.findall(r"^up (\d+)$", r.stdout, re.M):
-            pending.pop(names[int(index)], None)
+        r = remote.run("; ".join(f"if {probe.format(url=shlex.quote(urls[name]))} >/dev/null 2>&1; then echo up {i}; fi"
+                                 for i, name in enumerate(pending)))
+        answered = {int(i) for i in re.findall(r"^up (\d+)$", r.stdout, re.M)}
+        pending = [name for i, name in enumerate(pending) if i not in answered]
         if not pending or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    last = {name: explain(remote.run(probe.format(url=shlex.quote(url)))) for name, url in pending.items()}
+    last = {name: explain(remote.run(probe.format(url=shlex.quote(urls[name])))) for name in pending}
     require(not pending, f"not answering after {timeout:.0f}s: "
                          + "; ".join(f"{n} {urls[n]} ({last[n]})" for n in pending))
 

@@ -73,8 +73,13 @@ whoami_() {
   CHOME=$RUN_HOME/.$NAME/home   # the container's $HOME: Jupyter's runtime files and settings
 }
 
+state_() {
+  # The container's state (running, exited, restarting...), or nothing when there is none.
+  docker_ ps -a --filter "name=^$NAME\$" --format '{{.State}}'
+}
+
 running() {
-  [ "$(docker_ ps --filter "name=^$NAME\$" --format '{{.Names}}')" = "$NAME" ]
+  [ "$(state_)" = running ]
 }
 
 prepare() {
@@ -163,7 +168,7 @@ url() {
 
 start() {
   local state
-  state=$(docker_ ps -a --filter "name=^$NAME\$" --format '{{.State}}')
+  state=$(state_)
   if [ "$state" = running ]; then wait_ready; url; return 0; fi
   prepare
   # A stopped container of that name would hold the name; on a fresh VM there is none to remove.
