@@ -18,6 +18,7 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -72,8 +73,13 @@ def build(folder: Path, variables: dict[str, str], *, env: dict[str, str], log_f
         args += ["-var", f"{name}={value}"]
     manifest_path = folder / "packer-manifest.json"
     manifest_path.unlink(missing_ok=True)     # it appends across runs: start clean
-    full_env = {**os.environ, **env, "PACKER_NO_COLOR": "1", "CHECKPOINT_DISABLE": "1"}
-    with open(log_file, "a", encoding="utf-8") as log:
+    # Packer's temporary files (its shell provisioners' scripts and their environment file, which
+    # holds the PKR_VAR_ secrets such as NGC_API_KEY) go in a folder of this build's own, removed
+    # however the build ends: Packer leaves them in the system's temp folder when interrupted.
+    with tempfile.TemporaryDirectory(prefix="clara-packer-tmp-") as tmp, \
+            open(log_file, "a", encoding="utf-8") as log:
+        full_env = {**os.environ, **env, "PACKER_NO_COLOR": "1", "CHECKPOINT_DISABLE": "1",
+                    "TMPDIR": tmp, "PACKER_TMP_DIR": tmp}
         if modern:
             _run([binary, "init", "."], folder, full_env, log, on_line, where)
         target = "." if modern else "template.pkr.hcl"

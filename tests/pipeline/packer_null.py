@@ -42,7 +42,9 @@ SCRIPTS = {
     "ok": ["echo provisioning the image"],
     "exit7": ["echo provisioning the image", "echo the step fails now", "exit 7"],
     # `started` tells the test the build is under way; the loop keeps it going until a signal.
-    "sleep": ["echo $$ > started", "for i in $(seq 1 600); do sleep 0.1; done", "echo slept > finished"],
+    # `script`: where Packer wrote the inline script (its temporary folder).
+    "sleep": ["echo $0 > script", "echo $$ > started", "for i in $(seq 1 600); do sleep 0.1; done",
+              "echo slept > finished"],
 }
 
 

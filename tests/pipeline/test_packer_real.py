@@ -163,6 +163,10 @@ def test_interrupt_cancels_real_packer_and_waits_for_its_cleanup(folder, how):
     assert "Cancelling build after receiving interrupt" in log
     assert "Cleanly cancelled builds after being interrupted." in log
     assert not (folder / "finished").exists()               # the provisioner was stopped
+    # Packer's temporary files (scripts, the environment file with the secrets) went into a
+    # folder of this build's own, removed afterwards: an interrupted Packer leaves them behind.
+    script = Path((folder / "script").read_text().strip())
+    assert script.parent.name.startswith("clara-packer-tmp-") and not script.parent.exists(), script
     assert group["pgid"] != os.getpgid(0)
     assert live_processes_in_group(group["pgid"]) == []    # nothing of Packer's is left running
 
