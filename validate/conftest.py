@@ -90,9 +90,10 @@ def pytest_collection_modifyitems(config, items):
 def pytest_runtest_call(item):
     result = yield
     # The moment the workload's servers answered (runner clock), for the record's first_step_s
-    # where there is no GPU step; reached only when the test passed.
+    # where there is no GPU step; reached only when the test passed. originalname: testinfra
+    # parametrizes every check by host ("test_service_answers[paramiko://...]").
     metrics = item.config.getoption("metrics", None)
-    if metrics and item.name == "test_service_answers":
+    if metrics and item.originalname == "test_service_answers":
         from validate.test_service import _write_metrics
         _write_metrics(metrics, {"service_ready_at": round(time.time(), 3)})
     return result

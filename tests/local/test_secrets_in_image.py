@@ -1,6 +1,7 @@
 """A real local bake with a fake NGC key (the local registry login uses it, as nvcr.io would) and a
 fake cloud secret: zero hits in every log, rendered file, report, the record and the golden image's
-bytes. Slow: it bakes and boots a real image."""
+bytes; and the ready figures that real bake records for `invoke images`. Slow: it bakes and boots
+a real image."""
 from __future__ import annotations
 
 import json
@@ -57,6 +58,12 @@ def test_secrets_never_reach_logs_reports_record_or_the_image(tmp_path):
     assert hits == []
     record = json.loads((tmp_path / "record" / "clara-train.local.json").read_text())
     golden = Path(record["clouds"]["local"]["channels"]["candidate"])
+    # What `invoke images` shows a team, each figure measured on the real test VM: seconds from the
+    # launch to SSH, to Docker answering and to the first step (no GPU here: the workload's start).
+    (entry,) = record["clouds"]["local"]["images"]
+    ready = entry["ready"]
+    assert ready["first_step"] == "workload start", ready
+    assert 0 < ready["ssh_s"] <= ready["docker_s"] <= ready["first_step_s"], ready
     raw = tmp_path / "golden.raw"
     subprocess.run(["qemu-img", "convert", "-O", "raw", str(golden), str(raw)], check=True)
     tail = b""

@@ -218,6 +218,9 @@ def test_service_ready_and_metrics(tmp_path):
         uptime = float(Path("/proc/uptime").read_text().split()[0])
         assert 0 < data["time_to_ready_s"] <= uptime + 1
         assert data["time_to_ready_s"] >= data["start_to_ready_s"] >= 1.5
+        # The record's first step where no GPU is (pipeline/testvm.py ready_figures): stamped when
+        # the servers answered, on this runner's clock.
+        assert time.time() - 120 < data["service_ready_at"] <= time.time()
         assert (tmp_path / "pids.stopped").exists(), "the finalizer did not run `clara-train stop`"
     finally:
         for line in pids.read_text().split() if pids.exists() else ():
