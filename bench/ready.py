@@ -30,7 +30,7 @@ from . import vm as vms
 from .common import ROOT, median_spread
 
 RUNS = 3
-RUNS_LAZY = 2
+RUNS_LAZY = 3
 # 3 GiB over 3000 files; the start reads 2 GiB of it. Why: PyTorch 1.10 (Clara Train v4.1's) ships
 # libtorch_cuda_cpp.so (1.9 GB), libtorch_cuda_cu.so (1.1 GB) and libtorch_cpu.so (0.34 GB)
 # (pytorch/pytorch#69646, #57001), all mapped by `import torch`, and CUDA 11.4 loads every kernel

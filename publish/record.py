@@ -132,10 +132,11 @@ def launch_facts(manifest, cloud: str) -> dict:
 
 
 def ready_text(entry: dict) -> str:
-    """`ssh 31.2 / docker 40.1 / step 95.0 s` for `invoke images`; '-' for a figure not measured."""
+    """`ssh 31.2 / docker 40.1 / torch.cuda 95.0 s` for `invoke images`, the last named by the step
+    timed (`workload start` where no GPU is); '-' for a figure not measured."""
     ready = entry.get("ready")
     if not isinstance(ready, dict):
         return ""
-    shown = [f"{k[:-2].replace('first_', '')} {ready[k] if isinstance(ready.get(k), (int, float)) else '-'}"
-             for k in READY_KEYS]
+    names = {"ssh_s": "ssh", "docker_s": "docker", "first_step_s": str(ready.get("first_step") or "first step")}
+    shown = [f"{names[k]} {ready[k] if isinstance(ready.get(k), (int, float)) else '-'}" for k in READY_KEYS]
     return " / ".join(shown) + " s"

@@ -13,7 +13,6 @@ found, failed when one is expected and none is found), ``service`` (starts the C
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
 import pytest
@@ -84,19 +83,6 @@ def pytest_collection_modifyitems(config, items):
             return 0
         return 1 if item.get_closest_marker("service") else 2
     items.sort(key=rank)
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item):
-    result = yield
-    # The moment the workload's servers answered (runner clock), for the record's first_step_s
-    # where there is no GPU step; reached only when the test passed. originalname: testinfra
-    # parametrizes every check by host ("test_service_answers[paramiko://...]").
-    metrics = item.config.getoption("metrics", None)
-    if metrics and item.originalname == "test_service_answers":
-        from validate.test_service import _write_metrics
-        _write_metrics(metrics, {"service_ready_at": round(time.time(), 3)})
-    return result
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 (expect.service.servers, from the manifest's workload.servers) answers on the VM's loopback.
 
 Records in ``--metrics`` the seconds from VM boot to every server answering (``time_to_ready_s``,
-from /proc/uptime) and from `<launcher> start` to answering (``start_to_ready_s``). conftest
+from /proc/uptime), from `<launcher> start` to answering (``start_to_ready_s``) and the moment they
+answered (``service_ready_at``: the record's first step where no GPU is). conftest
 runs this module first so the boot-based figure is not inflated by the other checks.
 The launcher runs as the test user, as a team member would (it uses sudo for Docker itself); the
 server that logs a token (token: true, Jupyter) must answer with the token the launcher prints.
@@ -88,10 +89,12 @@ def test_service_answers(started, remote, service_spec, launcher, metrics_path):
     require(not pending, f"not answering after {timeout:.0f}s: "
                          + "; ".join(f"{n} {urls[n]} ({last[n]})" for n in pending))
 
+    answered_at = time.time()   # this runner's clock: the record's first step where no GPU is
+    start_to_ready = time.monotonic() - t0
     up = checks.parse_uptime(remote.run("cat /proc/uptime").stdout)
     if metrics_path:
-        _write_metrics(metrics_path, {"time_to_ready_s": round(up, 1),
-                                      "start_to_ready_s": round(time.monotonic() - t0, 1)})
+        _write_metrics(metrics_path, {"time_to_ready_s": round(up, 1), "start_to_ready_s": round(start_to_ready, 1),
+                                      "service_ready_at": round(answered_at, 3)})
 
 
 PEER = "clara-peer-check"

@@ -112,7 +112,7 @@ def test_the_record_entry_and_invoke_images_show_the_figures(tmp_path, monkeypat
     shown = data["aws"]["images"][0]["ready"]
     assert all(isinstance(shown[k], (int, float)) for k in record.READY_KEYS)
     table = invoke("images", env={"CLARA_RECORD_DIR": str(tmp_path), "COLUMNS": "250"})
-    assert table.returncode == 0 and "ssh 31.0 / docker 40.5 / step 130.0 s" in table.stdout + table.stderr
+    assert table.returncode == 0 and "ssh 31.0 / docker 40.5 / workload start 130.0 s" in table.stdout + table.stderr
 
 
 def test_launch_facts_come_from_the_cloud_section(tmp_path):

@@ -88,3 +88,40 @@ def test_what_a_start_reads_comes_first_small_before_large(guest, make_config, t
     assert [os.path.basename(p) for _, p in first] == ["mod.py", "cache.pyc", "tool", "libcudnn.so.8.2.4",
                                                         "libtorch_cuda.so"]
     assert [os.path.basename(p) for _, p in rest] == ["notes.txt", "big.a"]
+
+
+def test_without_direct_io_the_helper_reads_through_the_page_cache(guest, make_config, tmp_path):
+    """Direct I/O (no page-cache copies beside a start) is refused by some filesystems, at open or
+    at the first read (EINVAL): the helper then reads the same bytes buffered, from where it was."""
+    import errno
+    run_cli("--root", guest, "--config", make_config(HYDRATE), "--only", "hydrate", check_rc=0)
+    data = tmp_path / "lib.so"
+    data.write_bytes(os.urandom(3 * 2**20 + 11))
+    namespace = {}
+    exec(compile((guest / HELPER).read_text(), "clara-hydrate", "exec"), namespace)
+    real_os, calls = namespace["os"], []
+
+    class NoDirect:
+        def __getattr__(self, name):
+            return getattr(real_os, name)
+
+        def open(self, path, flags):
+            calls.append(bool(flags & namespace["DIRECT"]))
+            if refuse == "open" and flags & namespace["DIRECT"]:
+                raise OSError(errno.EINVAL, "direct I/O refused")
+            fd = real_os.open(path, flags)
+            direct_fds[fd] = bool(flags & namespace["DIRECT"])
+            return fd
+
+        def preadv(self, fd, buffers, offset):
+            if refuse == "read" and direct_fds.get(fd) and offset >= 2**20:
+                raise OSError(errno.EINVAL, "direct I/O refused")
+            return real_os.preadv(fd, buffers, offset)
+
+    namespace["os"] = NoDirect()
+    for refuse in ("open", "read"):
+        calls.clear()
+        direct_fds = {}
+        assert namespace["read"]((0, str(data))) == 3 * 2**20 + 11
+        assert calls == [True, False]            # direct first, then buffered
+
