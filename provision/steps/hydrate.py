@@ -134,9 +134,9 @@ def main():
     start = time.monotonic()
     first, rest = files()
     with ThreadPoolExecutor(WORKERS) as pool:
-        first_bytes = sum(pool.map(read, first, chunksize=16))     # all of it before the rest
+        first_bytes = sum(pool.map(read, first))     # all of it before the rest
         first_seconds = time.monotonic() - start
-        total = first_bytes + sum(pool.map(read, rest, chunksize=16))
+        total = first_bytes + sum(pool.map(read, rest))
     seconds = time.monotonic() - start
     os.makedirs(os.path.dirname(STAMP), exist_ok=True)
     with open(STAMP + ".tmp", "w") as f:
