@@ -185,7 +185,11 @@ def _start(binary: str, folder: Path, env: dict) -> tuple[subprocess.Popen, list
         cmd = [PACKER, "build", "-color=false", "template.pkr.hcl"]
     else:
         cmd = [sys.executable, str(FAKE if binary == "fake_packer.py" else STANDIN), "build", "template.pkr.hcl"]
-    proc = subprocess.Popen(cmd, cwd=folder, env={**os.environ, **env, "PACKER_NO_COLOR": "1", "CHECKPOINT_DISABLE": "1"},
+    # TMPDIR: an interrupted Packer leaves its shell scripts in its temp folder; the test's, not /tmp.
+    temp = folder / "packer-tmp"
+    temp.mkdir(exist_ok=True)
+    proc = subprocess.Popen(cmd, cwd=folder, env={**os.environ, **env, "PACKER_NO_COLOR": "1", "CHECKPOINT_DISABLE": "1",
+                                                  "TMPDIR": str(temp)},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(line.rstrip("\n") for line in proc.stdout), daemon=True).start()
