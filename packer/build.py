@@ -58,8 +58,10 @@ def packer_version(binary: str) -> tuple[int, int, int]:
 
 
 def build(folder: Path, variables: dict[str, str], *, env: dict[str, str], log_file: Path,
-          on_line: Callable[[str], None] = lambda line: None) -> Artifact:
-    """Build and return the artifact of this run. Secrets travel only in `env` (PKR_VAR_*)."""
+          on_line: Callable[[str], None] = lambda line: None,
+          on_note: Callable[[str], None] = lambda text: None) -> Artifact:
+    """Build and return the artifact of this run. Secrets travel only in `env` (PKR_VAR_*).
+    `on_note` hears what the bake changed around Packer (also written to the log)."""
     binary = packer_binary()
     version = packer_version(binary)
     modern = uses_plugins(version)
@@ -73,11 +75,19 @@ def build(folder: Path, variables: dict[str, str], *, env: dict[str, str], log_f
         args += ["-var", f"{name}={value}"]
     manifest_path = folder / "packer-manifest.json"
     manifest_path.unlink(missing_ok=True)     # it appends across runs: start clean
+    (folder / "crash.log").unlink(missing_ok=True)   # a crash's message names this run's log only
+    parent, note = packer_temp_parent()       # refuses before anything starts when nothing fits
     # Packer's temporary files (its shell provisioners' scripts and their environment file, which
-    # holds the PKR_VAR_ secrets such as NGC_API_KEY) go in a folder of this build's own, removed
-    # however the build ends: Packer leaves them in the system's temp folder when interrupted.
-    with tempfile.TemporaryDirectory(prefix="clara-packer-tmp-") as tmp, \
+    # holds the PKR_VAR_ secrets such as NGC_API_KEY, and its plugins' sockets) go in a folder of
+    # this build's own (mode 0700), removed however the build ends: Packer leaves them in the
+    # system's temp folder when interrupted.
+    with tempfile.TemporaryDirectory(prefix=TEMP_PREFIX, dir=parent) as tmp, \
             open(log_file, "a", encoding="utf-8") as log:
+        if note:
+            note = note.format(folder=tmp)
+            log.write(f"[clara-bake] {note}\n")
+            log.flush()
+            on_note(note)
         full_env = {**os.environ, **env, "PACKER_NO_COLOR": "1", "CHECKPOINT_DISABLE": "1",
                     "TMPDIR": tmp, "PACKER_TMP_DIR": tmp}
         if modern:
@@ -91,6 +101,50 @@ def build(folder: Path, variables: dict[str, str], *, env: dict[str, str], log_f
         raise Interrupted(f"interrupted as Packer finished: its image {artifact.artifact_id} was built, is not "
                           "published and is left; delete it", log=str(log_file))
     return artifact
+
+
+# Packer (1.6.6 and today's packer-plugin-sdk alike: plugin/server.go serverListener_unix) starts
+# each builder, provisioner and post-processor as a process listening on a Unix socket made by
+# tmp.File("packer-plugin") in os.TempDir(), that is $TMPDIR; no other setting moves it. Go's
+# TempFile appends a random uint32 (up to 10 digits), and a socket path fits in sun_path's 108
+# bytes with its NUL (unix(7)): a longer one fails with "bind: invalid argument" and 1.6.6 panics.
+SOCKET_PATH_MAX = 107
+TEMP_PREFIX = "clara-packer-tmp-"
+_TEMP_FOLDER = len("/" + TEMP_PREFIX) + 8              # mkdtemp's 8 random characters
+_SOCKET = len("/packer-plugin4294967295")
+TMPDIR_MAX = SOCKET_PATH_MAX - _SOCKET - _TEMP_FOLDER   # the longest TMPDIR whose sockets fit: 57
+
+
+def _short_parents() -> list[str]:
+    """Short folders for Packer's temporary folder when the caller's TMPDIR is too long: the user's
+    own runtime folder (systemd-logind's /run/user/<uid>, 0700) if it is theirs, then /tmp, /var/tmp."""
+    found = []
+    for runtime in (os.environ.get("XDG_RUNTIME_DIR"), f"/run/user/{os.getuid()}"):
+        try:
+            st = os.stat(runtime) if runtime else None
+        except OSError:
+            continue
+        if st and st.st_uid == os.getuid() and (st.st_mode & 0o777) == 0o700 and runtime not in found:
+            found.append(runtime)
+    return found + ["/tmp", "/var/tmp"]
+
+
+def packer_temp_parent() -> tuple[str, str | None]:
+    """Where this build's Packer temporary folder goes, and a note ({folder}: the folder) when that
+    is not the caller's TMPDIR. Refuses (PrerequisiteError) when no place short enough is writable."""
+    caller = tempfile.gettempdir()
+    if len(os.fsencode(caller)) <= TMPDIR_MAX:
+        return caller, None
+    why = (f"TMPDIR {caller} ({len(os.fsencode(caller))} bytes) is too long for Packer's plugin sockets: "
+           f"Packer puts them in its temporary folder as packer-plugin<10 digits>, and a Unix socket path "
+           f"has at most {SOCKET_PATH_MAX} bytes, so its parent at most {TMPDIR_MAX}")
+    tried = []
+    for parent in _short_parents():
+        if len(os.fsencode(parent)) <= TMPDIR_MAX and os.path.isdir(parent) and os.access(parent, os.W_OK | os.X_OK):
+            return parent, why + "; Packer's temporary folder is {folder} instead (mode 0700, removed after the build)"
+        tried.append(parent)
+    raise PrerequisiteError(f"{why}, and none of {', '.join(tried)} is a writable folder: set TMPDIR to a "
+                            f"folder of at most {TMPDIR_MAX} bytes for the bake")
 
 
 def _plan_cloud(folder: Path) -> str | None:
@@ -126,7 +180,7 @@ def _run(cmd, cwd, env, log, on_line, where: _Where) -> bool:
     # Its own session, so its process group id is its pid and _Packer can signal the whole group.
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, errors="replace", start_new_session=True)
-    packer = _Packer(proc, log, on_line)
+    packer = _Packer(proc, log, on_line, Path(cwd))
     with cancel.on_cancel(packer.interrupt):
         rc = packer.wait()
     if packer.interrupted and rc != 0:
@@ -147,8 +201,8 @@ class _Packer:
     shell-local scripts running; SIGINT to the group stops them all. So: SIGINT to the group.
     """
 
-    def __init__(self, proc: subprocess.Popen, log, on_line: Callable[[str], None]):
-        self.proc, self.log, self.on_line = proc, log, on_line
+    def __init__(self, proc: subprocess.Popen, log, on_line: Callable[[str], None], cwd: Path):
+        self.proc, self.log, self.on_line, self.cwd = proc, log, on_line, cwd
         self.lines: list[str] = []
         self.interrupted_at: float | None = None
         self.killed = ""                 # why we killed it, when we did
@@ -222,6 +276,10 @@ class _Packer:
     def cleanup_errors(self) -> list[str]:
         return [line.strip() for line in self.lines if _CLEANUP_FAILED.search(line)]
 
+    def crash(self) -> str | None:
+        """What made Packer crash, the panic and where its crash.log is; None when it did not crash."""
+        return _crash_report(self.lines, self.cwd / "crash.log")
+
 
 # Lines Packer prints when a cleanup step fails, so that what it created may be left, e.g.
 # "Error terminating instance, may still be around", "Error cleaning up security group. Please
@@ -229,8 +287,8 @@ class _Packer:
 # step_security_group.go, step_key_pair.go), "Error deleting instance. Please delete it manually"
 # (packer-plugin-googlecompute builder/googlecompute/step_create_instance.go), "Error deleting
 # resource group.  Please delete it manually" (packer-plugin-azure builder/azure/arm/
-# step_create_resource_group.go); and panicwrap's crash banner, after which nothing was cleaned.
-_CLEANUP_FAILED = re.compile(r"^==> .*(manually|may still be around)|PACKER CRASH", re.IGNORECASE)
+# step_create_resource_group.go). A crash (panicwrap's banner) skips the cleanup: see _crash_report.
+_CLEANUP_FAILED = re.compile(r"^==> .*(manually|may still be around)", re.IGNORECASE)
 
 # What each target's Packer build creates: its builder's cleanup deletes it, `invoke sweep` finds
 # what a stopped cleanup left by the bake's tags (clouds/<cloud>.py: sweep).
@@ -264,6 +322,8 @@ def _interrupted_message(packer: _Packer, where: _Where) -> str:
         problem = packer.killed + ", so it was killed"
     elif rc < 0:
         problem = f"it was ended by {signal.Signals(-rc).name} before it could clean up"
+    elif packer.crash():
+        problem = "it crashed: " + packer.crash()
     elif packer.cleanup_errors():
         problem = "its cleanup reported: " + "; ".join(e[:200] for e in packer.cleanup_errors()[:3])
     elif not any(line.startswith(_CANCELLING) for line in packer.lines):
@@ -277,6 +337,9 @@ def _interrupted_message(packer: _Packer, where: _Where) -> str:
 
 
 def _failure_message(command: str, rc: int, packer: _Packer, where: _Where) -> str:
+    crash = packer.crash()
+    if crash:
+        return f"packer {command} crashed (exit {rc}): {crash}. A crash skips Packer's cleanup: " + _sweep_hint(where)
     message = f"packer {command} failed (exit {rc}): " + "; ".join(_build_errors(packer.lines))
     if packer.cleanup_errors():
         message += (". Its cleanup reported: " + "; ".join(e[:200] for e in packer.cleanup_errors()[:3])
@@ -331,6 +394,56 @@ def _error_paragraphs(lines: list[str]) -> list[str]:
                     break
             found.append(": ".join([line.strip(), " ".join(detail)]) if detail else line.strip())
     return found
+
+
+# panicwrap's banner ("!!!! PACKER CRASH !!!!") ends a crashed Packer's output; before it, Go's
+# "panic: ..." and, before that, what went wrong: HCL diagnostics ("Error: <summary>", or
+# "???????: <summary>" where 1.6.6 sets no severity) and their detail paragraphs, wrapped at 80
+# columns, such as "Unrecognized remote plugin message: Error starting plugin server: ...".
+_CRASH_BANNER = "PACKER CRASH"
+_DIAGNOSTIC = re.compile(r"^(?:Error|Warning|\?+): (.+)")
+_SOURCE_LINE = re.compile(r"^on .* line \d+:|^\(source code not available\)$")
+_SOCKET_BIND = re.compile(r"listen unix (\S+): bind: invalid argument")
+
+
+def _crash_report(lines: list[str], crash_log: Path) -> str | None:
+    if not any(_CRASH_BANNER in line for line in lines):
+        return None
+    panic = next((i for i, line in enumerate(lines) if line.startswith("panic: ")), None)
+    banner = next(i for i, line in enumerate(lines) if _CRASH_BANNER in line)
+    before = lines[:banner if panic is None else panic]
+    causes: list[tuple[str, str]] = []          # (its diagnostic's summary, the error)
+    summary, paragraph = "", []
+    for line in [*before, ""]:
+        head = _DIAGNOSTIC.match(line)
+        if line.strip() and not head:
+            paragraph.append(line.strip())
+            continue
+        if paragraph and not all(_SOURCE_LINE.match(p) or p.startswith("==> ") for p in paragraph):
+            causes.append((summary, " ".join(paragraph)))
+        paragraph = []
+        if head:                                # a diagnostic's summary heads what follows it
+            summary = head[1]
+    errors = [c for c in causes if re.search(r"\berror\b", c[1], re.IGNORECASE)] or causes[-1:]
+    if errors:
+        first_summary, first = errors[0]
+        text = (f"{first_summary}: {first}" if first_summary else first)[:600]
+        socket = _SOCKET_BIND.search(first)
+        if socket and len(os.fsencode(socket[1])) > SOCKET_PATH_MAX:
+            text += f" (the Unix socket path has {len(os.fsencode(socket[1]))} bytes; at most {SOCKET_PATH_MAX} fit)"
+        alike = sum(re.sub(r"\d+", "N", e) == re.sub(r"\d+", "N", first) for _, e in errors[1:])
+        if alike:
+            text += f" (and {alike} more like it)"
+        others = list(dict.fromkeys(f"{s}: {e}" if s else e for s, e in errors[1:]
+                                    if re.sub(r"\d+", "N", e) != re.sub(r"\d+", "N", first)))
+        text += "".join(f"; {o[:300]}" for o in others[:2])
+    else:
+        text = "Packer printed no error before it"
+    if panic is not None:
+        text += f"; then: {lines[panic].strip()}"
+    where = (f"Packer's crash log: {crash_log}" if crash_log.exists()
+             else f"Packer wrote no crash.log in {crash_log.parent}")
+    return f"{text}; {where}"
 
 
 def _artifact(manifest_path: Path, log_file: Path) -> Artifact:

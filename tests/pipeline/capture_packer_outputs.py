@@ -3,7 +3,9 @@
 packer_outputs/packer-<version>.json: the stand-ins (tests/pipeline/fake_packer.py,
 tests/e2e/standin_packer.py) print these lines and copy this process model.
 
-Run it again on a new Packer: `python3 tests/pipeline/capture_packer_outputs.py` (about 15 s).
+Run it again on a new Packer: `python3 tests/pipeline/capture_packer_outputs.py` (about 15 s);
+`--crash` captures Packer's crash on a TMPDIR too long for its plugin sockets into
+packer_outputs/packer-<version>-crash.json.
 """
 from __future__ import annotations
 
@@ -75,8 +77,34 @@ def run_signalled(how: str) -> dict:
                        still_running_3s_after_the_signal=running, left_in_its_group_after_exit=left)
 
 
+def run_with_long_tmpdir() -> dict:
+    """The null build with a TMPDIR whose plugin socket paths exceed 107 bytes, as packer/build.py
+    ran it before it chose a short folder: Packer 1.6.6 panics (issue 27)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        write_template(folder, "ok")
+        long = folder / ("t" * (100 - len(tmp) - 1))
+        long.mkdir()
+        packer_tmp = tempfile.mkdtemp(prefix="clara-packer-tmp-", dir=long)
+        proc = subprocess.Popen([PACKER, "build", "-color=false", "template.pkr.hcl"], cwd=folder,
+                                env={**ENV, "TMPDIR": packer_tmp}, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        case = _finish(proc, time.monotonic(), template="ok", crash_log_written=None)
+        case["crash_log_written"] = (folder / "crash.log").exists()
+        case["tmpdir"] = packer_tmp
+        return case
+
+
 def main() -> None:
     version = subprocess.run([PACKER, "version"], capture_output=True, text=True).stdout.split()[1].lstrip("v")
+    if sys.argv[1:] == ["--crash"]:
+        out = HERE / "packer_outputs" / f"packer-{version}-crash.json"
+        notes = ("Captured from the real binary by `tests/pipeline/capture_packer_outputs.py --crash`: a "
+                 "null build whose TMPDIR is too long for Packer's plugin sockets (107 bytes at most); "
+                 "read by tests/pipeline/test_packer_build.py for the crash message.")
+        out.write_text(json.dumps({"packer": version, "notes": notes, "case": run_with_long_tmpdir()}, indent=1) + "\n")
+        print(f"wrote {out}")
+        return
     cases = {
         "success": run_plain("ok"),
         "script_exits_7": run_plain("exit7"),

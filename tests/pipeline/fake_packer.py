@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A stand-in for the packer binary where the real one cannot show it (a newer version, a build
 that hangs in its cleanup or reports a cleanup error), driven by FAKE_PACKER_MODE:
-ok | fail | hang | stuck | cleanup-error.
+ok | fail | hang | stuck | cleanup-error | crash.
 
 It runs as real Packer does, two processes, and prints Packer's own lines (tests/pipeline/
 packer_model.py, captured from the real binary): a SIGINT to its pid alone is ignored.
@@ -31,11 +31,14 @@ def main() -> int:
         print("init ok")
         return 0
     assert args[:1] == ["build"], args
+    if mode == "crash":
+        return crash()                           # as it starts its plugins, before any build
     cancel = packer_model.Cancel()
     print(f"==> {BUILD}: Prevalidating any provided VPC information", flush=True)
     if os.environ.get("FAKE_PACKER_ARGS"):
         with open(os.environ["FAKE_PACKER_ARGS"], "w") as out:
-            json.dump({"args": args, "secret_env": os.environ.get("PKR_VAR_registry_password")}, out)
+            json.dump({"args": args, "secret_env": os.environ.get("PKR_VAR_registry_password"),
+                       "tmpdir": os.environ.get("TMPDIR")}, out)
     if mode == "fail":
         return packer_model.failed(BUILD, "something broke in the build")
     if mode in ("hang", "stuck", "cleanup-error"):
@@ -49,6 +52,16 @@ def main() -> int:
     with open("packer-manifest.json", "w") as out:
         json.dump(manifest, out)
     return packer_model.succeeded(BUILD, "AMIs were created:\nus-east-1: ami-0123")
+
+
+def crash() -> int:
+    """Packer 1.6.6's crash on a TMPDIR too long for its plugin sockets, as captured
+    (packer_outputs/packer-1.6.6-crash.json): its lines, crash.log in the working folder, exit 2."""
+    case = json.loads(packer_model.CRASH_FIXTURE.read_text())["case"]
+    Path("crash.log").write_text("panic: runtime error: invalid memory address or nil pointer dereference\n")
+    for line in case["output"]:
+        print(line, flush=True)
+    return case["exit"]
 
 
 def hang(mode: str, cancel) -> int:

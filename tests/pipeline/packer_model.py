@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 FIXTURE = Path(__file__).with_name("packer_outputs") / "packer-1.6.6.json"
+CRASH_FIXTURE = FIXTURE.with_name("packer-1.6.6-crash.json")     # capture_packer_outputs.py --crash
 _INNER = "CLARA_STANDIN_PANICWRAP_INNER"
 _NAME = "null.clara"                              # the build in the captured outputs
 

@@ -45,6 +45,8 @@ SCRIPTS = {
     # `script`: where Packer wrote the inline script (its temporary folder).
     "sleep": ["echo $0 > script", "echo $$ > started", "for i in $(seq 1 600); do sleep 0.1; done",
               "echo slept > finished"],
+    # Where Packer put its temporary files, and that folder's mode.
+    "tmpdir": ["echo $0 > script", "stat -c %a $(dirname $0) > mode"],
 }
 
 

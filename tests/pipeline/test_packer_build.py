@@ -4,6 +4,8 @@ Failures and interrupts with the real binary: test_packer_real.py."""
 from __future__ import annotations
 
 import json
+import re
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -13,7 +15,8 @@ import pytest
 from packer import build as build_module
 from packer.build import build
 from core import cancel
-from core.errors import Interrupted, PrerequisiteError
+from core.errors import Interrupted, PackerError, PrerequisiteError
+from tests.pipeline.packer_model import CRASH_FIXTURE
 from tests.pipeline.packer_null import live_processes_in_group
 
 FAKE = Path(__file__).with_name("fake_packer.py")
@@ -123,3 +126,81 @@ def test_azure_is_refused_on_the_builtin_builder_of_packer_1_6_6(folder, tmp_pat
         build(folder, {}, env={}, log_file=tmp_path / "log")
     (folder / "plan.json").write_text('{"cloud": "gcp"}')   # the others build with 1.6.6
     build(folder, {}, env={}, log_file=tmp_path / "log")
+
+
+def test_a_packer_crash_shows_the_error_before_the_panic_the_panic_and_crash_log(folder, monkeypatch, tmp_path):
+    """Packer 1.6.6's real output when its plugin sockets do not fit (captured, see
+    fake_packer.crash): the message names the cause, not panicwrap's banner."""
+    monkeypatch.setenv("FAKE_PACKER_MODE", "crash")
+    (folder / "plan.json").write_text('{"cloud": "aws"}')
+    with pytest.raises(PackerError) as info:
+        build(folder, {"bake_id": "b1"}, env={}, log_file=tmp_path / "log")
+    message = str(info.value)
+    captured = json.loads(CRASH_FIXTURE.read_text())["case"]
+    socket = re.search(r"\S+/packer-plugin\d+", " ".join(captured["output"]))[0]
+    assert message.startswith("packer build crashed (exit 2): Failed to load source type: Unrecognized remote "
+                              f"plugin message: Error starting plugin server: listen unix {socket}: bind: "
+                              "invalid argument")
+    assert f"(the Unix socket path has {len(socket)} bytes; at most 107 fit)" in message
+    assert "(and 2 more like it)" in message
+    assert "then: panic: runtime error: invalid memory address or nil pointer dereference" in message
+    assert f"Packer's crash log: {folder / 'crash.log'}" in message
+    assert "PACKER CRASH" not in message and "!!!" not in message
+    assert "`invoke sweep --cloud aws`" in message     # a crash skips the cleanup
+    assert str(tmp_path / "log") in message
+
+
+def test_the_caller_tmpdir_is_kept_when_packers_sockets_fit(folder, monkeypatch, tmp_path):
+    monkeypatch.setenv("FAKE_PACKER_ARGS", str(tmp_path / "args.json"))
+    with tempfile.TemporaryDirectory(dir="/tmp") as short:    # short whatever this run's TMPDIR is
+        monkeypatch.setenv("TMPDIR", short)
+        monkeypatch.setattr(tempfile, "tempdir", None)
+        notes = []
+        build(folder, {}, env={}, log_file=tmp_path / "log", on_note=notes.append)
+        assert str(Path(json.loads((tmp_path / "args.json").read_text())["tmpdir"]).parent) == short
+    assert notes == []
+
+
+def _long_tmpdir(tmp_path, monkeypatch) -> Path:
+    long = tmp_path / ("t" * max(1, 100 - len(str(tmp_path)) - 1))
+    long.mkdir()
+    monkeypatch.setenv("TMPDIR", str(long))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    return long
+
+
+def test_a_long_tmpdir_moves_packers_folder_to_the_first_short_private_place(folder, monkeypatch, tmp_path):
+    monkeypatch.setenv("FAKE_PACKER_ARGS", str(tmp_path / "args.json"))
+    long = _long_tmpdir(tmp_path, monkeypatch)
+    monkeypatch.setattr(build_module, "_short_parents", lambda: ["/nonexistent-clara", "/tmp"])
+    notes = []
+    build(folder, {}, env={}, log_file=tmp_path / "log", on_note=notes.append)
+    used = Path(json.loads((tmp_path / "args.json").read_text())["tmpdir"])
+    assert used.parent == Path("/tmp") and used.name.startswith("clara-packer-tmp-")
+    assert not used.exists()
+    assert len(notes) == 1
+    assert notes[0].startswith(f"TMPDIR {long} ({len(str(long))} bytes) is too long for Packer's plugin sockets")
+    assert f"Packer's temporary folder is {used} instead" in notes[0]
+    assert f"[clara-bake] {notes[0]}" in (tmp_path / "log").read_text()
+
+
+def test_a_runtime_dir_of_someone_else_is_not_used(tmp_path, monkeypatch):
+    """XDG_RUNTIME_DIR is taken only when it is this user's own, mode 0700 (as systemd-logind makes it)."""
+    mine = tmp_path / "run"
+    mine.mkdir(mode=0o755)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(mine))
+    assert str(mine) not in build_module._short_parents()
+    mine.chmod(0o700)
+    assert build_module._short_parents()[0] == str(mine)
+
+
+def test_a_long_tmpdir_with_no_short_place_is_refused_before_packer_starts(folder, monkeypatch, tmp_path):
+    long = _long_tmpdir(tmp_path, monkeypatch)
+    monkeypatch.setattr(build_module, "_short_parents", lambda: ["/nonexistent-clara"])
+    with pytest.raises(PrerequisiteError) as info:
+        build(folder, {}, env={}, log_file=tmp_path / "log")
+    message = str(info.value)
+    assert f"TMPDIR {long} ({len(str(long))} bytes) is too long for Packer's plugin sockets" in message
+    assert "/nonexistent-clara" in message
+    assert f"set TMPDIR to a folder of at most {build_module.TMPDIR_MAX} bytes" in message
+    assert not (tmp_path / "log").exists()                 # nothing was started

@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -88,6 +90,54 @@ def test_a_template_error_shows_packers_error_paragraph(folder):
     write_template(folder, "ok")
     with pytest.raises(PackerError, match=r'Error: Undefined -var variable: A "nosuch" variable was passed'):
         packer_build.build(folder, {"nosuch": "1"}, env={}, log_file=folder / "log")
+
+
+def long_tmpdir(tmp_path: Path, monkeypatch, length: int = 100) -> Path:
+    """TMPDIR set to a folder of `length` characters (CI jobs' workspaces often are), for this
+    process and Packer alike (tempfile caches the folder it chose: forget it)."""
+    room = length - len(str(tmp_path)) - 1
+    long = tmp_path / ("t" * room) if room > 0 else tmp_path
+    long.mkdir(exist_ok=True)
+    assert len(str(long)) >= length
+    monkeypatch.setenv("TMPDIR", str(long))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    return long
+
+
+def test_a_long_tmpdir_builds_with_a_short_private_packer_folder_removed_afterwards(folder, tmp_path, monkeypatch):
+    """Packer's plugins listen on Unix sockets in its TMPDIR (packer-plugin<10 digits>); a socket
+    path is at most 107 bytes. With the caller's 100-character TMPDIR, Packer 1.6.6 crashed
+    ("bind: invalid argument", then a panic): the build now gets a short folder of its own."""
+    long = long_tmpdir(tmp_path, monkeypatch)
+    write_template(folder, "tmpdir")
+    notes = []
+    artifact = packer_build.build(folder, {}, env={}, log_file=folder / "log", on_note=notes.append)
+    assert (artifact.builder, artifact.artifact_id) == ("null", "Null")
+    script = Path((folder / "script").read_text().strip())
+    packer_tmp = script.parent
+    assert packer_tmp.name.startswith("clara-packer-tmp-")
+    assert len(f"{packer_tmp}/packer-plugin4294967295") <= 107
+    assert (folder / "mode").read_text().strip() == "700"          # private to the user
+    assert not packer_tmp.exists()                                  # removed after the build
+    assert len(notes) == 1 and str(long) in notes[0] and str(packer_tmp.parent) in notes[0], notes
+    assert "107" in notes[0]
+    assert notes[0] in (folder / "log").read_text()
+
+
+def test_a_tmpdir_of_the_longest_length_that_fits_is_kept(folder, monkeypatch):
+    """At packer_build.TMPDIR_MAX bytes every socket path fits (the folder's 26 bytes and the
+    socket's 24 with a 10-digit suffix make 107): Packer builds in the caller's TMPDIR."""
+    with tempfile.TemporaryDirectory(dir="/tmp") as base:
+        edge = Path(base) / ("t" * (packer_build.TMPDIR_MAX - len(base) - 1))
+        edge.mkdir()
+        assert len(str(edge)) == packer_build.TMPDIR_MAX
+        monkeypatch.setenv("TMPDIR", str(edge))
+        monkeypatch.setattr(tempfile, "tempdir", None)
+        write_template(folder, "tmpdir")
+        notes = []
+        packer_build.build(folder, {}, env={}, log_file=folder / "log", on_note=notes.append)
+        assert Path((folder / "script").read_text().strip()).parent.parent == edge
+    assert notes == []
 
 
 def test_bake_log_holds_each_packer_line_once(folder):
@@ -180,14 +230,12 @@ def _normalized(lines: list[str]) -> list[str]:
             for line in lines[start:] if not re.match(r"==> [\w-]+\.\w+: ", line)]
 
 
-def _start(binary: str, folder: Path, env: dict) -> tuple[subprocess.Popen, list[str]]:
+def _start(binary: str, folder: Path, env: dict, temp: Path) -> tuple[subprocess.Popen, list[str]]:
     if binary == "packer":
         cmd = [PACKER, "build", "-color=false", "template.pkr.hcl"]
     else:
         cmd = [sys.executable, str(FAKE if binary == "fake_packer.py" else STANDIN), "build", "template.pkr.hcl"]
-    # TMPDIR: an interrupted Packer leaves its shell scripts in its temp folder; the test's, not /tmp.
-    temp = folder / "packer-tmp"
-    temp.mkdir(exist_ok=True)
+    # TMPDIR (`temp`): an interrupted Packer leaves its shell scripts in its temp folder; the test's own.
     proc = subprocess.Popen(cmd, cwd=folder, env={**os.environ, **env, "PACKER_NO_COLOR": "1", "CHECKPOINT_DISABLE": "1",
                                                   "TMPDIR": str(temp)},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -198,13 +246,16 @@ def _start(binary: str, folder: Path, env: dict) -> tuple[subprocess.Popen, list
 
 @pytest.mark.parametrize("binary", ["packer", "fake_packer.py", "standin_packer.py"])
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
-def test_stand_ins_answer_signals_like_real_packer(tmp_path, binary, sig):
+def test_stand_ins_answer_signals_like_real_packer(tmp_path, request, binary, sig):
     """Real Packer (panicwrap): SIGINT to its pid alone is ignored, SIGTERM to its pid and SIGINT
     to its process group cancel; the closing lines are the ones captured in FIXTURE."""
     write_template(tmp_path, "sleep")
     env = {"FAKE_PACKER_MODE": "hang", "FAKE_PACKER_STARTED": str(tmp_path / "fake-started"),
            "FAKE_PACKER_CLEANED": str(tmp_path / "fake-cleaned"), "STANDIN_PACKER_SECONDS": "60"}
-    proc, lines = _start(binary, tmp_path, env)
+    # Short enough for Packer's plugin sockets whatever this run's TMPDIR is (packer/build.py's rule).
+    temp = Path(tempfile.mkdtemp(prefix="clara-test-", dir=packer_build.packer_temp_parent()[0]))
+    request.addfinalizer(lambda: shutil.rmtree(temp, ignore_errors=True))
+    proc, lines = _start(binary, tmp_path, env, temp)
     deadline = time.monotonic() + 20
     while not any(line.startswith("==> ") for line in lines):
         assert time.monotonic() < deadline and proc.poll() is None, lines
