@@ -140,3 +140,16 @@ def ready_text(entry: dict) -> str:
     names = {"ssh_s": "ssh", "docker_s": "docker", "first_step_s": str(ready.get("first_step") or "first step")}
     shown = [f"{names[k]} {ready[k] if isinstance(ready.get(k), (int, float)) else '-'}" for k in READY_KEYS]
     return " / ".join(shown) + " s"
+
+
+CUDA_KEYS = (("cuda_in_original", "original"), ("cuda_in_derived", "host-driver"))
+
+
+def cuda_text(entry: dict) -> str:
+    """`CUDA: original no, host-driver yes` for `invoke images`: where torch.cuda worked, each image
+    started as the launcher starts it (validate/test_gpu.py, test_host_driver.py); '' where neither
+    was measured (no GPU)."""
+    checks = (entry.get("validation") or {}).get("checks") or {}
+    shown = [f"{name} {'yes' if checks[key] else 'no'}" for key, name in CUDA_KEYS
+             if isinstance(checks.get(key), bool)]
+    return "CUDA: " + ", ".join(shown) if shown else ""
