@@ -12,6 +12,7 @@ APT_PACKAGES=(
   openssh-client openssh-server            # SSH to test VMs; a local sshd for offline tests
   docker-registry skopeo busybox-static    # the stand-in Clara image and its registry on 127.0.0.1
   ca-certificates
+  shellcheck                  # actionlint lints the workflow's run: scripts with it (skipped silently without)
 )
 
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }

@@ -19,13 +19,14 @@ ONE = ", ".join(TARGETS[:-1]) + " or " + TARGETS[-1]     # help texts: "aws, gcp
 ANY = ", ".join(TARGETS) + " or all"
 
 
-def _clouds(values) -> list[str]:
+def _clouds(values, manifest=None) -> list[str]:
+    """The --cloud values; `all` is every target the manifest has a section for (a site file may drop one)."""
     chosen: list[str] = []
     for value in values or []:
         for name in value.split(","):
             name = name.strip()
             if name == "all":
-                chosen.extend(TARGETS)
+                chosen.extend(t for t in TARGETS if manifest is None or manifest.clouds.section(t) is not None)
             elif name in TARGETS:
                 chosen.append(name)
             else:
@@ -82,7 +83,7 @@ def render(c, cloud, manifest=None, out=None):
     from core import settings
     from packer.render import render as render_one
     m = _load(manifest)
-    for name in _clouds(cloud):
+    for name in _clouds(cloud, m):
         _require_section(m, name, manifest)
         result = render_one(m, name, Path(out) if out else settings.render_dir())
         print(f"{name}: {result.folder} (fingerprint {result.fingerprint[:12]})")
@@ -97,11 +98,14 @@ def plan(c, cloud, manifest=None, json=False):
     from core import settings
     from manifests.fingerprint import fingerprint
     from packer.render import plan as plan_one
+    from pipeline.durations import vm_hours
     m = _load(manifest)
     plans = []
-    for name in _clouds(cloud):
+    for name in _clouds(cloud, m):
         _require_section(m, name, manifest)
-        plans.append(plan_one(m, name, fingerprint(m, name), settings.render_dir() / name))
+        # The VM hours a bake will use (#28: GPU hours only where a GPU is needed).
+        plans.append({**plan_one(m, name, fingerprint(m, name), settings.render_dir() / name),
+                      "vm_hours": vm_hours(m, name)})
     if json:
         print(json_module.dumps(plans, indent=2))
         return
@@ -143,7 +147,7 @@ def bake(c, cloud, manifest=None, force=False, keep_failed=False):
     from pipeline.bake import bake as run_bake
     from pipeline.prereq import check_prerequisites
     m = _load(manifest)
-    clouds = _clouds(cloud)
+    clouds = _clouds(cloud, m)
     for name in clouds:
         _require_section(m, name, manifest)
     check_prerequisites(clouds)
@@ -163,7 +167,7 @@ def doctor(c, cloud, manifest=None, json=False):
     base image...): a table with the fix for each failure; exit 1 when anything needed is missing."""
     from pipeline import doctor as doc
     m = _load(manifest)
-    clouds = _clouds(cloud)
+    clouds = _clouds(cloud, m)
     for name in clouds:
         _require_section(m, name, manifest)
     found = doc.run(m, clouds)
@@ -213,7 +217,15 @@ def images(c, cloud=None, json=False, manifest=None):
             table.add_row(name, img["id"], " ".join(f"{r}={i}" for r, i in (img.get("regions") or {}).items()),
                           ",".join(channels), img.get("fingerprint", "")[:12], img.get("build_time", ""),
                           f"{v['checks']['passed']} passed, {v['checks']['skipped']} skipped"
+                          + (f"; {c}" if (c := record.cuda_text(img)) else "")
                           if "checks" in v else ("passed" if v.get("passed") else ""), record.ready_text(img))
+    if not any(sec["images"] for sec in data.values()):
+        # Nothing published from this machine: say where images come from instead of an empty table.
+        print(f"no published images for {m.name} in this checkout's record (published/{m.name}.json; the local "
+              "target's under build/). To get one: `invoke bake --cloud CLOUD` publishes to the candidate channel "
+              "and records it here (README, \"First bake on your own account\"); a team using an image someone "
+              "else baked finds it by its channel instead (README, \"Using the image\").")
+        return
     console.print(table)
 
 
@@ -269,3 +281,12 @@ def bench(c, quick=False, out="", only="", payload=""):
     args = (["--quick"] if quick else []) + (["--out", shlex.quote(out)] if out else [])
     args += (["--only", shlex.quote(only)] if only else []) + (["--payload", shlex.quote(payload)] if payload else [])
     c.run(" ".join([sys.executable, "-m", "bench", *args]), pty=False)
+
+
+@task
+def docs(c):
+    """Rewrite README's permissions section from clouds/*/permissions.py (a test keeps them equal)."""
+    from pathlib import Path
+    from clouds.permissions import update_readme
+    readme = Path(__file__).resolve().parent / "README.md"
+    print(f"{readme}: {'rewritten' if update_readme(readme) else 'already up to date'}")

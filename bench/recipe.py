@@ -204,8 +204,7 @@ def _cache_env(cache: Path):
 # --- the recipe --------------------------------------------------------------------------------
 def _base_spec(manifest):
     from clouds.local.baseimage import BaseImageSpec
-    local = manifest.clouds.local
-    return BaseImageSpec(suite=local.suite, mirror=local.mirror, disk_size_gb=local.disk_gb)
+    return BaseImageSpec.for_manifest(manifest.clouds.local)
 
 
 def _packer_command(folder: Path, variables: dict[str, str]) -> list[list[str]]:
@@ -251,6 +250,10 @@ def recipe(manifest, work: Path, cache: Path) -> tuple[dict[str, float], str]:
                      "serial_log": str(work / "build-serial.log"), "compose_file": str(compose.path),
                      "image_digests": json.dumps(digests, sort_keys=True)}
         env = {**os.environ, "PACKER_NO_COLOR": "1", "CHECKPOINT_DISABLE": "1"}
+        from packer.build import packer_temp_parent
+        parent, moved = packer_temp_parent()
+        if moved:               # a long TMPDIR: Packer's plugin sockets would not fit (packer/build.py)
+            env["TMPDIR"] = stack.enter_context(tempfile.TemporaryDirectory(prefix="clara-pk-", dir=parent))
         with stage(times, "build"):
             for cmd in _packer_command(folder, variables):
                 run_to_end(cmd, cwd=folder, env=env, log=work / "packer.log", what="packer " + cmd[1])

@@ -54,6 +54,19 @@ class TestVM:
                           # fallback): the GPU checks expect this size's GPU, not the manifest's first
 
 
+@dataclass(frozen=True)
+class Published:
+    """An image the cloud says this pipeline validated and published, not revoked: under the ID the
+    record keeps for it (the ID `publish` returned for its home region), with the channels that point
+    at it now. `invoke bake` adds what the record lacks (publish/reconcile.py)."""
+    id: str
+    name: str = ""
+    regions: tuple[tuple[str, str], ...] = ()     # (region, image ID there), as the record's "regions"
+    fingerprint: str = ""                         # the first 32 hex the cloud's tag or label holds
+    created: str = ""
+    channels: tuple[str, ...] = ()
+
+
 _REGISTRY: dict[str, type["CloudAdapter"]] = {}
 
 
@@ -142,6 +155,11 @@ class CloudAdapter(abc.ABC):
     def describe(self, image_id: str) -> dict:
         """Extra facts for the bake summary."""
         return {}
+
+    def published(self) -> list[Published] | None:
+        """Every image of this manifest the cloud says is validated and published, not revoked (the
+        cloud is the source of truth the record is reconciled with); None: this target cannot say."""
+        return None
 
     def doctor(self) -> list:
         """`invoke doctor`'s read-only checks of this cloud (clouds.findings.Finding each; see

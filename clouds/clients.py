@@ -95,6 +95,90 @@ def gce(client_name: str):
             "GOOGLE_APPLICATION_CREDENTIALS to a key file, or use workload identity federation in CI") from None
 
 
+def _not_beside_a_fake(what: str, variable: str) -> None:
+    """With compute pointed at a local endpoint, a call of another Google API never goes to Google."""
+    if settings.gce_endpoint():
+        raise PrerequisiteError(f"CLARA_GCE_ENDPOINT points the compute calls at {settings.gce_endpoint()}; "
+                                f"set {variable} too: {what} is never sent to Google beside a local endpoint")
+
+
+def oslogin():
+    """google.cloud.oslogin_v1's OsLoginServiceClient over REST (CLARA_OSLOGIN_ENDPOINT: a local
+    endpoint, http:// allowed, with anonymous credentials)."""
+    oslogin_v1 = _need("google.cloud.oslogin_v1", "gcp")
+    endpoint = settings.oslogin_endpoint()
+    if endpoint:
+        credentials = _need("google.auth.credentials", "gcp").AnonymousCredentials()
+        return oslogin_v1.OsLoginServiceClient(credentials=credentials, transport="rest",
+                                               client_options={"api_endpoint": endpoint})
+    _not_beside_a_fake("the OS Login API", "CLARA_OSLOGIN_ENDPOINT")
+    return oslogin_v1.OsLoginServiceClient(transport="rest")
+
+
+ORGPOLICY = "https://orgpolicy.googleapis.com"
+
+
+def effective_org_policy(project: str, constraint: str) -> dict:
+    """The Org Policy API v2's effective policy of `constraint` on the project (GET
+    v2/projects/P/policies/C:getEffectivePolicy; needs orgpolicy.policies.get), through google-auth's
+    AuthorizedSession (CLARA_ORGPOLICY_ENDPOINT: a local endpoint). A refusal is a CloudError."""
+    transport = _need("google.auth.transport.requests", "gcp")
+    endpoint = settings.orgpolicy_endpoint()
+    if endpoint:
+        credentials = _need("google.auth.credentials", "gcp").AnonymousCredentials()
+    else:
+        _not_beside_a_fake("the Org Policy API", "CLARA_ORGPOLICY_ENDPOINT")
+        import google.auth
+        credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
+    url = f"{endpoint or ORGPOLICY}/v2/projects/{project}/policies/{constraint}:getEffectivePolicy"
+    answer = transport.AuthorizedSession(credentials).get(url, timeout=30)
+    if answer.status_code != 200:
+        try:
+            message = answer.json().get("error", {}).get("message", "")
+        except ValueError:
+            message = answer.text[:200]
+        raise CloudError(f"gcp: read the org policy {constraint}: HTTP {answer.status_code} {message}".rstrip(),
+                         status=answer.status_code, not_found=answer.status_code == 404)
+    return answer.json()
+
+
+# Google's token information endpoint: GET ?access_token=TOKEN answers the token's `email` when it has
+# the userinfo.email scope (https://developers.google.com/identity/protocols/oauth2, "tokeninfo").
+# Packer's googlecompute builder asks tokeninfo the same (step_import_os_login_ssh_key.go).
+TOKENINFO = "https://oauth2.googleapis.com/tokeninfo"
+
+
+def gcp_identity() -> str:
+    """The email of the account the GCP calls run as (the OS Login user): CLARA_OSLOGIN_USER, else
+    the credentials' service account, else tokeninfo for a user's credentials."""
+    configured = settings.oslogin_user()
+    if configured:
+        return configured
+    _not_beside_a_fake("the identity lookup", "CLARA_OSLOGIN_USER")
+    import google.auth
+    transport = _need("google.auth.transport.requests", "gcp")
+    credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform",
+                                                 "https://www.googleapis.com/auth/userinfo.email"])
+    email = getattr(credentials, "service_account_email", None)
+    if email in (None, "default") or not getattr(credentials, "token", None):
+        credentials.refresh(transport.Request())     # a VM's credentials learn their email on refresh
+        email = getattr(credentials, "service_account_email", None)
+    if email and email != "default":
+        return email
+    try:
+        answer = transport.AuthorizedSession(credentials).get(TOKENINFO, params={"access_token": credentials.token},
+                                                              timeout=30)
+    except OSError as exc:
+        # requests names the whole URL, the token in its query included, in its message: never pass it on
+        raise CloudError(f"gcp: could not reach {TOKENINFO} ({type(exc).__name__}) to learn which account the "
+                         "credentials belong to: set CLARA_OSLOGIN_USER to its email") from None
+    email = answer.json().get("email") if answer.status_code == 200 else None
+    if not email:
+        raise CloudError("gcp: cannot tell which account the credentials belong to (no service account, and "
+                         f"tokeninfo answered HTTP {answer.status_code}): set CLARA_OSLOGIN_USER to its email")
+    return email
+
+
 GCE_ATTEMPTS = 6            # tries of one compute call, the first included
 # GCE answers a rate-quota overrun with 403 and reason rateLimitExceeded ("wait a minute then try
 # again", https://cloud.google.com/compute/api-quota), not only with 429.

@@ -36,8 +36,22 @@ def stamp(when: datetime) -> str:
 
 
 def expiry(ttl: timedelta = TEST_TTL, now: datetime | None = None) -> str:
-    """The TAG_EXPIRES value for something created now."""
-    return stamp((now or utcnow()) + ttl)
+    """The TAG_EXPIRES value for something created now: `ttl` from now, or CLARA_EXPIRES_BY when that
+    comes first. CI sets it to the job's deadline: a job GitHub cancels cannot finish its teardown,
+    and its own sweep after the bake (`if: always()`) then finds what it left already expired."""
+    from core import settings
+    by = settings.value("CLARA_EXPIRES_BY")
+    if by is not None and not _a_stamp(by):
+        raise PipelineError(f"CLARA_EXPIRES_BY={by!r}: expected a UTC time as YYYYMMDDhhmm, like 202612071517")
+    own = stamp((now or utcnow()) + ttl)
+    return min(own, by) if by else own
+
+
+def _a_stamp(text: str) -> bool:
+    try:
+        return len(text) == 12 and text.isdigit() and bool(datetime.strptime(text, "%Y%m%d%H%M"))
+    except ValueError:                  # 12 digits, yet no time (a 77th minute)
+        return False
 
 
 def stale(expires: str, created: datetime | None, now: datetime, older_than_s: float) -> bool:
@@ -127,3 +141,13 @@ def first_with_capacity(options: Iterable[Option], attempt: Callable[[Option], R
             if refused is not None:
                 refused(option)
     raise CloudError(f"{cloud}: no GPU capacity {where}: tried {', '.join(tried)}; {advice}", capacity=True)
+
+
+def build_fallbacks(adapter) -> list[dict[str, str]]:
+    """The placements Packer builds with in turn when the cloud has no capacity: the adapter's own
+    fallbacks (sizes, zones) only when the build VM carries a GPU. A CPU build size (#28) waits on
+    no GPU capacity; the test VM, the only GPU of such a bake, still tries every fallback."""
+    section = adapter.manifest.clouds.section(adapter.name)
+    if section is None or section.build_gpu() is None:
+        return []
+    return adapter.build_fallbacks()

@@ -4,7 +4,8 @@ table, the tools and the bake's gate in pipeline/doctor/.
 
 Status: "ok" (met), "fail" (the bake cannot succeed: it stops before creating anything), "warn"
 (may cost a retry or a fallback, the bake still starts), "note" (a fact worth knowing, such as what
-the bake will create or accept on its own).
+the bake will create or accept on its own), "unknown" (the check cannot tell, e.g. a dry run refused
+on a stand-in resource the bake never touches: shown, never a stop).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Callable
 
 from core.errors import CloudError, PipelineError
 
-STATUSES = ("ok", "fail", "warn", "note")
+STATUSES = ("ok", "fail", "warn", "note", "unknown")
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,9 @@ def _first_line(exc: BaseException) -> str:
     return (lines[0] if lines else type(exc).__name__)[:400]
 
 
-def quota_line(usage: float, limit: float, needed: float, unit: str) -> tuple[str, bool]:
-    """The quota's text (usage, limit, needed) and whether what is free covers what is needed."""
+def quota_line(usage: float, limit: float, needed: float, unit: str,
+               who: str = "build VM + test VM") -> tuple[str, bool]:
+    """The quota's text (usage, limit, needed, for whom) and whether what is free covers what is needed."""
     free = limit - usage
-    text = f"usage {usage:g}, limit {limit:g}, needed {needed:g} {unit} (build VM + test VM)"
+    text = f"usage {usage:g}, limit {limit:g}, needed {needed:g} {unit} ({who})"
     return text, free >= needed

@@ -10,6 +10,9 @@ Sources: OCI distribution spec, "Pulling manifests" (HEAD /v2/<name>/manifests/<
 Authentication Specification" (401 + `WWW-Authenticate: Bearer realm=,service=,scope=`, then GET
 the realm with Basic credentials or none, answer `token` or `access_token`).
 
+The workload's image is also read (its config blob) and held to its record, manifests/images/*.json
+(clouds/image_config.py): a bake of an image the record does not describe is refused.
+
 CLARA_REGISTRY_ENDPOINTS (`nvcr.io=http://127.0.0.1:5001,docker.io=...`) points a registry's API
 elsewhere: a mirror, or a fake in tests.
 """
@@ -22,6 +25,8 @@ from dataclasses import dataclass
 from core import cancel, settings
 from core.errors import PipelineError
 from provision import registry
+
+from . import image_config
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "https://registry-1.docker.io"
@@ -130,4 +135,23 @@ def pin(manifest, environ=os.environ) -> dict[str, str]:
         password = environ.get(login.password_env) if same else None
         pinned[image.image] = resolve(image.image, username=login.username if same else None,
                                       password=password, endpoints=endpoints)
+    check_workload(manifest, pinned.get(manifest.workload.image), environ, endpoints)
     return pinned
+
+
+def check_workload(manifest, digest: str | None, environ, endpoints: dict[str, str]) -> None:
+    """The workload's image, at the digest the bake pins, against its record (clouds/image_config.py):
+    refused, naming what differs, before anything is built."""
+    workload = manifest.workload
+    if not workload.record or not digest:
+        return
+    r = parse(workload.image)
+    login = manifest.registry_login
+    same = login is not None and r.registry == login.registry
+    creds = (login.username, environ.get(login.password_env)) if same and environ.get(login.password_env) else None
+    client = registry.Client(r.registry, creds, base=api_base(r.registry, endpoints))
+    try:
+        image_config.check(workload.record, workload.image, digest, client, r.repository)
+    except registry.RegistryError as exc:
+        raise RegistryError(f"cannot read the configuration of {r} ({digest[:19]}...) to check it against "
+                            f"manifests/images/{workload.record}: {exc}") from None

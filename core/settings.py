@@ -22,7 +22,11 @@ VARIABLES = {
     "CLARA_PACKER": "the Packer binary (default: packer on PATH)",
     "CLARA_RUNNER_CIDR": "the address the build and test VMs' firewalls admit (default: this host's /32)",
     "CLARA_POLL_INTERVAL": "seconds between long-running-operation polls (tests use 0)",
+    "CLARA_EXPIRES_BY": "UTC YYYYMMDDhhmm: what a bake creates expires then at the latest (CI: the job's deadline)",
     "CLARA_GCE_ENDPOINT": "a Compute Engine API endpoint (a local fake in tests)",
+    "CLARA_OSLOGIN_ENDPOINT": "an OS Login API endpoint (a local fake in tests)",
+    "CLARA_ORGPOLICY_ENDPOINT": "an Org Policy API endpoint (a local fake in tests)",
+    "CLARA_OSLOGIN_USER": "the Google account (email) whose OS Login profile gets the test VM's key (default: the credentials')",
     "CLARA_AZURE_ENDPOINT": "an ARM endpoint (a local fake in tests)",
     "CLARA_AZURE_CA_BUNDLE": "the CA bundle that endpoint's certificate is checked against",
     "CLARA_AZURE_AUTHORITY": "a local Entra token endpoint for the OIDC sign-in",
@@ -103,6 +107,18 @@ def poll_interval(default: float) -> float:
 
 def gce_endpoint() -> str | None:
     return value("CLARA_GCE_ENDPOINT")
+
+
+def oslogin_endpoint() -> str | None:
+    return value("CLARA_OSLOGIN_ENDPOINT")
+
+
+def orgpolicy_endpoint() -> str | None:
+    return value("CLARA_ORGPOLICY_ENDPOINT")
+
+
+def oslogin_user() -> str | None:
+    return value("CLARA_OSLOGIN_USER")
 
 
 def azure_endpoint(environ: Mapping[str, str] | None = None) -> str | None:

@@ -23,6 +23,10 @@ CAPABILITY = {
 class Gpu:
     family: str
     count: int
+    # The GPUs are joined by NVSwitches (an HGX/DGX 8- or 16-GPU baseboard): CUDA fails with error
+    # 802 "system not yet initialized" until NVIDIA Fabric Manager, at the driver's exact version,
+    # has set the fabric up (NVIDIA Fabric Manager user guide, "NVSwitch-based systems").
+    nvswitch: bool = False
 
     @property
     def capability(self) -> float | None:
@@ -56,6 +60,10 @@ _AWS_FAMILIES = {
     "g3": ("M60", {"8xlarge": 2, "16xlarge": 4}),
     "p2": ("K80", {"8xlarge": 8, "16xlarge": 16}),
 }
+# The sizes that are a whole NVSwitch baseboard (HGX A100 8-GPU: p4d/p4de; HGX H100/H200 8-GPU:
+# p5/p5e/p5en, "NVSwitch" in the ac.html table). p3dn's V100s are an NVLink mesh without NVSwitch;
+# p5.4xlarge, one GPU of a board, is not a fabric the guest manages [uncertain: docs/FIDELITY.md].
+_AWS_NVSWITCH = frozenset({"p4d.24xlarge", "p4de.24xlarge", "p5.48xlarge", "p5e.48xlarge", "p5en.48xlarge"})
 
 # GCP: attachable accelerator types (N1 only) -> family. cloud.google.com/compute/docs/gpus.
 _GCP_ACCELERATORS = {
@@ -70,6 +78,10 @@ _GCP_RETIRED = {"nvidia-tesla-k80": Retired("2024-05-01", "nvidia-tesla-t4")}
 _GCP_BUILTIN = {"a2-highgpu": "A100", "a2-megagpu": "A100", "a2-ultragpu": "A100",
                 "g2-standard": "L4", "a3-highgpu": "H100", "a3-megagpu": "H100", "a3-edgegpu": "H100",
                 "a3-ultragpu": "H200"}
+# A2/A3 with 8 GPUs are a whole HGX A100/H100/H200 8-GPU baseboard, a2-megagpu-16g two A100 boards
+# (HGX A100 16-GPU), all joined by NVSwitches; 1g-4g types are part of a board, not a fabric the
+# guest manages [uncertain: docs/FIDELITY.md].
+_GCP_NVSWITCH_FROM = 8
 _G2_COUNT = {"4": 1, "8": 1, "12": 1, "16": 1, "24": 2, "32": 1, "48": 4, "96": 8}
 
 # Azure: (regex on the size name, GPU family, {size digits: count}) from the NC/ND/NV series pages
@@ -86,6 +98,8 @@ _AZURE_SIZES = [
     (r"Standard_NC(6|12|24)r?", "K80", {"12": 2, "24": 4}),
     (r"Standard_ND(6|12|24)r?s", "P40", {"12": 2, "24": 4}),
 ]
+# ND A100 v4 and ND H100 v5: 8 GPUs on an HGX baseboard, NVSwitch-connected (their size pages).
+_AZURE_NVSWITCH = frozenset({"Standard_ND96asr_v4", "Standard_ND96amsr_A100_v4", "Standard_ND96isr_H100_v5"})
 _AZURE_RETIRED = [
     (r"Standard_NC(6|12|24)r?s_v3", Retired("2025-09-30", "Standard_NC8as_T4_v3 (T4) or Standard_NC24ads_A100_v4 (A100)")),
     (r"Standard_NC(6|12|24)r?s_v2", Retired("2023-09-06", "Standard_NC8as_T4_v3")),
@@ -99,7 +113,7 @@ def aws_gpu(instance_type: str) -> Gpu | None:
     if family not in _AWS_FAMILIES:
         return None
     gpu, counts = _AWS_FAMILIES[family]
-    return Gpu(gpu, counts.get(size, 1))
+    return Gpu(gpu, counts.get(size, 1), instance_type in _AWS_NVSWITCH)
 
 
 def gcp_gpu(machine_type: str, accelerator_type: str | None, count: int) -> Gpu | None:
@@ -111,8 +125,13 @@ def gcp_gpu(machine_type: str, accelerator_type: str | None, count: int) -> Gpu 
             rest = machine_type[len(prefix) + 1:]
             if prefix == "g2-standard":
                 return Gpu(family, _G2_COUNT.get(rest, 1))
-            match = re.fullmatch(r"(\d+)g", rest)
-            return Gpu(family, int(match.group(1)) if match else 1)
+            # -nolssd: the same machine without its bundled Local SSD (a3-highgpu-8g-nolssd,
+            # a3-edgegpu-8g-nolssd). A name this cannot read is unknown, never guessed as 1 GPU.
+            match = re.fullmatch(r"(\d+)g(-nolssd)?", rest)
+            if not match:
+                return None
+            count = int(match.group(1))
+            return Gpu(family, count, count >= _GCP_NVSWITCH_FROM)
     return None
 
 
@@ -124,7 +143,7 @@ def azure_gpu(vm_size: str) -> Gpu | None:
     for pattern, family, counts in _AZURE_SIZES:
         match = re.fullmatch(pattern, vm_size)
         if match:
-            return Gpu(family, counts.get(match.group(1), 1))
+            return Gpu(family, counts.get(match.group(1), 1), vm_size in _AZURE_NVSWITCH)
     return None
 
 

@@ -196,9 +196,19 @@ class Compose(Model):
         return self.url.replace("{version}", self.version)
 
 
+class ToolkitFloor(Model):
+    """The oldest NVIDIA Container Toolkit the image may carry, and where that floor comes from (the
+    security bulletin of the last fixed container escape); provisioning upgrades or refuses below it."""
+    min_version: str = Field("1.19.1", pattern=r"^\d+\.\d+\.\d+$")
+    source: str = Field("NVIDIA security bulletin a_id 5850 (CVE-2026-24260: all versions up to 1.19.0 affected, "
+                        "1.19.1 fixed), https://nvidia.custhelp.com/app/answers/detail/a_id/5850",
+                        min_length=1, max_length=300)
+
+
 class Docker(Model):
     data_root: str = Field("/var/lib/docker", pattern=ABS_PATH)
     nvidia_runtime_path: str = Field("/usr/bin/nvidia-container-runtime", pattern=ABS_PATH)
+    nvidia_toolkit: ToolkitFloor = ToolkitFloor()
     default_runtime_nvidia: bool = True
     max_concurrent_downloads: int = Field(3, ge=1, le=32)
     log_max_size: str = Field("100m", pattern=r"^\d+[kmg]$")
@@ -224,6 +234,9 @@ class Launcher(Model):
     # Absolute: one folder the team shares; a plain name: a folder in the starter's $HOME.
     workspace: str = Field("/srv/clara-workspace", pattern=r"^(/[A-Za-z0-9._-]+)+$|^[A-Za-z0-9._-]+$")
     group: str = Field("clara", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    # Each member who starts the launcher gets their own container; member slot s serves each server
+    # on its port + s (provision/steps/launcher.py), so this many ports from each server's are theirs.
+    members: int = Field(8, ge=1, le=64)
 
     @field_validator("workspace")
     @classmethod
@@ -255,6 +268,8 @@ class GpuDeclaration(Model):
     count: int = Field(ge=1, le=16)
     # The family's CUDA compute capability when manifests/gpus.py does not know the family.
     compute_capability: Optional[float] = Field(None, ge=1.0, le=20.0)
+    # The GPUs are joined by NVSwitches (an HGX board): the image then needs NVIDIA Fabric Manager.
+    nvswitch: bool = False
 
     @property
     def capability(self) -> Optional[float]:
@@ -314,6 +329,20 @@ class CloudSection(Model):
     def first_size(self) -> str:
         return self.sizes()[0][2] if self.sizes() else ""
 
+    def build_size(self) -> tuple[Key, str]:
+        """(key, size) of Packer's build VM: the section's build size, else the test VM's first size.
+        Nothing the build does needs a GPU (docs/MANIFEST.md, "Build size"): only the test VM does."""
+        return (), self.first_size()
+
+    def build_gpu(self) -> Optional[gpus.Gpu]:
+        """The GPU the build VM carries; None: a CPU build (no GPU quota, no GPU capacity fallback)."""
+        size = self.build_size()[1]
+        return self.gpu_for(size) if size else None
+
+    def build_problems(self) -> Iterator[tuple]:
+        """Rules for the build size only: (key, value, message, allowed)."""
+        return iter(())
+
     def _declared_or(self, size: str, found: Optional[gpus.Gpu]) -> Optional[gpus.Gpu]:
         return self.gpu if self.gpu and (not size or size == self.first_size()) else found
 
@@ -347,6 +376,8 @@ class Aws(CloudSection):
     copy_regions: tuple[str, ...] = ()
     instance_type: str = Field(pattern=r"^[a-z0-9-]+\.[a-z0-9]+$")
     fallback_instance_types: tuple[str, ...] = ()
+    # Packer's build VM (null: instance_type). A CPU type: the test VM alone has a GPU (docs/MANIFEST.md).
+    build_instance_type: Optional[str] = Field(None, pattern=r"^[a-z0-9-]+\.[a-z0-9]+$")
     base_image: AwsBaseImage
     ssh_username: str = Field("ubuntu", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
     root_device: str = Field("/dev/sda1", pattern=r"^/dev/[a-z0-9]+$")
@@ -361,6 +392,11 @@ class Aws(CloudSection):
     # Availability Zones (us-east-1a) of `region` or `copy_regions` whose copy of the AMI's
     # snapshots gets Fast Snapshot Restore on publish, removed again on prune and revoke.
     fast_snapshot_restore_zones: tuple[str, ...] = ()
+    # The build and test VMs' network (null: the region's default VPC, whose default subnets must
+    # assign public addresses). A subnet is given a public address per VM; vpc_id needs subnet_id
+    # (Packer's amazon-ebs: "Requires subnet_id to be set").
+    vpc_id: Optional[str] = Field(None, pattern=r"^vpc-[0-9a-f]{8}([0-9a-f]{9})?$")
+    subnet_id: Optional[str] = Field(None, pattern=r"^subnet-[0-9a-f]{8}([0-9a-f]{9})?$")
 
     @field_validator("copy_regions")
     @classmethod
@@ -369,6 +405,13 @@ class Aws(CloudSection):
             if not re.fullmatch(AWS_REGION, region):
                 raise ValueError(f"{region!r} is not an AWS region name like us-west-2")
         return value
+
+    @model_validator(mode="after")
+    def _vpc_needs_a_subnet(self):
+        if self.vpc_id and not self.subnet_id:
+            raise ValueError("vpc_id is set but subnet_id is not: give the subnet of that VPC the build and "
+                             "test VMs use (Packer needs it; the VPC alone does not say which)")
+        return self
 
     @model_validator(mode="after")
     def _fsr_zones_in_published_regions(self):
@@ -403,6 +446,23 @@ class Aws(CloudSection):
 
     def driver(self):
         return ("base_image", "driver_branch"), self.base_image.driver_branch
+
+    def build_size(self):
+        if self.build_instance_type:
+            return ("build_instance_type",), self.build_instance_type
+        return ("instance_type",), self.instance_type
+
+    def build_problems(self):
+        key, size = self.build_size()
+        # EC2's naming: a "g" after the generation digit is a Graviton (arm64) processor; an AMI runs
+        # only on its own architecture (docs/MANIFEST.md, "Build size"). A1, the first Graviton family,
+        # predates that letter.
+        family = size.split(".", 1)[0]
+        arm = family == "a1" or "g" in re.sub(r"^[a-z]+\d+", "", family)
+        if arm != (self.base_image.architecture == "arm64"):
+            yield (key, size, f"is an {'arm64 (Graviton)' if arm else 'x86_64'} type, but the base image is "
+                   f"{self.base_image.architecture}", f"an {self.base_image.architecture} type such as "
+                   + ("m6i.2xlarge" if self.base_image.architecture == "x86_64" else "m7g.2xlarge"))
 
     def size_problems(self, key, size, gpu):
         if gpu and gpu.family in gpus.PRE_TURING and "OSS" in self.base_image.name:
@@ -443,15 +503,40 @@ class GcpShare(Model):
 class Gcp(CloudSection):
     IMAGE_NAMES: ClassVar = GCE_NAMES
 
+    @model_validator(mode="after")
+    def _subnetwork_in_the_zones_region(self):
+        region = self.zone.rsplit("-", 1)[0]
+        others = [z for z in self.fallback_zones if z.rsplit("-", 1)[0] != region]
+        if self.subnetwork and others:
+            raise ValueError(f"subnetwork {self.subnetwork} is in {region} (zone {self.zone}), but fallback_zones "
+                             f"{', '.join(others)} are not: a subnetwork serves one region")
+        return self
+
     project: str = Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
     zone: str = Field(pattern=GCP_ZONE)
     fallback_zones: tuple[str, ...] = ()
     machine_type: str = Field(pattern=r"^[a-z0-9]+-[a-z0-9-]+$")
     accelerator: Optional[GcpAccelerator] = None
+    # Packer's build VM (null: machine_type with the accelerator). Another type gets no accelerator.
+    build_machine_type: Optional[str] = Field(None, pattern=r"^[a-z0-9]+-[a-z0-9-]+$")
     base_image: GcpBaseImage
     disk_gb: int = Field(100, ge=30, le=65536)
     ssh_username: str = Field("packer", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    # How the build and test VMs take SSH keys (docs/MANIFEST.md): "off" metadata keys with the VMs'
+    # enable-oslogin FALSE, "required" OS Login, "auto" OS Login where the project or the org policy
+    # turns it on.
+    os_login: Literal["auto", "off", "required"] = "auto"
     image_family: str = Field(pattern=r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+    # The build and test VMs' VPC network in `project` (`default`: the project's auto-mode network),
+    # and its subnetwork in the zones' region (required by a custom-mode network). The VMs get an
+    # external address; the SSH rules are created on this network.
+    network: str = Field("default", pattern=r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+    subnetwork: Optional[str] = Field(None, pattern=r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+    @field_validator("os_login", mode="before")
+    @classmethod
+    def _yaml_off(cls, value):
+        return "off" if value is False else value      # YAML 1.1 reads a bare `off` as false
     storage_locations: tuple[str, ...] = ()
     share: GcpShare = GcpShare()
     gpu: Optional[GpuDeclaration] = None
@@ -472,6 +557,28 @@ class Gcp(CloudSection):
 
     def driver(self):
         return ("base_image", "family"), gpus.gcp_family_driver(self.base_image.family)
+
+    def build_size(self):
+        if self.build_machine_type:
+            return ("build_machine_type",), self.build_machine_type
+        return ("machine_type",), self.machine_type
+
+    def build_accelerator(self) -> Optional[GcpAccelerator]:
+        """The accelerator attached to the build VM: the test VM's, only when it builds on machine_type."""
+        return self.accelerator if self.build_size()[1] == self.machine_type else None
+
+    def build_gpu(self):
+        size = self.build_size()[1]
+        if size == self.machine_type:
+            return self.gpu_for()
+        return gpus.gcp_gpu(size, None, 1)          # a2/a3/g2 types carry their GPUs built in
+
+    def build_problems(self):
+        key, size = self.build_size()
+        # Arm machine series (Tau T2A, C4A) cannot boot the x86_64 Deep Learning VM images.
+        if size.split("-", 1)[0] in ("t2a", "c4a"):
+            yield (key, size, "is an Arm (arm64) machine type; the Deep Learning VM base images are x86_64",
+                   "an x86_64 type such as n2-standard-8")
 
     def size_problems(self, key, size, gpu):
         if self.accelerator and not self.machine_type.startswith("n1-"):
@@ -507,13 +614,34 @@ class Azure(CloudSection):
     location: str = Field(pattern=AZURE_LOCATION)
     vm_size: str = Field(pattern=r"^Standard_[A-Za-z0-9_]+$")
     fallback_vm_sizes: tuple[str, ...] = ()
+    # Packer's build VM (null: vm_size). A CPU size: the test VM alone has a GPU (docs/MANIFEST.md).
+    build_vm_size: Optional[str] = Field(None, pattern=r"^Standard_[A-Za-z0-9_]+$")
     base_image: AzureBaseImage
     os_disk_gb: int = Field(128, ge=30, le=4095)
     ssh_username: str = Field("packer", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
     gallery: AzureGallery
     # The test VM's own VNet (created and deleted per test run); private range, inside Azure only.
     test_vnet_cidr: str = Field(pattern=r"^\d{1,3}(\.\d{1,3}){3}/(1[6-9]|2[0-9])$")
+    # Or an existing VNet and subnet for the build and test VMs (null: Packer's and the test VM's own,
+    # temporary ones). Packer then adds no NSG of its own ("If virtual_network_name is specified,
+    # allowed_inbound_ip_addresses cannot be specified"): the subnet's NSG must admit the runner on
+    # tcp/22, which the doctor checks. Resource group: null means resource_group.
+    virtual_network_name: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}[A-Za-z0-9_]$")
+    virtual_network_subnet_name: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,78}[A-Za-z0-9_]$")
+    virtual_network_resource_group_name: Optional[str] = Field(None, pattern=r"^[-\w._()]{0,89}[-\w_()]$")
     gpu: Optional[GpuDeclaration] = None
+
+    @model_validator(mode="after")
+    def _vnet_and_subnet_together(self):
+        if bool(self.virtual_network_name) != bool(self.virtual_network_subnet_name):
+            raise ValueError("virtual_network_name and virtual_network_subnet_name go together: give both (an "
+                             "existing VNet and its subnet) or neither (temporary networks)")
+        if self.virtual_network_resource_group_name and not self.virtual_network_name:
+            raise ValueError("virtual_network_resource_group_name is set but virtual_network_name is not")
+        return self
+
+    def vnet_resource_group(self) -> str:
+        return self.virtual_network_resource_group_name or self.resource_group
 
     def sizes(self):
         return [(("vm_size",), self.vm_size, self.vm_size)] + [
@@ -527,6 +655,22 @@ class Azure(CloudSection):
 
     def driver(self):
         return ("base_image", "driver_branch"), self.base_image.driver_branch
+
+    def build_size(self):
+        if self.build_vm_size:
+            return ("build_vm_size",), self.build_vm_size
+        return ("vm_size",), self.vm_size
+
+    def build_problems(self):
+        key, size = self.build_size()
+        retired = gpus.azure_retired(size)
+        if retired:
+            yield (key, size, f"was retired on {retired.date}", "a current size such as Standard_D8s_v5")
+        # Azure's size names: a "p" among the additive features is an Arm (Ampere) CPU, which cannot
+        # boot an x86_64 image such as NVIDIA's VMI (docs/MANIFEST.md, "Build size").
+        features = re.match(r"^Standard_[A-Z]+\d+([a-z]*)", size)
+        if features and "p" in features.group(1):
+            yield (key, size, "is an Arm (Ampere) size; the base image is x86_64", "an x86_64 size such as Standard_D8s_v5")
 
 
 class StandinPayload(Model):
@@ -552,7 +696,9 @@ class Local(CloudSection):
     IMAGE_NAMES: ClassVar = GCE_NAMES
     HAS_GPU: ClassVar = False          # QEMU without a GPU: the runtime is registered, not run
 
-    suite: Literal["bookworm"] = "bookworm"
+    # The base image (clouds/local/baseimage.py BASES): Debian 13's docker.io 26.1 with the containerd
+    # image store on, the layout of Docker 29 on the clouds' bases; or Debian 12's 20.10, classic store.
+    base: Literal["debian-13-containerd", "debian-12-classic"] = "debian-13-containerd"
     mirror: str = Field("http://deb.debian.org/debian", pattern=r"^https?://[A-Za-z0-9._:/-]+$")
     disk_gb: int = Field(8, ge=4, le=256)
     memory_mb: int = Field(2048, ge=512, le=16384)
@@ -561,6 +707,11 @@ class Local(CloudSection):
     registry_port: int = Field(5000, ge=1024, le=65535)
     standin_image: str = Field("clara-train-standin:local", pattern=r"^[a-z0-9][a-z0-9._/-]*:[A-Za-z0-9_.-]+$")
     standin_payload: StandinPayload = StandinPayload()
+
+    @property
+    def image_store(self) -> str:
+        """Docker's image store on the base, "containerd" or "classic": the last word of its name."""
+        return self.base.rsplit("-", 1)[1]
 
 
 class Clouds(Model):

@@ -22,6 +22,7 @@ def problems(manifest: Manifest) -> Iterator[Problem]:
     yield from _naming(manifest)
     for name, section in manifest.clouds.sections():
         yield from _sizes(manifest, name, section)
+        yield from _build_size(name, section)
     yield from _ephemeral(manifest)
 
 
@@ -67,6 +68,14 @@ def _sizes(manifest: Manifest, name: str, section) -> Iterator[Problem]:
         yield from _gate(manifest, key, shown, gpu, driver, at + driver_key if driver_key else ())
         for sub_key, value, message, allowed in section.size_problems(key, size, gpu):
             yield (sub_key if sub_key[:2] == at else at + sub_key, value, message, allowed)
+
+
+def _build_size(name: str, section) -> Iterator[Problem]:
+    """Packer's build VM: the base image must boot on it (architecture, retirement). It needs no GPU
+    the workload supports: nothing the build runs uses one (docs/MANIFEST.md, "Build size")."""
+    at = ("clouds", name)
+    for sub_key, value, message, allowed in section.build_problems():
+        yield (at + sub_key, value, message, allowed)
 
 
 def _ephemeral(manifest: Manifest) -> Iterator[Problem]:

@@ -43,6 +43,8 @@ def _common_variables(manifest: Manifest, fp: str) -> list[Block]:
         ("git_commit", "unknown", False, "The pipeline's git commit, for provenance."),
         ("source_image", "", False, "The base image ID the bake resolved, for provenance."),
         ("image_digests", "{}", False, "JSON {ref: digest} pinned at bake time."),
+        # The bake passes clouds.common.expiry(): 6 h, or CI's job deadline (CLARA_EXPIRES_BY) when sooner.
+        ("expires", "", False, "The build VM's expiry tag (YYYYMMDDhhmm UTC; empty: 6 hours from now)."),
     ]
     if manifest.registry_login:
         specs.append(("registry_password", "", True,
@@ -64,7 +66,7 @@ def _locals() -> Block:
     block.set("timestamp", Expr('formatdate("YYYYMMDDhhmmss", timestamp())'))
     block.set("fingerprint_label", Expr("substr(var.fingerprint, 0, 32)"))
     block.set("fingerprint_short", Expr("substr(var.fingerprint, 0, 12)"))
-    block.set("expires", Expr('formatdate("YYYYMMDDhhmm", timeadd(timestamp(), "6h"))'))
+    block.set("expires", Expr('var.expires != "" ? var.expires : formatdate("YYYYMMDDhhmm", timeadd(timestamp(), "6h"))'))
     # Label values allow only [a-z0-9_-] on GCE: the same sanitised value everywhere.
     block.set("source_image_label",
               Expr('substr(regex_replace(lower(var.source_image), "[^a-z0-9_-]", "-"), 0, 63)'))

@@ -11,8 +11,10 @@ import os
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from clouds.common import expiry
 from core import settings
 from manifests import Manifest
 from manifests.fingerprint import fingerprint
@@ -41,26 +43,37 @@ def git_commit() -> str:
 
 
 def bake(manifest: Manifest, clouds: list[str], *, force: bool = False, keep_failed: bool = False) -> list[dict]:
+    """Per cloud, in parallel: the record reconciled with the cloud and the skip check (read-only, in
+    seconds); then the doctor for the clouds that will bake, and only then the bakes. A run with
+    nothing changed never asks for what a bake needs (a GPU quota held by others does not fail it)."""
     from .doctor import require
-    require(manifest, clouds)       # read-only checks first: a missing quota or tool stops it here
     bake_id = new_bake_id()
     reports = settings.reports_dir() / bake_id
     console.print(f"bake [bold]{bake_id}[/bold]: {', '.join(clouds)}; reports in {reports}")
     cancel.reset()
     runs = [CloudRun(bake_id, cloud, reports) for cloud in clouds]
     with cancel.sigterm_as_interrupt(), ThreadPoolExecutor(max_workers=len(runs)) as pool:
-        futures = [pool.submit(bake_cloud, manifest, run, force=force, keep_failed=keep_failed)
-                   for run in runs]
-        try:
-            while not all(f.done() for f in futures):
-                time.sleep(0.2)
-        except KeyboardInterrupt:
-            console.print("[yellow]interrupted: stopping and cleaning up what this bake started...[/yellow]")
-            cancel.trigger()
-            _wait_through_interrupts(futures)
-    results = [f.result() for f in futures]
+        checked = [f.result() for f in _wait([pool.submit(check_cloud, manifest, run, force=force) for run in runs])]
+        building = [c for c in checked if c.result is None]
+        if building and not cancel.cancelled():   # the doctor, for what the bake will use: a missing quota stops it here
+            require(manifest, [c.run.cloud for c in building])
+        _wait([pool.submit(build_cloud, manifest, c, keep_failed=keep_failed) for c in building])
+    results = [c.result for c in checked]
     (reports / "summary.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     return results
+
+
+def _wait(futures: list) -> list:
+    try:
+        while not all(f.done() for f in futures):
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: stopping and cleaning up what this bake started...[/yellow]")
+        cancel.trigger()
+        _wait_through_interrupts(futures)
+    for f in futures:
+        f.result()              # the workers return their results; anything raised is a bug, raised here
+    return futures
 
 
 def _wait_through_interrupts(futures) -> None:
@@ -72,44 +85,78 @@ def _wait_through_interrupts(futures) -> None:
             console.print("[yellow]still cleaning up; please wait[/yellow]")
 
 
-def bake_cloud(manifest: Manifest, run: CloudRun, *, force: bool, keep_failed: bool) -> dict:
-    try:
-        return _bake_cloud(manifest, run, force=force, keep_failed=keep_failed)
-    except PipelineError as exc:
+@dataclass
+class Checked:
+    """A cloud after its skip check: finished (`result`: skipped, failed), or what its bake starts from."""
+    run: CloudRun
+    result: dict | None = None
+    error: BaseException | None = None       # the check itself failed: reported after the doctor ran
+    adapter: object = None
+    base: object = None
+    digests: dict = field(default_factory=dict)
+    fp: str = ""
+
+
+def _failed(run: CloudRun, exc: BaseException) -> dict:
+    if isinstance(exc, PipelineError):
         run.say(f"failed: {exc}", "red")
         status = "interrupted" if isinstance(exc, Interrupted) else "failed"
         return run.finish(status, error=str(exc), log=str(run.log_file))
-    except Exception as exc:  # an adapter bug must not hide the other clouds' results
-        run.say(f"failed unexpectedly: {type(exc).__name__}: {exc}", "red")
-        return run.finish("failed", error=f"{type(exc).__name__}: {exc}", log=str(run.log_file))
+    # an adapter bug must not hide the other clouds' results
+    run.say(f"failed unexpectedly: {type(exc).__name__}: {exc}", "red")
+    return run.finish("failed", error=f"{type(exc).__name__}: {exc}", log=str(run.log_file))
 
 
-def _bake_cloud(manifest: Manifest, run: CloudRun, *, force: bool, keep_failed: bool) -> dict:
+def check_cloud(manifest: Manifest, run: CloudRun, *, force: bool) -> Checked:
+    """The record reconciled with what the cloud published, the base image resolved, and the skip
+    check: read-only, no VM. Runs before the doctor, so it needs no GPU quota."""
     from clouds.base import adapter as get_adapter
+    from publish.reconcile import reconcile
+    cloud = run.cloud
+    try:
+        adapter = get_adapter(cloud, manifest, log=run.say)
+        reconcile(manifest, cloud, adapter, run.say)
+        with run.stage("resolve"):
+            base = adapter.resolve_base_image()
+            digests = adapter.pinned_digests()
+            fp = fingerprint(manifest, cloud, base_image=base.id, digests=digests)
+            run.say(f"base image {base.id}; fingerprint {fp[:12]}")
+        checked = Checked(run, adapter=adapter, base=base, digests=digests, fp=fp)
+        if not force:
+            existing = adapter.find_validated(fp)
+            if existing is not None:
+                run.say(f"skipped: validated image {existing.id} already has fingerprint {fp[:12]} "
+                        "(nothing changed; --force rebuilds)", "cyan")
+                checked.result = run.finish("skipped", image=existing.id, fingerprint=fp)
+        return checked
+    except Exception as exc:  # noqa: BLE001 - the doctor says why next; the cloud then fails with it
+        return Checked(run, error=exc)
+
+
+def build_cloud(manifest: Manifest, checked: Checked, *, keep_failed: bool) -> None:
+    run = checked.run
+    try:
+        if checked.error is not None:
+            raise checked.error
+        checked.result = _bake_cloud(manifest, checked, keep_failed=keep_failed)
+    except Exception as exc:  # noqa: BLE001 - reported per cloud (_failed)
+        checked.result = _failed(run, exc)
+
+
+def _bake_cloud(manifest: Manifest, checked: Checked, *, keep_failed: bool) -> dict:
     from publish import record
     from validate.expect import expectations
     from .testvm import check_image
 
-    cloud = run.cloud
-    adapter = get_adapter(cloud, manifest, log=run.say)
-    with run.stage("resolve"):
-        base = adapter.resolve_base_image()
-        digests = adapter.pinned_digests()
-        fp = fingerprint(manifest, cloud, base_image=base.id, digests=digests)
-        run.say(f"base image {base.id}; fingerprint {fp[:12]}")
-    if not force:
-        existing = adapter.find_validated(fp)
-        if existing is not None:
-            run.say(f"skipped: validated image {existing.id} already has fingerprint {fp[:12]} "
-                    "(nothing changed; --force rebuilds)", "cyan")
-            return run.finish("skipped", image=existing.id, fingerprint=fp)
+    run, cloud, adapter = checked.run, checked.run.cloud, checked.adapter
+    base, digests, fp = checked.base, checked.digests, checked.fp
     cancel.check()
     with run.stage("render"):
         folder = render(manifest, cloud, settings.render_dir()).folder
     config = json.loads((folder / CONFIG).read_text())
     with adapter.build_session(run) as extra:
         variables = {"bake_id": run.bake_id, "fingerprint": fp, "git_commit": git_commit(), "source_image": base.id,
-                     "image_digests": json.dumps(digests, sort_keys=True), **extra.get("vars", {})}
+                     "image_digests": json.dumps(digests, sort_keys=True), "expires": expiry(), **extra.get("vars", {})}
         env = dict(extra.get("env", {}))
         if manifest.registry_login and os.environ.get(manifest.registry_login.password_env):
             env["PKR_VAR_registry_password"] = os.environ[manifest.registry_login.password_env]
@@ -153,13 +200,15 @@ def _bake_cloud(manifest: Manifest, run: CloudRun, *, force: bool, keep_failed: 
 
 
 def _build_with_fallbacks(adapter, run: CloudRun, folder: Path, variables: dict, env: dict):
-    """Packer with the manifest's size/zone, then each fallback while the cloud has no capacity."""
-    attempts = [{}] + adapter.build_fallbacks()
+    """Packer with the manifest's size/zone, then each fallback while the cloud has no capacity
+    (only on a GPU build size: clouds.common.build_fallbacks)."""
+    from clouds.common import build_fallbacks
+    attempts = [{}] + build_fallbacks(adapter)
     for n, placement in enumerate(attempts):
         start = run.log_file.stat().st_size if run.log_file.exists() else 0
         try:
             return packer_build(folder, {**variables, **placement}, env=env, log_file=run.log_file,
-                                on_line=_packer_progress(run))
+                                on_line=_packer_progress(run), on_note=lambda text: run.show(text, "yellow"))
         except PackerError as exc:
             if n + 1 == len(attempts) or not adapter.no_capacity(str(exc) + _log_since(run.log_file, start)):
                 raise

@@ -36,6 +36,7 @@ class NvidiaToolkit:
     install_if_missing: bool  # install or upgrade from NVIDIA's apt repository, else fail
     key_url: str
     list_url: str
+    source: str = ""          # where min_version comes from (a security bulletin): named in errors and the inventory
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ class Launcher:
     group: str                              # owns the workspace (setgid, group-writable)
     command: Tuple[str, ...]                # run in the container (the image's entrypoint execs it)
     servers: Tuple[Server, ...]             # the main command's first
+    members: int = 8                        # containers (one per member) on one VM: slot s adds s to each port
 
 
 # A guest agent that deprovisions the image itself, last of all -> its command (Azure's Linux agent).
@@ -145,6 +147,13 @@ class Config:
     hydrate: Hydrate = Hydrate()
     driver_check: Optional[object] = None        # gpu_config.DriverCheck (steps/driver_check.py)
     host_driver_image: Optional[object] = None   # gpu_config.HostDriverImage (steps/host_driver_image.py)
+    fabric_manager: Optional["FabricManager"] = None   # steps/fabric_manager.py; None: off
+
+
+@dataclass(frozen=True)
+class FabricManager:
+    """NVIDIA Fabric Manager at the driver's version, enabled (a size with NVSwitches)."""
+    enabled: bool
 
 
 class _Reader:
@@ -308,7 +317,9 @@ def parse(data, path="provision.json"):
         group=group,
         command=command,
         servers=_servers(r, la),
+        members=_members(r, la),
     )
+    _member_ports_apart(r, launcher)
 
     g = r.obj(data, "", "generalize")
     deprovision = r.get(g, "generalize", "deprovision", (str,), nullable=True, default=None)
@@ -323,12 +334,20 @@ def parse(data, path="provision.json"):
 
     hydrate = _hydrate(r, data)
     full = os.path.abspath(path)
-    return Config(driver_check=gpu_config.driver_check(r, data),
+    return Config(driver_check=gpu_config.driver_check(r, data), fabric_manager=_fabric_manager(r, data),
                   host_driver_image=gpu_config.host_driver_image(r, data, images, launcher.image),
                   hydrate=hydrate, path=full, dir=os.path.dirname(full), schema=schema, cloud=cloud,
                   fingerprint=fingerprint, umask=umask, docker=docker, compose=compose,
                   registry_login=registry_login, images=tuple(images), pull=pull,
                   launcher=launcher, generalize=generalize)
+
+
+def _fabric_manager(r, data):
+    """fabric_manager: {"enabled": bool}; absent or null: off."""
+    f = r.obj(data, "", "fabric_manager", nullable=True) if "fabric_manager" in data else None
+    if f is None:
+        return None
+    return FabricManager(enabled=r.get(f, "fabric_manager", "enabled", (bool,)))
 
 
 def _hydrate(r, data):
@@ -362,7 +381,7 @@ def _toolkit(r, docker):
         urls.append(url)
     return NvidiaToolkit(min_version=min_version,
                          install_if_missing=r.get(t, name, "install_if_missing", (bool,)),
-                         key_url=urls[0], list_url=urls[1])
+                         key_url=urls[0], list_url=urls[1], source=r.get(t, name, "source", (str,), default=""))
 
 
 _URL_PATH = re.compile(r"^/[A-Za-z0-9._~/-]*$")
@@ -401,6 +420,24 @@ def _servers(r, la):
         if len(set(values)) != len(values):
             raise r.error("launcher.servers", "two servers share a {}: {}".format(attr, json.dumps(values)))
     return tuple(servers)
+
+
+def _members(r, la):
+    members = r.get(la, "launcher", "members", (int,), default=Launcher.members)
+    if isinstance(members, bool) or not 1 <= members <= 64:
+        raise r.error("launcher.members", "expected 1 to 64 members' containers on one VM, got {}".format(
+            json.dumps(members)))
+    return members
+
+
+def _member_ports_apart(r, launcher):
+    """Member slot s serves server i on port[i] + s: the servers' ranges must not meet nor pass 65535."""
+    ranges = sorted((s.port, s.port + launcher.members - 1, s.name) for s in launcher.servers)
+    for (lo, hi, name), nxt in zip(ranges, ranges[1:] + [(65536, 65536, None)]):
+        if hi >= nxt[0]:
+            what = "reach {}'s ports {}-{}".format(nxt[2], nxt[0], nxt[1]) if nxt[2] else "pass 65535"
+            raise r.error("launcher.members", "{} members need {}'s ports {}-{}, which {}; lower "
+                          "launcher.members or move a server's port".format(launcher.members, name, lo, hi, what))
 
 
 def _command(r, parent, key, where="launcher"):

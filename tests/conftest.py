@@ -50,6 +50,17 @@ def _no_real_endpoints():
     socket.socket.connect, socket.socket.connect_ex = _real_connect, _real_connect_ex
 
 
+@pytest.fixture(autouse=True)
+def _every_cloud_call_is_in_the_permission_lists():
+    """Each boto3 call, GCE fake call and ARM fake request of the test needs only permissions that
+    clouds/*/permissions.py lists (tests/permissions_guard.py), so README's list is what the code calls."""
+    from tests import permissions_guard
+    permissions_guard.install()
+    yield
+    problems = permissions_guard.check()
+    assert not problems, "calls whose permissions are not listed:\n" + "\n".join(problems)
+
+
 @pytest.fixture
 def cancel_when():
     """cancel_when("text") -> a log callback that triggers the bake's cancel switch (as Ctrl-C would)

@@ -304,12 +304,19 @@ def gpu_names(text: str) -> list[str]:
     return [l.strip() for l in (text or "").splitlines() if l.strip()]
 
 
+def model_in_name(model: str, name: str) -> bool:
+    """The family (T4, A100, L4) is a whole word of nvidia-smi's name ("NVIDIA A100-SXM4-40GB"): a
+    substring would take L4 for "NVIDIA L40S", A10 for an A100 and P4 for "Tesla P40"."""
+    words = [w.lower() for w in re.split(r"[^A-Za-z0-9]+", name or "") if w]
+    return model.lower() in words
+
+
 def gpu_mismatches(names: Sequence[str], model: str, count: int) -> list[str]:
     problems = []
     if count is not None and len(names) != int(count):
         problems.append(f"expected {count} GPU(s), nvidia-smi lists {len(names)}: {list(names)}")
     if model:
-        wrong = [n for n in names if model.lower() not in n.lower()]
+        wrong = [n for n in names if not model_in_name(model, n)]
         if wrong:
             problems.append(f"GPU(s) not matching model {model!r}: {wrong}")
     return problems

@@ -6,6 +6,7 @@ cannot drift apart.
 from __future__ import annotations
 
 from manifests import Manifest
+from provision.steps.host_driver_image import original_tag
 
 
 def expected_gpu(manifest: Manifest, cloud: str, size: str = "") -> dict:
@@ -17,6 +18,8 @@ def expected_gpu(manifest: Manifest, cloud: str, size: str = "") -> dict:
         return {"expected": False, "reason_if_absent": f"no GPU on the {cloud} target"}
     gpu = section.gpu_for(size)
     return {"expected": True, "model": gpu.family if gpu else None, "count": gpu.count if gpu else None,
+            # NVSwitches: CUDA waits for nvidia-fabricmanager (validate/test_ready.py)
+            "nvswitch": bool(gpu and gpu.nvswitch),
             "driver": _driver(manifest),
             "reason_if_absent": f"the {cloud} test VM has no GPU"}
 
@@ -31,6 +34,8 @@ def expectations(manifest: Manifest, cloud: str, config: dict, *, fingerprint: s
         "fingerprint": fingerprint,
         "umask": config["umask"],
         "data_root": config["docker"]["data_root"],
+        # validate/test_storage.py: the store the local base was made with; None on a cloud's base
+        "image_store": getattr(manifest.clouds.section(cloud), "image_store", None),
         "nvidia_runtime": config["docker"]["nvidia_runtime"],
         "ephemeral_paths": list(manifest.clouds.section(cloud).EPHEMERAL_PATHS),
         "compose_version": config["compose"]["version"],
@@ -41,6 +46,9 @@ def expectations(manifest: Manifest, cloud: str, config: dict, *, fingerprint: s
         "launcher": "/usr/local/bin/" + config["launcher"]["name"],
         # validate/test_host_driver.py: the workload's ref is the derived image without CUDA compat libs
         "host_driver_image": bool((config.get("host_driver_image") or {}).get("enabled")),
+        # ...and the image as pulled, kept as `<ref>-original`: test_host_driver runs CUDA in both
+        "original_image": original_tag(config["launcher"]["image"])
+        if (config.get("host_driver_image") or {}).get("enabled") else None,
         "gpu": expected_gpu(manifest, cloud, size),
         "size": size,
         "service": {"enabled": manifest.validation.service_smoke,
@@ -84,4 +92,4 @@ def expected_toolkit(config: dict, cloud: str) -> dict:
         return {"expected": False,
                 "reason_if_absent": f"the {cloud} target installs no NVIDIA Container Toolkit (no GPU; "
                                     "not packaged in Debian): the runtime is registered, not run"}
-    return {"expected": True, "min_version": spec["min_version"]}
+    return {"expected": True, "min_version": spec["min_version"], "source": spec.get("source") or ""}

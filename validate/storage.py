@@ -1,4 +1,5 @@
-"""Where a VM's Docker keeps image layers: parsers for the storage checks (validate/test_storage.py).
+"""Where a VM's Docker keeps image layers: parsers for the storage and hydration checks
+(validate/test_storage.py, validate/test_hydration.py).
 
 With the classic storage drivers the layers are under `DockerRootDir/<driver>`; with the containerd
 image store (Docker Engine 29.0+ fresh installs) under containerd's root,
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 from provision.storage import CONTAINERD_DEFAULT_ROOT, containerd_root_in, uses_containerd_store
 from validate.checks import CheckError
+from validate.remote import explain, require
 
 @dataclass(frozen=True)
 class Engine:
@@ -42,6 +44,33 @@ def engine(info) -> Engine:
 def containerd_root(dump: str) -> str:
     """containerd's root from `containerd config dump` (the default when it names none)."""
     return containerd_root_in(dump) or CONTAINERD_DEFAULT_ROOT
+
+
+def layer_dir_on(remote, engine: Engine) -> str:
+    """The folder the VM's engine keeps the layers in (containerd's root as containerd resolves it)."""
+    root = None
+    if engine.containerd_store:
+        r = remote.root("containerd config dump")
+        require(r.rc == 0, f"the engine uses the containerd image store, but containerd's config "
+                           f"cannot be read: {explain(r)}")
+        root = containerd_root(r.stdout)
+    return engine.layer_dir(root)
+
+
+def is_within(path: str, folder: str) -> bool:
+    return (path.rstrip("/") + "/").startswith(folder.rstrip("/") + "/")
+
+
+def images_size(remote, refs) -> tuple[int, list[str]]:
+    """(sum of `docker image inspect`'s Size of the images present, the refs that are missing)."""
+    total, missing = 0, []
+    for ref in refs:
+        image = remote.image(ref)
+        if image is None:
+            missing.append(ref)
+        else:
+            total += int(image.get("Size") or 0)
+    return total, missing
 
 
 def graph_paths(data) -> list[str]:

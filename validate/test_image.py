@@ -71,13 +71,13 @@ def test_nvidia_container_toolkit(remote, expect):
     r = remote.run(f"test -x {shlex.quote(path)}")
     require(r.rc == 0, f"the nvidia runtime {path} is missing or not executable: every `docker run` "
                        "with the nvidia runtime would fail")
-    minimum = spec.get("min_version") or "1.17.8"
+    minimum = spec.get("min_version") or "1.19.1"
     version = toolkit_version(remote)
     require(version, f"cannot tell the NVIDIA Container Toolkit's version: dpkg lists none of "
                      f"{', '.join(toolkit.PACKAGES)} and `nvidia-ctk --version` tells none")
     require(toolkit.at_least(version, minimum),
             f"NVIDIA Container Toolkit {version} is older than {minimum}: known container escapes "
-            "(CVE-2024-0132 is fixed in 1.16.2, CVE-2025-23266 in 1.17.8)")
+            f"({spec.get('source') or 'CVE-2024-0132 is fixed in 1.16.2, CVE-2025-23266 in 1.17.8'})")
 
 
 def test_default_runtime(remote, expect):

@@ -29,6 +29,26 @@ def _docker_may_still_come(remote) -> bool:
     return any(state in STARTING for state in r.stdout.split())
 
 
+FABRIC_MANAGER = "nvidia-fabricmanager"
+
+
+def wait_for_fabric_manager(remote, timeout: float) -> None:
+    """On an NVSwitch size CUDA fails (error 802, "system not yet initialized") until NVIDIA Fabric
+    Manager has set the fabric up: wait for its service before the first CUDA call; failed or never
+    active fails the check, naming the service."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = remote.root(f"systemctl is-active {FABRIC_MANAGER}")
+        state = (r.stdout or "").strip() or "unknown"
+        if state == "active":
+            return
+        require(state in ("activating", "reloading", "inactive") and time.monotonic() < deadline,
+                f"{FABRIC_MANAGER} is {state}, not active{'' if state == 'failed' else f' after {timeout:.0f}s'}: "
+                f"this size's GPUs are joined by NVSwitches and CUDA fails until Fabric Manager runs at the "
+                f"driver's exact version (`journalctl -u {FABRIC_MANAGER}` on the VM says why)")
+        time.sleep(1)
+
+
 def test_docker_answers(remote, expect, metrics_path):
     timeout = float((expect.get("service") or {}).get("ready_timeout_s", 120))
     deadline = time.monotonic() + timeout
@@ -47,9 +67,13 @@ def test_docker_answers(remote, expect, metrics_path):
 
 def test_first_gpu_step(gpu_info, remote, expect, metrics_path):
     if not gpu_info.present:
+        # Where the manifest's size has a GPU, the test VM must have one: failed, never skipped.
+        require(not gpu_info.expected, gpu_info.failure())
         pytest.skip("no GPU on this host: the first step timed is the workload's start (test_service)")
     ref = expect.get("clara_image") or next((i.get("ref") for i in expect.get("images") or () if i.get("ref")), None)
     require(ref, "expect lists no Clara image to run the first GPU step in")
+    if (expect.get("gpu") or {}).get("nvswitch"):
+        wait_for_fabric_manager(remote, float((expect.get("service") or {}).get("ready_timeout_s", 180)))
     r = remote.docker(f"run --rm --gpus all {shlex.quote(ref)} python -c {shlex.quote(GPU_STEP)}", timeout=900)
     require(r.rc == 0, f"the first GPU step in {ref} failed: {explain(r)}")
     if metrics_path:

@@ -16,13 +16,7 @@ from validate.remote import explain, require
 
 
 def _layer_dir(remote, engine: storage.Engine) -> str:
-    root = None
-    if engine.containerd_store:
-        r = remote.root("containerd config dump")
-        require(r.rc == 0, f"the engine uses the containerd image store, but containerd's config "
-                           f"cannot be read: {explain(r)}")
-        root = storage.containerd_root(r.stdout)
-    return engine.layer_dir(root)
+    return storage.layer_dir_on(remote, engine)
 
 
 def _mounts(remote, *paths: str) -> list[str]:
@@ -37,6 +31,12 @@ def test_image_layers_live_on_the_data_root(remote, expect, expected_image):
     engine = storage.engine(remote.docker_info())
     layers = _layer_dir(remote, engine)
     where = f"{engine.describe()}, layers in {layers}"
+    # The local target knows its base's store (clouds.local.base); a cloud's base decides its own.
+    store = expect.get("image_store")
+    if store:
+        got = "containerd" if engine.containerd_store else "classic"
+        require(got == store, f"the engine keeps images in the {engine.describe()}, but the base image was "
+                              f"made for Docker's {store} image store ({where})")
 
     image = remote.image(ref)
     require(image, f"image {ref} not found")

@@ -13,7 +13,7 @@ import threading
 
 from core.names import TAG_FINGERPRINT, TAG_VALIDATED
 
-from ..base import CloudAdapter, Image, Log
+from ..base import CloudAdapter, Image, Log, Published
 from .base_image import BaseImages
 from .credentials import Credentials, credential_horizon, env_expiration
 from .doctor import Doctor
@@ -66,4 +66,25 @@ class Adapter(BaseImages, Doctor, TestVMs, Publishing, Parameters, Maintenance, 
         if not images:
             return None
         return self._as_image(max(images, key=age))
+
+    def published(self) -> list[Published]:
+        """The home region's validated, unrevoked AMIs of this manifest (never the region copies), each
+        with its copies and the channels whose SSM parameter in the home region points at it."""
+        amis = [i for i in self._images(self.region, **{TAG_MANIFEST: self.manifest.name, TAG_VALIDATED: "true"})
+                if i.get("State") == "available" and TAG_SOURCE_AMI not in tags_of(i)
+                and tags_of(i).get(TAG_REVOKED) != "true"]
+        pointing: dict[str, list[str]] = {}
+        for name, ami in self._channel_params(self.region).items():
+            pointing.setdefault(ami, []).append(name[len(self.a.ssm_prefix):].strip("/")[:-len("/image-id")])
+        found = []
+        for ami in sorted(amis, key=age):
+            regions = [(self.region, ami["ImageId"])]
+            for region in self._regions()[1:]:
+                copies = [c["ImageId"] for c in self._images(region, **{TAG_SOURCE_AMI: ami["ImageId"]})
+                          if c.get("State") == "available"]
+                regions += [(region, copies[0])] if copies else []
+            found.append(Published(ami["ImageId"], ami.get("Name", ""), tuple(regions),
+                                   tags_of(ami).get(TAG_FINGERPRINT, ""), ami.get("CreationDate", ""),
+                                   tuple(sorted(pointing.get(ami["ImageId"], [])))))
+        return found
 

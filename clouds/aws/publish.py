@@ -70,7 +70,7 @@ class Publishing(FastRestore):
             self._create_tags(region, [ami] + snapshots(copy),
                               {**inherited, **marks, TAG_SOURCE_AMI: image.id}, f"copy {ami}")
         self._share(amis)
-        self._enable_fast_restore(amis, undo)       # before the pointers: a failure rolls it back
+        self._enable_fast_restore(amis, undo)       # before the pointers; its failures are warnings
         # The source AMI last: it is what find_validated and prune read.
         changed = {k: v for k, v in marks.items() if src_tags.get(k) != v}
         if changed:
@@ -79,8 +79,9 @@ class Publishing(FastRestore):
             undo.append(lambda: self._restore_tags(home, ids, changed, src_tags))
         self.log(f"aws: {image.id} tagged validated, channel {channel}")
         # Channel pointers only after everything above succeeded.
-        self._point(channel, amis, undo)
+        moved = self._point(channel, amis, undo)
         self.log(f"aws: published {image.id} to {channel} in {', '.join(amis)}")
+        self._release_fast_restore(moved)           # never raises: the publish has succeeded
         return amis
 
     def _restore_tags(self, region: str, ids: list[str], changed: dict, before: dict) -> None:
@@ -146,15 +147,20 @@ class Publishing(FastRestore):
                       LaunchPermission={"Add": perms})
         self.log(f"aws: shared {len(amis)} AMI(s) with {len(perms)} account(s)/organization(s)")
 
-    def _point(self, channel: str, amis: dict[str, str], undo: list) -> None:
+    def _point(self, channel: str, amis: dict[str, str], undo: list) -> dict[str, str]:
+        """Point the channel at `amis` in each region; {region: the AMI the channel left}."""
         name = self._param(channel)
+        moved: dict[str, str] = {}
         for region, ami in amis.items():
             before = self._get_param(region, name)
             if before == ami:
                 continue
+            if before:
+                moved[region] = before
             self._put_param(region, name, ami)
             undo.append(lambda r=region, b=before: self._put_param(r, name, b) if b else self._delete_param(r, name))
             self.log(f"aws: {name} in {region} -> {ami}" + (f" (was {before})" if before else ""))
+        return moved
 
     def _lineage(self, image_id: str) -> dict[str, dict]:
         """{region: AMI description} for an AMI in the home region and its copies."""
@@ -184,8 +190,9 @@ class Publishing(FastRestore):
             mark = {channel_tag(channel): "true"}
             for region, ami in lineage.items():
                 self._create_tags(region, [ami["ImageId"]] + snapshots(ami), mark, ami["ImageId"])
-            self._point(channel, {r: a["ImageId"] for r, a in lineage.items()}, undo)
+            moved = self._point(channel, {r: a["ImageId"] for r, a in lineage.items()}, undo)
             self.log(f"aws: promoted {image_id} to {channel}")
+            self._release_fast_restore(moved)
         except (CloudError, Interrupted) as exc:
             self._rollback(undo)
             raise PublishError(f"aws: promoting {image_id} to {channel} failed: {exc}") from None

@@ -44,10 +44,13 @@ class TestVMs:
         name = f"{TEST_PREFIX}{bake_id}"
         tags = {**self.manifest.tags, "Name": name, TAG_BAKE_ID: bake_id, TAG_ROLE: "test", TAG_EXPIRES: expiry()}
         user_data = cloud_init_user_data(public_key)          # before anything exists: a bad key creates nothing
+        subnet = self._subnet(region)                         # the manifest's, checked before anything exists
+        in_vpc = {"VpcId": subnet["VpcId"]} if subnet else {}
         with rolled_back_on_failure("aws", self.log, self._delete_resources) as created:
             sg = self._ec2("create_security_group", f"create security group {name}", region, GroupName=name,
                            Description=f"clara-bake test VM {bake_id}: SSH from the runner only",
-                           TagSpecifications=[{"ResourceType": "security-group", "Tags": tag_list(tags)}])["GroupId"]
+                           TagSpecifications=[{"ResourceType": "security-group", "Tags": tag_list(tags)}],
+                           **in_vpc)["GroupId"]
             created.append(f"{region}/security-group/{sg}")
             ranges = ({"Ipv6Ranges": [{"CidrIpv6": str(network), "Description": "clara-bake runner"}]}
                       if network.version == 6 else
@@ -55,7 +58,7 @@ class TestVMs:
             self._ec2("authorize_security_group_ingress", f"open tcp:22 on {sg}", region, GroupId=sg,
                       IpPermissions=[{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, **ranges}])
             self.log(f"aws: security group {sg} admits {network} on tcp:22")
-            instance, itype = self._run_instance(region, image.id, sg, tags, user_data)
+            instance, itype = self._run_instance(region, image.id, sg, tags, user_data, subnet)
             created[:0] = [f"{region}/instance/{instance}", f"{region}/volumes/{bake_id}"]
             self._wait(region, "instance_running", f"{instance} to run", self.running_attempts,
                        InstanceIds=[instance])
@@ -64,23 +67,49 @@ class TestVMs:
             ip = desc.get("PublicIpAddress", "")
             host, port = clients.test_vm_address(ip, self.manifest.ports.ssh)
             if not host:
-                raise CloudError(f"aws: test instance {instance} has no public IP (does the default VPC's "
-                                 "subnet assign public addresses?)")
+                where = (f"subnet {subnet['SubnetId']}" if subnet else "the default VPC's subnet")
+                raise CloudError(f"aws: test instance {instance} has no public IP (does {where} assign public "
+                                 "addresses? `invoke doctor --cloud aws` checks it)")
             size = desc.get("InstanceType") or itype         # after any capacity fallback
             self.log(f"aws: test instance {instance} ({size}) running at {host}; checks log in as {TEST_USER}")
             return TestVM("aws", instance, host, port, TEST_USER, tuple(created), size=size)
 
-    def _run_instance(self, region: str, ami: str, sg: str, tags: dict, user_data: str) -> tuple[str, str]:
+    def _subnet(self, region: str) -> dict | None:
+        """The manifest's subnet (DescribeSubnets), or None for the default VPC."""
+        if not self.a.subnet_id:
+            return None
+        try:
+            subnets = self._ec2("describe_subnets", f"describe subnet {self.a.subnet_id}", region,
+                                SubnetIds=[self.a.subnet_id])["Subnets"]
+        except CloudError as exc:
+            if not exc.not_found:
+                raise
+            subnets = []
+        if not subnets:
+            raise CloudError(f"aws: clouds.aws.subnet_id {self.a.subnet_id} does not exist in {region}")
+        if self.a.vpc_id and subnets[0]["VpcId"] != self.a.vpc_id:
+            raise CloudError(f"aws: clouds.aws.subnet_id {self.a.subnet_id} is in {subnets[0]['VpcId']}, not "
+                             f"clouds.aws.vpc_id {self.a.vpc_id}")
+        return subnets[0]
+
+    def _run_instance(self, region: str, ami: str, sg: str, tags: dict, user_data: str,
+                      subnet: dict | None = None) -> tuple[str, str]:
         """(instance ID, instance type) of the first type and placement with capacity."""
         types = list(dict.fromkeys((self.a.instance_type,) + tuple(self.a.fallback_instance_types)))
-        options = ((itype, zone) for itype in types for zone in self._placements(region, itype))
+        # A subnet fixes the zone: only the types fall back there.
+        options = ((itype, zone) for itype in types for zone in ([None] if subnet else self._placements(region, itype)))
+        # In a chosen subnet the instance asks for a public address itself (a non-default subnet does not
+        # map one); RunInstances takes the security group on the interface then, not beside it.
+        network = ({"NetworkInterfaces": [{"DeviceIndex": 0, "SubnetId": subnet["SubnetId"], "Groups": [sg],
+                                           "AssociatePublicIpAddress": True, "DeleteOnTermination": True}]}
+                   if subnet else {"SecurityGroupIds": [sg]})
 
         def run(option: tuple[str, str | None]) -> str:
             itype, zone = option
             placement = {"Placement": {"AvailabilityZone": zone}} if zone else {}
             return self._ec2(
                 "run_instances", f"run {itype}", region, ImageId=ami, InstanceType=itype,
-                MinCount=1, MaxCount=1, UserData=user_data, SecurityGroupIds=[sg],
+                MinCount=1, MaxCount=1, UserData=user_data, **network,
                 InstanceInitiatedShutdownBehavior="terminate",
                 MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled"},
                 BlockDeviceMappings=[{"DeviceName": self.a.root_device, "Ebs": {

@@ -11,7 +11,7 @@ from __future__ import annotations
 from core.names import TAG_BUILD_TIME, TAG_FINGERPRINT, TAG_VALIDATED
 
 from .. import clients
-from ..base import CloudAdapter, Image, Log
+from ..base import CloudAdapter, Image, Log, Published
 from .base_image import BaseImages
 from .doctor import Doctor
 from .build import Build, packer_credentials
@@ -60,3 +60,24 @@ class Adapter(BaseImages, Doctor, TestVMs, Gallery, Maintenance, Build, Deleting
                 channels = channels_of(version)
         return Image("azure", best.id, best.name, best.location or self.cfg.location, fingerprint,
                      (best.tags or {}).get(TAG_BUILD_TIME, ""), True, channels)
+
+    @reported()
+    def published(self) -> list[Published]:
+        """The gallery versions (the IDs the record keeps) that replicated, validated and not revoked,
+        each with its target regions and the channel tags on it (channels are tags on versions)."""
+        found = []
+        for v in sorted(self._versions(), key=lambda v: version_key(v.name)):
+            tags = v.tags or {}
+            if (tags.get(TAG_VALIDATED) != "true" or tags.get(TAG_REVOKED) == "true"
+                    or (v.provisioning_state or "Succeeded") != "Succeeded"):
+                continue
+            try:
+                regions = [r.name for r in v.publishing_profile.target_regions or []]
+            except AttributeError:
+                regions = []
+            major, minor, patch = (version_key(v.name) + (0, 0, 0))[:3]
+            created = (f"{major:04d}-{minor // 100:02d}-{minor % 100:02d}T{patch // 10000:02d}:"
+                       f"{patch // 100 % 100:02d}:{patch % 100:02d}Z")     # version_name() reversed
+            found.append(Published(v.id, v.name, tuple((r, v.id) for r in regions or [self.cfg.location]),
+                                   tags.get(TAG_FINGERPRINT, ""), created, channels_of(v)))
+        return found

@@ -162,22 +162,30 @@ class Gallery:
         return {region: version_id for region in regions}
 
     def _set_version(self, name: str, tags: dict, exclude_from_latest: bool | None) -> None:
+        """Tags, and with exclude_from_latest whether "latest" may give this version. The target
+        regions come back from a GET (replicas stay where they are), each with its own
+        excludeFromLatest set to the same value: a region's flag alone hides the version there
+        (TargetRegion.excludeFromLatest, azure-rest-api-specs GalleryRP.json). A PATCH with
+        properties carries storageProfile, which GalleryImageVersionProperties requires."""
         from azure.mgmt.compute import models as cm
         g = self.cfg.gallery
-        profile = None
-        if exclude_from_latest is not None:
+        if exclude_from_latest is None:
+            update = cm.GalleryImageVersionUpdate(tags=tags)
+        else:
             _, targets = self._target_regions()
             current = self._sdk("read version", lambda: self.compute.gallery_image_versions.get(
                 self.rg, g.name, g.image_definition, name))
-            try:
-                targets = current.publishing_profile.target_regions or targets
-            except AttributeError:
-                pass
-            profile = cm.GalleryImageVersionPublishingProfile(target_regions=targets,
-                                                              exclude_from_latest=exclude_from_latest)
+            profile = getattr(current, "publishing_profile", None)
+            targets = (profile.target_regions if profile else None) or targets
+            for region in targets:
+                region.exclude_from_latest = exclude_from_latest
+            source = cm.GalleryArtifactVersionFullSource(id=source_of(current))
+            update = cm.GalleryImageVersionUpdate(
+                tags=tags, storage_profile=cm.GalleryImageVersionStorageProfile(source=source),
+                publishing_profile=cm.GalleryImageVersionPublishingProfile(
+                    target_regions=targets, exclude_from_latest=exclude_from_latest))
         self._lro(f"update version {name}", lambda: self.compute.gallery_image_versions.begin_update(
-            self.rg, g.name, g.image_definition, name,
-            cm.GalleryImageVersionUpdate(tags=tags, publishing_profile=profile)))
+            self.rg, g.name, g.image_definition, name, update))
 
     def _move_channel(self, channel: str, version_id: str) -> None:
         """`channel` now points at version_id only: take the tag off every other version."""

@@ -70,13 +70,16 @@ class TestVMs:
             self.rg, nsg_name, nm.NetworkSecurityGroup(location=loc, tags=tags, security_rules=[rule])))
         self.log(f"azure: NSG {nsg_name} admits {network} on port 22")
 
-        vnet_name = f"{prefix}-vnet"
-        created.append(self._net_id("virtualNetworks", vnet_name))
-        vnet = self._lro(f"create VNet {vnet_name}", lambda: self.network.virtual_networks.begin_create_or_update(
-            self.rg, vnet_name, nm.VirtualNetwork(
-                location=loc, tags=tags, address_space=nm.AddressSpace(address_prefixes=[self.cfg.test_vnet_cidr]),
-                subnets=[nm.Subnet(name="test", address_prefix=self.cfg.test_vnet_cidr)])))
-        subnet_id = next(s.id for s in vnet.subnets if s.name == "test")
+        if self.cfg.virtual_network_name:
+            subnet_id = self._existing_subnet()     # the manifest's VNet: nothing to create or delete
+        else:
+            vnet_name = f"{prefix}-vnet"
+            created.append(self._net_id("virtualNetworks", vnet_name))
+            vnet = self._lro(f"create VNet {vnet_name}", lambda: self.network.virtual_networks.begin_create_or_update(
+                self.rg, vnet_name, nm.VirtualNetwork(
+                    location=loc, tags=tags, address_space=nm.AddressSpace(address_prefixes=[self.cfg.test_vnet_cidr]),
+                    subnets=[nm.Subnet(name="test", address_prefix=self.cfg.test_vnet_cidr)])))
+            subnet_id = next(s.id for s in vnet.subnets if s.name == "test")
 
         ip_name = f"{prefix}-ip"
         created.append(self._net_id("publicIPAddresses", ip_name))
@@ -94,6 +97,20 @@ class TestVMs:
                     name="primary", primary=True, private_ip_allocation_method="Dynamic",
                     subnet=nm.Subnet(id=subnet_id), public_ip_address=nm.PublicIPAddress(id=pip.id))])))
         return self._net_id("networkInterfaces", nic_name), pip, ip_name
+
+    def _existing_subnet(self) -> str:
+        """The ID of clouds.azure.virtual_network_subnet_name in virtual_network_name, or a clear error."""
+        cfg = self.cfg
+        vnet = self._get_or_none(lambda: self.network.virtual_networks.get(cfg.vnet_resource_group(),
+                                                                           cfg.virtual_network_name),
+                                 f"read VNet {cfg.virtual_network_name}")
+        subnet = next((s for s in (vnet.subnets or []) if s.name == cfg.virtual_network_subnet_name), None) \
+            if vnet is not None else None
+        if subnet is None:
+            raise CloudError(f"azure: subnet {cfg.virtual_network_subnet_name} of VNet {cfg.virtual_network_name} "
+                             f"(resource group {cfg.vnet_resource_group()}) does not exist: fix clouds.azure."
+                             "virtual_network_* or leave them out for a temporary VNet")
+        return subnet.id
 
     def _vm_body(self, image: Image, public_key: str, vm_name: str, disk_name: str, nic_id: str, tags: dict,
                  size: str):

@@ -131,7 +131,7 @@ class Calls:
         return (img.deprecated.state if "deprecated" in img else "") or "ACTIVE"
 
     def _delete_all(self, paths: list[str]) -> None:
-        """Delete instances, then disks, then firewalls; wait for each; missing is fine."""
+        """Delete instances, then disks, then firewalls, then OS Login keys; wait for each; missing is fine."""
         order = {"instances": 0, "disks": 1, "firewalls": 2}
         errors = []
         for path in sorted(paths, key=lambda p: order.get(p.split("/")[-2], 3)):
@@ -163,3 +163,5 @@ class Calls:
         elif kind == "images":
             req = c.DeleteImageRequest(project=self.project, image=name, request_id=rid)
             self._do("ImagesClient", "delete_unary", req, f"delete image {name}")
+        elif kind == "sshPublicKeys":           # the test VM's key in an OS Login profile (oslogin.py)
+            self.delete_key(path)

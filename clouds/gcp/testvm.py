@@ -1,8 +1,9 @@
 """The GPU test VM and the SSH firewalls of the build and test VMs.
 
 Test VMs log in as `clara-check` (core.names.TEST_USER, never the build user: the hygiene check
-proves that one is gone), with OS Login off for the VM so its ssh-keys metadata counts. They use the
-project's `default` network; the firewall `clara-test-<bake_id>` admits only the runner's CIDR on
+proves that one is gone), with OS Login off for the VM so its ssh-keys metadata counts; in OS Login
+mode (oslogin.py) as the identity's OS Login user instead, with the key in its profile. They use
+clouds.gcp.network (the project's `default` by default) and subnetwork; the firewall `clara-test-<bake_id>` admits only the runner's CIDR on
 tcp:22 to the network tag of the same name; Packer's build VM gets the same kind of rule,
 `clara-build-<bake_id>`, for the length of the build (`build_session`). A project whose default
 network still has `default-allow-ssh` (0.0.0.0/0) admits more than that: remove that rule to make
@@ -37,7 +38,9 @@ class TestVMs:
         name = resource_name("clara-test", bake_id)
         expires = expiry()
         labels = {**self.manifest.tags, TAG_BAKE_ID: label(bake_id), TAG_ROLE: "test", TAG_EXPIRES: expires}
+        os_login = self.os_login_mode().os_login
         with rolled_back_on_failure("gcp", self.log, self._delete_all) as created:
+            user = self.import_test_key(public_key, created) if os_login else TEST_USER
             self._ssh_firewall(name, network, bake_id, expires, "test VM", created)
             zone = self._insert_instance(image, public_key, name, labels, created)
             inst = self._wait_running(zone, name)
@@ -47,13 +50,13 @@ class TestVMs:
             host, port = clients.test_vm_address(ip, self.manifest.ports.ssh)
             size = inst.machine_type.rsplit("/", 1)[-1] or self.g.machine_type    # what GCE says runs
             self.log(f"gcp: test VM {name} ({size}) running in {zone} at {ip}")
-            return TestVM("gcp", name, host, port, TEST_USER, tuple(created), size)
+            return TestVM("gcp", name, host, port, user, tuple(created), size)
 
     def _ssh_firewall(self, name: str, network, bake_id: str, expires: str, what: str, created: list) -> None:
         """A rule admitting `network` on tcp:22 to instances tagged `name`; sweep reads its description."""
         from google.cloud import compute_v1 as c
         fw = c.Firewall(
-            name=name, network="global/networks/default", direction="INGRESS", priority=1000,
+            name=name, network=f"global/networks/{self.g.network}", direction="INGRESS", priority=1000,
             allowed=[c.Allowed(I_p_protocol="tcp", ports=["22"])], source_ranges=[str(network)],
             target_tags=[name],
             description=f"clara-bake {what} SSH; {TAG_BAKE_ID}={label(bake_id)} {TAG_EXPIRES}={expires}")
@@ -66,13 +69,17 @@ class TestVMs:
     @contextmanager
     def build_session(self, run):
         """Packer's build VM (network tag clara-build-<bake id>) is reachable on SSH from this
-        runner only, through a rule that lives as long as the build."""
+        runner only, through a rule that lives as long as the build; Packer logs in with metadata
+        keys or OS Login, as os_login_mode decides (the template's use_os_login variable)."""
         name = f"{BUILD_PREFIX}{run.bake_id}"
         network = runner_network(clients.runner_cidr(), "gcp")
+        mode = self.os_login_mode()
+        self.log(f"gcp: {'OS Login' if mode.os_login else 'metadata SSH keys (enable-oslogin FALSE)'} "
+                 f"for the build and test VMs ({mode.why})")
         created: list[str] = []
         try:
             self._ssh_firewall(name, network, run.bake_id, expiry(), "build VM", created)
-            yield {}
+            yield {"vars": {"use_os_login": "true" if mode.os_login else "false"}}
         finally:
             self._delete_all(created)
 
@@ -90,9 +97,12 @@ class TestVMs:
                                   initialize_params=c.AttachedDiskInitializeParams(
                                       source_image=self._image_path(image.id), disk_size_gb=self.g.disk_gb,
                                       disk_name=name, labels=labels))],
-            network_interfaces=[c.NetworkInterface(network="global/networks/default", access_configs=[
-                c.AccessConfig(name="External NAT", type_="ONE_TO_ONE_NAT")])],
-            metadata=self._test_vm_metadata(public_key))
+            network_interfaces=[c.NetworkInterface(
+                network=f"global/networks/{self.g.network}",
+                subnetwork=(f"regions/{zone.rsplit('-', 1)[0]}/subnetworks/{self.g.subnetwork}"
+                            if self.g.subnetwork else None),
+                access_configs=[c.AccessConfig(name="External NAT", type_="ONE_TO_ONE_NAT")])],
+            metadata=self._test_vm_metadata(public_key, self.os_login_mode().os_login))
 
     def _insert_instance(self, image: Image, public_key: str, name: str, labels: dict, created: list) -> str:
         """The zone of the first of the manifest's zones with capacity."""
@@ -120,15 +130,19 @@ class TestVMs:
         return zone
 
     @staticmethod
-    def _test_vm_metadata(public_key: str):
+    def _test_vm_metadata(public_key: str, os_login: bool = False):
         """The checks' key for TEST_USER, never the build user: the guest agent creates the user an
         ssh-keys entry names (USERNAME:KEY, https://cloud.google.com/compute/docs/connect/add-ssh-keys),
         and the hygiene check proves the build user is gone. Project-wide keys are blocked, and OS
         Login is off for this VM: where a project turns OS Login on, "metadata-based SSH keys are
         ignored" unless the instance's own enable-oslogin says FALSE
         (https://cloud.google.com/compute/docs/oslogin/set-up-oslogin; an organization policy
-        compute.requireOsLogin still wins, and then no metadata key can work)."""
+        compute.requireOsLogin still wins, and then no metadata key can work). In OS Login mode the
+        key is in the identity's OS Login profile instead, and the VM turns OS Login on."""
         from google.cloud import compute_v1 as c
+        if os_login:
+            return c.Metadata(items=[c.Items(key="block-project-ssh-keys", value="TRUE"),
+                                     c.Items(key="enable-oslogin", value="TRUE")])
         return c.Metadata(items=[c.Items(key="ssh-keys", value=f"{TEST_USER}:{public_key.strip()}"),
                                  c.Items(key="block-project-ssh-keys", value="TRUE"),
                                  c.Items(key="enable-oslogin", value="FALSE")])
@@ -150,4 +164,5 @@ class TestVMs:
 
     def teardown(self, vm: TestVM) -> None:
         self._delete_all(list(vm.resources))
-        self.log(f"gcp: test VM {vm.id} and its firewall deleted")
+        self.log(f"gcp: test VM {vm.id} and its firewall deleted"
+                 + (" (and its OS Login key)" if any("/sshPublicKeys/" in r for r in vm.resources) else ""))

@@ -18,7 +18,7 @@ from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from clouds.base import BaseImage, CloudAdapter, Image, TestVM
+from clouds.base import BaseImage, CloudAdapter, Image, Published, TestVM
 from core import settings, sshkey
 from core.errors import PublishError
 from core.names import GUEST_HOST, TEST_PREFIX, TEST_USER
@@ -56,8 +56,7 @@ class Adapter(Doctor, CloudAdapter):
 
     # --- resolve -------------------------------------------------------------------------
     def _spec(self) -> "baseimage.BaseImageSpec":
-        return baseimage.BaseImageSpec(suite=self.local.suite, mirror=self.local.mirror,
-                                       disk_size_gb=self.local.disk_gb)
+        return baseimage.BaseImageSpec.for_manifest(self.local)
 
     def resolve_base_image(self) -> BaseImage:
         self._base = baseimage.build_base_image(self._spec(), cache_dir(), log=self.log)
@@ -180,6 +179,27 @@ class Adapter(Doctor, CloudAdapter):
             return None
         newest = max(found, key=lambda path: path.stat().st_mtime)
         return Image("local", str(newest), newest.name, "127.0.0.1", fingerprint, validated=True)
+
+    def published(self) -> list[Published]:
+        """This manifest's published disks (only validated images are published; the facts beside
+        each name its manifest), with the channel links that point at each."""
+        prefix = f"{self.manifest.name}-"
+        pointing: dict[Path, list[str]] = {}
+        for link in self._links():
+            pointing.setdefault(link.resolve(), []).append(link.name[len(prefix):-len(".qcow2")])
+        found = []
+        for facts in images_dir().glob("*.qcow2.json"):
+            image = facts.with_name(facts.name[:-len(".json")])
+            try:
+                known = json.loads(facts.read_text())
+            except (OSError, ValueError):
+                continue
+            if known.get("manifest") != self.manifest.name or not image.exists() or image.is_symlink():
+                continue
+            made = datetime.fromtimestamp(image.stat().st_mtime, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            found.append(Published(str(image), image.name, (("127.0.0.1", str(image)),), known.get("fingerprint", "")[:32],
+                                   made, tuple(sorted(pointing.get(image.resolve(), [])))))
+        return sorted(found, key=lambda p: p.created)
 
     def image_from_artifact(self, artifact, fingerprint: str) -> Image:
         """Packer's artifact: the disk file QEMU wrote."""

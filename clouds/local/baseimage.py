@@ -1,6 +1,11 @@
 """The local stand-in for NVIDIA's GPU base image: Debian with Docker, bootable, built without
 loop devices or mounts, cached by a fingerprint so only the first bake pays for it.
 
+Two bases (BASES, the manifest's `clouds.local.base`): Debian 13 with its docker.io 26.1 and Docker's
+containerd image store turned on in daemon.json before Docker first starts (the default: the layout
+Docker 29 uses on the clouds' bases, images under containerd's root), and Debian 12 with docker.io
+20.10 and the classic store (overlay2 under Docker's data-root).
+
 mmdebstrap makes the root filesystem; `mkfs.ext4 -d` writes it into the one partition of a raw
 file; GRUB's core image goes between the MBR and the partition; `qemu-img convert -c` compacts
 it into the cache. No SSH key is baked in: `clara-metadata.service` reads one from QEMU's fw_cfg
@@ -120,8 +125,23 @@ DHCP=yes
 
 
 @dataclass(frozen=True)
+class Base:
+    suite: str                  # Debian's codename, for mmdebstrap
+    containerd_store: bool      # daemon.json `features.containerd-snapshotter` before Docker's first start
+    packages: tuple[str, ...] = ()   # beside PACKAGES
+
+
+# Docker 24+ stores images in containerd when daemon.json has {"features": {"containerd-snapshotter":
+# true}} (https://docs.docker.com/engine/storage/containerd/); Debian 12's 20.10 has no such store.
+# Debian 13's docker.io has the `docker` CLI in docker-cli, only a Recommends (mmdebstrap installs none).
+BASES = {"debian-13-containerd": Base("trixie", True, ("docker-cli",)), "debian-12-classic": Base("bookworm", False)}
+DEFAULT_BASE = "debian-13-containerd"
+CONTAINERD_STORE_DAEMON_JSON = {"features": {"containerd-snapshotter": True}}
+
+
+@dataclass(frozen=True)
 class BaseImageSpec:
-    suite: str = "bookworm"
+    base: str = DEFAULT_BASE
     mirror: str = "http://deb.debian.org/debian"
     disk_size_gb: int = 8                    # the raw disk; the ext4 root fills its one partition
     user: str = "clara"
@@ -129,13 +149,28 @@ class BaseImageSpec:
 
     def __post_init__(self):
         object.__setattr__(self, "extra_packages", tuple(self.extra_packages))
+        if self.base not in BASES:
+            raise ValueError(f"unknown base {self.base!r}; one of {', '.join(BASES)}")
         if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", self.user):
             raise ValueError(f"not a valid user name: {self.user!r}")
         if int(self.disk_size_gb) < 2:
             raise ValueError("disk_size_gb must be at least 2")
-        for name in (self.suite, *self.extra_packages):
+        for name in self.extra_packages:
             if not re.fullmatch(r"[a-z0-9][a-z0-9+.:=~_-]*", name):
-                raise ValueError(f"not a valid suite or package name: {name!r}")
+                raise ValueError(f"not a valid package name: {name!r}")
+
+    @property
+    def suite(self) -> str:
+        return BASES[self.base].suite
+
+    @property
+    def containerd_store(self) -> bool:
+        return BASES[self.base].containerd_store
+
+    @classmethod
+    def for_manifest(cls, local) -> "BaseImageSpec":
+        """The spec of a manifest's `clouds.local` section (the bake's and the benchmarks' one way)."""
+        return cls(base=local.base, mirror=local.mirror, disk_size_gb=local.disk_gb)
 
     def fingerprint(self) -> str:
         return fingerprint(self)
@@ -180,7 +215,8 @@ def build_base_image(spec: BaseImageSpec, cache_dir: Path, log: Callable[[str], 
 def _build(spec: BaseImageSpec, work: Path, log: Callable[[str], None]) -> Path:
     _check_host()
     rootfs, raw, qcow = work / "rootfs", work / "disk.raw", work / "base.qcow2"
-    log(f"base image: mmdebstrap Debian {spec.suite} with Docker from {spec.mirror} (about a minute)")
+    store = "containerd image store" if spec.containerd_store else "classic image store"
+    log(f"base image: mmdebstrap Debian {spec.suite} with Docker ({store}) from {spec.mirror} (about a minute)")
     t = time.monotonic()
     _mmdebstrap(spec, rootfs, work)
     log(f"base image: mmdebstrap {time.monotonic() - t:.1f} s, root filesystem {_du_mib(rootfs):.0f} MiB")
@@ -209,7 +245,7 @@ def _check_host() -> None:
 def _mmdebstrap(spec: BaseImageSpec, rootfs: Path, work: Path) -> None:
     hook = work / "customize.sh"
     hook.write_text(customize_script(spec))
-    packages = ",".join(PACKAGES + spec.extra_packages)
+    packages = ",".join(PACKAGES + BASES[spec.base].packages + spec.extra_packages)
     _run(["mmdebstrap", "--mode=root", "--variant=apt", f"--components={COMPONENTS}", f"--include={packages}",
           f'--customize-hook=sh {shlex.quote(str(hook))} "$1"', spec.suite, str(rootfs), spec.mirror],
          work, "mmdebstrap")
@@ -229,7 +265,7 @@ cat > "$R/etc/systemd/network/80-clara-dhcp.network" <<'NET'
 chroot "$R" systemctl enable systemd-networkd
 rm -f "$R/etc/resolv.conf"
 echo 'nameserver 10.0.2.3' > "$R/etc/resolv.conf"
-chroot "$R" useradd --create-home --shell /bin/bash --groups sudo,docker {user}
+{_daemon_json_lines(spec)}chroot "$R" useradd --create-home --shell /bin/bash --groups sudo,docker {user}
 echo '{user} ALL=(ALL) NOPASSWD:ALL' > "$R/etc/sudoers.d/{user}"
 chmod 0440 "$R/etc/sudoers.d/{user}"
 chroot "$R" visudo -cf /etc/sudoers.d/{user}
@@ -249,6 +285,19 @@ cp {GRUB_DIR}/*.mod {GRUB_DIR}/*.lst "$R/boot/grub/i386-pc/"
 cat > "$R/boot/grub/grub.cfg" <<'CFG'
 {GRUB_CFG}CFG
 rm -rf "$R"/var/cache/apt/archives/*.deb "$R"/var/lib/apt/lists/*
+"""
+
+
+def _daemon_json_lines(spec: BaseImageSpec) -> str:
+    """daemon.json before Docker's first start: a fresh engine picks its image store then (a store
+    switched later would hide the images pulled before)."""
+    if not spec.containerd_store:
+        return ""
+    text = json.dumps(CONTAINERD_STORE_DAEMON_JSON, indent=2, sort_keys=True)
+    return f"""mkdir -p "$R/etc/docker"
+cat > "$R/etc/docker/daemon.json" <<'JSON'
+{text}
+JSON
 """
 
 

@@ -26,6 +26,14 @@ def source(manifest, names) -> Block:
     src.set("ssh_username", aws.ssh_username)
     # Only the runner's own address may reach the build VM's SSH port (never 0.0.0.0/0).
     src.set("temporary_security_group_source_cidrs", [Expr(f"var.{RUNNER_CIDR}")])
+    if aws.subnet_id:
+        # A chosen subnet: Packer's temporary security group goes in its VPC (found from the subnet
+        # when vpc_id is empty), and "if using a non-default VPC, public IP addresses are not provided
+        # by default": the runner reaches the build VM on its public address.
+        src.set("subnet_id", aws.subnet_id)
+        if aws.vpc_id:
+            src.set("vpc_id", aws.vpc_id)
+        src.set("associate_public_ip_address", True)
     src.set("tags", names.labels)
     src.set("snapshot_tags", names.labels)
     src.set("run_tags", names.run_labels)
@@ -55,7 +63,8 @@ def source(manifest, names) -> Block:
 
 def variables(manifest) -> list[Block]:
     aws = manifest.clouds.aws
-    return [runner_cidr_variable(), placement_variable("instance_type", aws.instance_type, "The build VM's type")]
+    # The build VM's type: build_instance_type (a CPU type by default), else the test VM's GPU type.
+    return [runner_cidr_variable(), placement_variable("instance_type", aws.build_size()[1], "The build VM's type")]
 
 
 def provision_overrides(manifest) -> dict:
@@ -76,6 +85,7 @@ def plan(manifest) -> dict:
                              "ssm_parameter": aws.base_image.ssm_parameter},
         "instance_type": aws.instance_type,
         "fallback_instance_types": list(aws.fallback_instance_types),
+        "build_instance_type": aws.build_size()[1],
         "regions": [aws.region] + list(aws.copy_regions),
         "disk_gb": aws.root_volume_gb,
     }

@@ -54,8 +54,17 @@ def source(manifest, names) -> Block:
     src.set("managed_image_name", names.image_name)
     src.set("managed_image_resource_group_name", azure.resource_group)
     src.set("ssh_username", azure.ssh_username)
-    # Packer's build VM gets an NSG that admits SSH from this runner only, not from anywhere.
-    src.set("allowed_inbound_ip_addresses", [Expr(f"var.{RUNNER_CIDR}")])
+    if azure.virtual_network_name:
+        # An existing VNet: the build VM gets a public address there (else Packer "is only allowed to
+        # be executed from a host on the same subnet / virtual network"), and the subnet's own NSG
+        # admits the runner (Packer refuses allowed_inbound_ip_addresses with a VNet; the doctor checks).
+        src.set("virtual_network_name", azure.virtual_network_name)
+        src.set("virtual_network_subnet_name", azure.virtual_network_subnet_name)
+        src.set("virtual_network_resource_group_name", azure.vnet_resource_group())
+        src.set("private_virtual_network_with_public_ip", True)
+    else:
+        # Packer's build VM gets an NSG that admits SSH from this runner only, not from anywhere.
+        src.set("allowed_inbound_ip_addresses", [Expr(f"var.{RUNNER_CIDR}")])
     src.set("azure_tags", {**names.labels, **names.run_labels, TAG_ROLE: "image"})
     if base.plan:
         # Marketplace images carry a purchase plan; the terms must be accepted once per subscription.
@@ -89,7 +98,8 @@ def variables(manifest) -> list[Block]:
         var.set("description", text)
         blocks.append(var)
     return blocks + [runner_cidr_variable(),
-                     placement_variable("vm_size", manifest.clouds.azure.vm_size, "The build VM's size")]
+                     # build_vm_size (a CPU size by default), else the test VM's GPU size.
+                     placement_variable("vm_size", manifest.clouds.azure.build_size()[1], "The build VM's size")]
 
 
 def provision_overrides(manifest) -> dict:
@@ -110,6 +120,7 @@ def plan(manifest) -> dict:
                              "plan": base.plan},
         "instance_type": azure.vm_size,
         "fallback_instance_types": list(azure.fallback_vm_sizes),
+        "build_instance_type": azure.build_size()[1],
         "regions": [azure.location] + [r for r in azure.gallery.target_regions if r != azure.location],
         "gallery": f"{azure.gallery.name}/{azure.gallery.image_definition}",
         "disk_gb": azure.os_disk_gb,

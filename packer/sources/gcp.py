@@ -1,4 +1,4 @@
-"""GCP: a GCE image from a Deep Learning VM family, built on a GPU VM (family joins at publish)."""
+"""GCP: a GCE image from a Deep Learning VM family, built on a CPU VM by default (family joins at publish)."""
 from __future__ import annotations
 
 from core.names import BUILD_PREFIX
@@ -10,7 +10,8 @@ NAME = "gcp"
 ORDER = 2
 BUILDER = "googlecompute"
 PLUGIN = ("googlecompute", "github.com/hashicorp/googlecompute", ">= 1.2.7")
-PYTHON_MODULES = ("google.cloud.compute_v1",)
+PYTHON_MODULES = ("google.cloud.compute_v1", "google.cloud.oslogin_v1")
+OS_LOGIN_VAR = "use_os_login"   # the bake passes the mode clouds/gcp/oslogin.py decides
 
 
 def source(manifest, names) -> Block:
@@ -18,13 +19,17 @@ def source(manifest, names) -> Block:
     src = Block("source", (BUILDER, "clara"))
     src.set("project_id", gcp.project)
     src.set("zone", Expr("var.zone"))
-    src.set("machine_type", gcp.machine_type)
-    if gcp.accelerator:
+    # The build VM: build_machine_type without the accelerator (a CPU VM by default), else the test
+    # VM's machine type with its accelerator.
+    src.set("machine_type", gcp.build_size()[1])
+    accelerator = gcp.build_accelerator()
+    if accelerator:
         src.set("accelerator_type", Template((f"projects/{gcp.project}/zones/", Expr("var.zone"),
-                                              f"/acceleratorTypes/{gcp.accelerator.type}")))
-        src.set("accelerator_count", gcp.accelerator.count)
-    # GPU VMs cannot live-migrate: GCE refuses them with the default MIGRATE.
-    src.set("on_host_maintenance", "TERMINATE")
+                                              f"/acceleratorTypes/{accelerator.type}")))
+        src.set("accelerator_count", accelerator.count)
+    if gcp.build_gpu():
+        # GPU VMs cannot live-migrate: GCE refuses them with the default MIGRATE.
+        src.set("on_host_maintenance", "TERMINATE")
     if gcp.base_image.family:
         # The image the bake resolved wins over the family, so what is built is what was fingerprinted.
         src.set("source_image", Expr("var.source_image"))
@@ -42,18 +47,34 @@ def source(manifest, names) -> Block:
     # SSH reaches the build VM through a per-bake firewall rule for this runner only (the bake's
     # build_session creates and deletes it); the rule targets this tag.
     src.set("tags", [Template((BUILD_PREFIX, Expr("var.bake_id")))])
+    # The manifest's network (googlecompute `network`, `subnetwork`; the VM keeps its external
+    # address, omit_external_ip false, which the runner's SSH needs).
+    if gcp.network != "default":
+        src.set("network", gcp.network)
+    if gcp.subnetwork:
+        src.set("subnetwork", gcp.subnetwork)
     src.set("image_name", names.image_name)
     src.set("image_description", f"{manifest.name}: {manifest.workload.title} {manifest.workload.image}")
     if gcp.storage_locations:
         src.set("image_storage_locations", list(gcp.storage_locations))
     src.set("ssh_username", gcp.ssh_username)
+    # Metadata keys or OS Login (clouds.gcp.os_login). OS Login: Packer imports a temporary key into
+    # the caller's login profile and logs in as its POSIX user (use_os_login; 1.6.6 then forces
+    # enable-oslogin TRUE). Metadata keys: the instance's enable-oslogin FALSE beats a project's TRUE
+    # (1.6.6 copies `metadata` to the instance; the current plugin also reads it as use_os_login).
+    src.set("use_os_login", Expr(f"var.{OS_LOGIN_VAR}"))
+    src.set("metadata", {"enable-oslogin": Expr(f'var.{OS_LOGIN_VAR} ? "TRUE" : "FALSE"')})
     src.set("image_labels", names.labels)
     src.set("labels", names.run_labels)
     return src
 
 
 def variables(manifest) -> list[Block]:
-    return [placement_variable("zone", manifest.clouds.gcp.zone, "The build VM's zone")]
+    os_login = Block("variable", (OS_LOGIN_VAR,))
+    os_login.set("type", Expr("bool"))
+    os_login.set("default", manifest.clouds.gcp.os_login == "required")
+    os_login.set("description", "OS Login for the build VM (clouds.gcp.os_login; the bake decides `auto`).")
+    return [placement_variable("zone", manifest.clouds.gcp.zone, "The build VM's zone"), os_login]
 
 
 def provision_overrides(manifest) -> dict:
@@ -73,6 +94,8 @@ def plan(manifest) -> dict:
                              "name": gcp.base_image.name},
         "instance_type": gcp.machine_type,
         "accelerator": gcp.accelerator.model_dump() if gcp.accelerator else None,
+        "build_instance_type": gcp.build_size()[1],
+        "build_accelerator": gcp.build_accelerator().model_dump() if gcp.build_accelerator() else None,
         "regions": [gcp.zone] + list(gcp.fallback_zones),
         "image_family": gcp.image_family,
         "disk_gb": gcp.disk_gb,

@@ -112,7 +112,7 @@ def uploads(manifest) -> list:
 def plan(manifest) -> dict:
     local = manifest.clouds.local
     return {
-        "base_image_query": {"debian_suite": local.suite, "mirror": local.mirror,
+        "base_image_query": {"base": local.base, "mirror": local.mirror,
                              "built_by": "mmdebstrap, cached by fingerprint"},
         "instance_type": f"qemu {local.cpus} vCPU, {local.memory_mb} MiB, accelerator {local.accelerator}",
         "regions": ["127.0.0.1"],

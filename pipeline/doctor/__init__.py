@@ -7,6 +7,8 @@ calls `require()` before it creates anything and stops with the same table.
 """
 from __future__ import annotations
 
+import re
+
 from clouds.findings import Finding, Findings
 from core.errors import PrerequisiteError
 
@@ -36,7 +38,15 @@ def _cloud(manifest, cloud: str) -> Findings:
 
 
 def _adapter_fix(exc: Exception) -> str:
-    return "see the message (it names the extra to install or the variable to set)"
+    """The fix for an adapter that cannot start, spelled out (the causes clouds/clients.py raises)."""
+    text = str(exc)
+    extra = re.search(r"pip install -e '\.\[(\w+)\]'", text)
+    if extra:
+        return f"pip install -e '.[{extra.group(1)}]' in this project's folder, then run `invoke doctor` again"
+    if "AZURE_SUBSCRIPTION_ID" in text:
+        return ("export AZURE_SUBSCRIPTION_ID=<subscription ID> (`az account show --query id -o tsv` after "
+                "`az login`), or set clouds.azure.subscription_id in a site file")
+    return f"fix the cause in the result column ({type(exc).__name__}), then run `invoke doctor` again"
 
 
 def failed(findings: list[Finding]) -> list[Finding]:

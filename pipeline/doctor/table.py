@@ -5,7 +5,7 @@ import json
 
 from clouds.findings import Finding
 
-STYLE = {"ok": "green", "fail": "bold red", "warn": "yellow", "note": "cyan"}
+STYLE = {"ok": "green", "fail": "bold red", "warn": "yellow", "note": "cyan", "unknown": "magenta"}
 
 
 def render(findings: list[Finding], console, title: str = "invoke doctor") -> None:

@@ -9,8 +9,14 @@ later reads local. AWS documents the same remedy (read every block once with dd 
 
 What is installed (idempotent, under --root; nothing runs during the build):
 - HELPER: a standard-library Python script that reads every regular file under the configured
-  paths (Docker's data root: the pre-pulled images' layers), with `workers` threads, then writes
-  STAMP (files, bytes, seconds) so it runs once per instance. Order: what a container's start reads
+  paths (Docker's data root and binaries) and the folder that really holds the pre-pulled images'
+  layers, with `workers` threads, then writes STAMP (files, bytes, seconds, and the bytes read in
+  the layers' folder) so it runs once per instance. The layers' folder is asked of the engine here,
+  at provisioning, after the pull: with Docker's containerd image store (Docker 29's default on a
+  fresh install) the layers live under containerd's root (/var/lib/containerd, or the root
+  data_root moved it to), which the data-root does not contain; with the classic store, under the
+  data-root. Under another root, where no engine can be asked, containerd's root from its
+  config.toml is added (the data-root is configured already): one of the two holds the layers. Order: what a container's start reads
   first (shared libraries, executables and Python modules: a PyTorch start maps its multi-GB
   libraries and imports thousands of modules), small before large, then everything else: small
   files first left a start's large libraries for last. Direct I/O (O_DIRECT, buffered where a
@@ -27,7 +33,7 @@ Turned off by the manifest (`hydration.enabled: false`): the three files are rem
 import json
 import os
 
-from .. import fsutil, system
+from .. import fsutil, storage, system
 from ..report import changed, unchanged
 
 NAME = "hydrate"
@@ -67,6 +73,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 PATHS = {paths}
+LAYERS = {layers}           # the folder that holds the images' layers (provisioning asked the engine)
 WORKERS = {workers}
 STAMP = {stamp}
 CHUNK = 1 << 20             # a multiple of the page size, as direct I/O needs
@@ -91,6 +98,10 @@ def files():
     out.sort()
     return ([(size, path) for first, size, path in out if first == 0],
             [(size, path) for first, size, path in out if first == 1])
+
+
+def in_layers(path):
+    return bool(LAYERS) and (path + "/").startswith(LAYERS.rstrip("/") + "/")
 
 
 def start_reads(name, mode):
@@ -134,18 +145,23 @@ def main():
     start = time.monotonic()
     first, rest = files()
     with ThreadPoolExecutor(WORKERS) as pool:
-        first_bytes = sum(pool.map(read, first))     # all of it before the rest
+        first_read = list(pool.map(read, first))     # all of it before the rest
+        first_bytes = sum(first_read)
         first_seconds = time.monotonic() - start
-        total = first_bytes + sum(pool.map(read, rest))
+        rest_read = list(pool.map(read, rest))
+    total = first_bytes + sum(rest_read)
+    layer_bytes = sum(n for (_size, path), n in zip(first + rest, first_read + rest_read) if in_layers(path))
     seconds = time.monotonic() - start
     os.makedirs(os.path.dirname(STAMP), exist_ok=True)
     with open(STAMP + ".tmp", "w") as f:
         json.dump({{"files": len(first) + len(rest), "bytes": total, "seconds": round(seconds, 1),
                    "start_files": len(first), "start_bytes": first_bytes,
-                   "start_seconds": round(first_seconds, 1)}}, f)
+                   "start_seconds": round(first_seconds, 1), "paths": PATHS,
+                   "layers": LAYERS, "layer_bytes": layer_bytes}}, f)
     os.replace(STAMP + ".tmp", STAMP)
-    print("clara-hydrate: read {{}} files, {{:.0f}} MiB in {{:.1f}} s ({{:.0f}} MiB a start reads in {{:.1f}} s)".format(
-        len(first) + len(rest), total / 2**20, seconds, first_bytes / 2**20, first_seconds))
+    print("clara-hydrate: read {{}} files, {{:.0f}} MiB in {{:.1f}} s ({{:.0f}} MiB a start reads in {{:.1f}} s; "
+          "{{:.0f}} MiB of the layers in {{}})".format(len(first) + len(rest), total / 2**20, seconds,
+                                                  first_bytes / 2**20, first_seconds, layer_bytes / 2**20, LAYERS))
     return 0
 
 
@@ -154,12 +170,41 @@ if __name__ == "__main__":
 '''
 
 
-def planned(ctx):
+def layer_folders(ctx):
+    """(folder that holds the layers or None, [folders to read besides the configured], how it was found).
+
+    On the running system the engine says which store it pulls into (storage.layer_store, as
+    data_root and pull ask it). Under another root nothing can be asked: containerd's root from
+    its config.toml (else the default) is read too, beside the configured data-root."""
+    if ctx.root.running:
+        store = storage.layer_store(ctx)
+        return store.path, [store.path], store.describe()
+    text = fsutil.read_text(ctx.root(storage.CONTAINERD_CONFIG))
+    root = storage.containerd_root_in(text) or storage.CONTAINERD_DEFAULT_ROOT
+    return None, [root], "engine not running: the data-root and containerd's root " + root
+
+
+def _under(path, folders):
+    return any((path.rstrip("/") + "/").startswith(f.rstrip("/") + "/") for f in folders)
+
+
+def hydrate_paths(configured, extra):
+    """The configured paths, then each extra folder not already inside one of them."""
+    paths = list(configured)
+    for folder in extra:
+        if not _under(folder, paths):
+            paths.append(folder)
+    return paths
+
+
+def planned(ctx, layers=None, extra=()):
     """[(guest path, content, mode)] to write; [guest path] to remove."""
     hy = ctx.config.hydrate
     if not hy.enabled:
         return [], [p for p in (WANTS, UNIT, HELPER) if _exists(ctx.root(p))]
-    helper = HELPER_TEXT.format(paths=json.dumps(list(hy.paths)), workers=hy.workers, stamp=json.dumps(STAMP))
+    paths = hydrate_paths(hy.paths, extra)
+    helper = HELPER_TEXT.format(paths=json.dumps(paths), layers=repr(layers), workers=hy.workers,
+                                stamp=json.dumps(STAMP))
     wanted = [(HELPER, helper, 0o755), (UNIT, UNIT_TEXT.format(helper=HELPER, stamp=STAMP), 0o644)]
     return [(p, text, mode) for p, text, mode in wanted if fsutil.differs(ctx.root(p), text, mode)], []
 
@@ -175,10 +220,11 @@ def _link_wrong(ctx):
 
 def run(ctx):
     hy = ctx.config.hydrate
-    writes, removes = planned(ctx)
+    layers, extra, found = layer_folders(ctx) if hy.enabled else (None, (), "")
+    writes, removes = planned(ctx, layers, extra)
     relink = hy.enabled and _link_wrong(ctx)
     if not (writes or removes or relink):
-        return unchanged("hydration on first boot: {}".format("installed" if hy.enabled else "off"))
+        return unchanged("hydration on first boot: {}".format("installed, layers in the " + found if hy.enabled else "off"))
     names = ", ".join([p for p, _, _ in writes] + removes + ([WANTS] if relink else []))
     if ctx.dry_run:
         return changed("would update " + names)
@@ -192,4 +238,5 @@ def run(ctx):
         system.run(["systemctl", "daemon-reload"], check=False)
     if not hy.enabled:
         return changed("hydration off: removed " + names)
-    return changed("hydration on first boot ({} worker(s), {}): {}".format(hy.workers, ", ".join(hy.paths), names))
+    return changed("hydration on first boot ({} worker(s), {}; layers in the {}): {}".format(
+        hy.workers, ", ".join(hydrate_paths(hy.paths, extra)), found, names))

@@ -10,7 +10,7 @@ from .. import fsutil, system
 from ..report import changed, unchanged
 from .compose import PLUGIN
 from .nvidia_runtime import installed_version
-from . import host_driver_image
+from . import driver_check, host_driver_image
 from .pull import images, repository
 
 NAME = "inventory"
@@ -23,6 +23,13 @@ def _env(ctx, name):
 
 def _first_line(text):
     return text.splitlines()[0].strip() if text else None
+
+
+def nvidia_driver(ctx):
+    """nvidia-smi's driver version; on a build VM without a GPU (#28), the installed driver's, read
+    where driver_check reads it (the loaded or installed module, the dpkg package, libcuda)."""
+    found = _first_line(system.output(driver_check.QUERY))
+    return found or (driver_check.installed_driver(ctx) or (None,))[0]
 
 
 def _image_digest(ref, digest):
@@ -56,7 +63,7 @@ def collect(ctx):
         compose = system.output([PLUGIN, "version", "--short"])
     elif os.path.isfile(ctx.root(PLUGIN)):
         compose = cfg.compose.version      # installed by the compose step, verified by checksum
-    return {
+    data = {
         "schema": 1,
         # The bake's fingerprint (content + resolved base image + pinned digests), as on the image's
         # labels; content_fingerprint is the rendered config's (manifest + provisioning code).
@@ -67,8 +74,7 @@ def collect(ctx):
         "source_image": _env(ctx, "CLARA_SOURCE_IMAGE"),
         "cloud": cfg.cloud,
         "kernel": platform.release() if running else None,
-        "nvidia_driver": _first_line(system.output(
-            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])) if running else None,
+        "nvidia_driver": nvidia_driver(ctx) if running else None,
         # The toolkit's version: which container-escape fixes the image has (null: not installed).
         "container_runtime": {"nvidia": nvidia_path if os.path.exists(ctx.root(nvidia_path)) else None,
                               "nvidia_container_toolkit": installed_version(ctx)},
@@ -77,6 +83,11 @@ def collect(ctx):
         "umask": cfg.umask,
         "images": [_image(ref, digest) if running else {"ref": ref, "digest": digest} for ref, digest in images(ctx)],
     }
+    if cfg.docker.nvidia_toolkit:
+        # The floor the toolkit was held to, and its source (a security bulletin); absent: no toolkit.
+        data["nvidia_container_toolkit_floor"] = {"min_version": cfg.docker.nvidia_toolkit.min_version,
+                                                  "source": cfg.docker.nvidia_toolkit.source or None}
+    return data
 
 
 PROVENANCE = ("fingerprint", "git_commit", "build_time", "source_image")

@@ -119,7 +119,8 @@ def problem(ctx):
         return ("{} exists but the NVIDIA Container Toolkit's version is unknown (dpkg lists none of {}; "
                 "nvidia-ctk --version tells none)".format(binary, ", ".join(toolkit.PACKAGES)))
     if not toolkit.at_least(version, minimum):
-        return "NVIDIA Container Toolkit {} is older than {} ({})".format(version, minimum, CVES)
+        why = docker.nvidia_toolkit.source or CVES
+        return "NVIDIA Container Toolkit {} is older than {} ({})".format(version, minimum, why)
     return None
 
 

@@ -145,10 +145,23 @@ def pull_with_retries(ctx, name, space=None):
     raise StepError("docker pull {}: pull.retries must be at least 1".format(name))
 
 
-def _sizes(space, info):
-    """`, compressed A, unpacked B (xR)`: the measured ratio, to check pull.unpack_factor against."""
+def _sizes(space, info, used=None):
+    """`, compressed A, unpacked B (xR)`: the measured ratio, to check pull.unpack_factor against.
+
+    With the containerd image store `docker image inspect`'s Size is the image's packed size (moby
+    daemon/containerd: "the total size of the image's packed resources"), so the unpacked size is
+    taken from what the pull used on the disk (`used`: free space before less after), which holds
+    the compressed layers and the unpacked ones: the figure the space check estimates."""
+    if not space.compressed:
+        return ""
+    if space.store.kind == "containerd":
+        if not used or used <= 0:
+            return ", compressed {}".format(_size(space.compressed))
+        return ", compressed {}, {} used at {} (unpacked about x{:.2f}; estimated {})".format(
+            _size(space.compressed), _size(used), space.store.path, (used - space.compressed) / space.compressed,
+            _size(space.needed - MARGIN))
     unpacked = (info or {}).get("Size")
-    if not space.compressed or not isinstance(unpacked, int):
+    if not isinstance(unpacked, int):
         return ""
     return ", compressed {}, unpacked {} (x{:.2f})".format(_size(space.compressed), _size(unpacked),
                                                            unpacked / space.compressed)
@@ -175,7 +188,8 @@ def run(ctx):
                 raise StepError(space.shortage())
             attempts = pull_with_retries(ctx, name, space)
             note = " after {} tries".format(attempts) if attempts > 1 else ""
-            note += _sizes(space, _inspect(name))
+            used = space.free - storage.free_bytes(ctx.root(space.store.path))
+            note += _sizes(space, _inspect(name), used)
         if digest:
             info = _inspect(name)
             if not _has_digest(info, digest):

@@ -479,6 +479,59 @@ def test_sweep_deletes_expired_tagged_resources_only(adapter, boto):
     assert adapter.sweep(6 * 3600, dry_run=False) == []
 
 
+def packer_name(hours_ago: float) -> str:
+    """A name as Packer 1.6.6 gives its temporary security group and key pair: `packer_` and
+    uuid.TimeOrderedUUID(), whose first 8 hex digits are the Unix time (packer-plugin-sdk/uuid)."""
+    import secrets
+    when = int((datetime.now(timezone.utc) - timedelta(hours=hours_ago)).timestamp())
+    rest = secrets.token_hex(12)
+    return f"packer_{when:08x}-{rest[:4]}-{rest[4:8]}-{rest[8:12]}-{rest[12:]}"
+
+
+def test_sweep_finds_packer_1_6_6s_untagged_group_and_key_pair_by_name_and_age(adapter, aws_env, boto):
+    """#23 item 6: Packer 1.6.6 creates `packer_<uuid>` security groups ("Temporary group for Packer")
+    and key pairs without run_tags; a killed build leaves them. Sweep deletes the old, unused ones."""
+    ec2 = boto("ec2")
+    old, fresh = packer_name(7), packer_name(1)
+
+    def group(name, description="Temporary group for Packer", tags=None):
+        extra = {"TagSpecifications": [{"ResourceType": "security-group", "Tags": tags}]} if tags else {}
+        return ec2.create_security_group(GroupName=name, Description=description, **extra)["GroupId"]
+    leaked_sg = group(old)
+    young_sg = group(fresh)
+    used_sg = group(packer_name(8))
+    subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
+    ec2.create_network_interface(SubnetId=subnet, Groups=[used_sg])          # something still uses it
+    other_sg = group(packer_name(9), description="a team's own group")
+    tagged_sg = group(packer_name(9), tags=[{"Key": "team", "Value": "x"}])  # a current plugin's: run_tags
+    not_packer_sg = group("packer-like-but-not-uuid")
+
+    for name in (old, fresh, packer_name(10), "clara-keep"):
+        ec2.import_key_pair(KeyName=name, PublicKeyMaterial=KEY.encode())
+    in_use_key = packer_name(10)
+    ec2.import_key_pair(KeyName=in_use_key, PublicKeyMaterial=KEY.encode())
+    ec2.run_instances(ImageId="ami-0dl20250301", MinCount=1, MaxCount=1, KeyName=in_use_key)
+    created = {name: datetime.fromtimestamp(int(name[7:15], 16), timezone.utc)
+               for name in (old, fresh, in_use_key)}
+
+    def key_pair_age(parsed, **kwargs):     # moto stamps CreateTime "now"; EC2 keeps the creation time
+        for k in parsed.get("KeyPairs", []):
+            k["CreateTime"] = created.get(k["KeyName"], k["CreateTime"])
+    aws_env.add("after-call.ec2.DescribeKeyPairs", key_pair_age)
+    nameless_old = [n for n in (k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"])
+                    if n.startswith("packer_") and n not in created][0]     # CreateTime now: young
+
+    expected = sorted([leaked_sg, f"key-pair/{old}"])
+    assert sorted(adapter.sweep(6 * 3600, dry_run=True)) == expected
+    assert sorted(adapter.sweep(6 * 3600, dry_run=False)) == expected
+    groups = {g["GroupId"] for g in ec2.describe_security_groups()["SecurityGroups"]}
+    assert leaked_sg not in groups
+    assert {young_sg, used_sg, other_sg, tagged_sg, not_packer_sg} <= groups
+    keys = {k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]}
+    assert keys == {fresh, in_use_key, nameless_old, "clara-keep"}
+    assert adapter.sweep(6 * 3600, dry_run=False) == []
+
+
 # --- throttling and server errors ---------------------------------------------------------------
 
 def test_throttling_is_retried_and_recovers(adapter, aws_env):

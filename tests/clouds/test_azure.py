@@ -316,8 +316,8 @@ def test_publish_creates_gallery_definition_and_version(adapter, fake):
     profile = v["properties"]["publishingProfile"]
     assert v["properties"]["storageProfile"]["source"]["id"] == image.id
     assert profile["targetRegions"] == [
-        {"name": "eastus", "regionalReplicaCount": 1, "storageAccountType": "Standard_LRS"},
-        {"name": "westus2", "regionalReplicaCount": 1, "storageAccountType": "Standard_LRS"}]
+        {"name": "eastus", "regionalReplicaCount": 1, "storageAccountType": "Standard_LRS", "excludeFromLatest": True},
+        {"name": "westus2", "regionalReplicaCount": 1, "storageAccountType": "Standard_LRS", "excludeFromLatest": True}]
     assert profile["excludeFromLatest"] is True          # candidates are never "latest"
     eol = dt.datetime.fromisoformat(profile["endOfLifeDate"].replace("Z", "+00:00"))
     assert abs((eol - dt.datetime.now(dt.timezone.utc)) - dt.timedelta(days=180)) < dt.timedelta(minutes=5)
@@ -426,6 +426,51 @@ def test_promote_moves_channels_and_latest(adapter, fake):
 
     with pytest.raises(PublishError):
         adapter.promote(f"{RG}/providers/Microsoft.Compute/images/unknown", "stable")
+
+
+DEFINITION = VERSIONS.rsplit("/", 1)[0]
+
+
+def test_stable_becomes_latest_in_every_region_whatever_regional_flag_it_had(adapter, fake):
+    """The PATCH copies targetRegions back from a GET, and a target region has its own
+    excludeFromLatest (GalleryRP.json TargetRegion; `az sig image-version update --add
+    publishingProfile.targetRegions ... excludeFromLatest=true` sets it): a leftover regional true
+    kept `stable` out of "latest" in that region. Every region's flag now follows the channel."""
+    first, second = managed_image(fake, "20260301000000"), managed_image(fake, "20260315093012")
+    adapter.publish(first, "stable")
+    adapter.publish(second, "candidate")
+    v2 = version(fake, "2026.315.93012")
+    v2["properties"]["publishingProfile"]["targetRegions"][1]["excludeFromLatest"] = True    # westus2, by hand
+    fake.put_resource(v2["id"], v2)
+    adapter.promote(second.id, "stable")
+    assert fake.latest(DEFINITION, "eastus") == "2026.315.93012"
+    assert fake.latest(DEFINITION, "westus2") == "2026.315.93012"
+    adapter.promote(first.id, "stable")                   # the way back: the old one is latest again
+    assert fake.latest(DEFINITION, "westus2") == "2026.301.0"
+    for region in version(fake, "2026.315.93012")["properties"]["publishingProfile"]["targetRegions"]:
+        assert region["excludeFromLatest"] is True
+
+
+def test_the_version_patch_carries_its_storage_profile(adapter, fake):
+    """GalleryImageVersionUpdate.properties requires storageProfile (GalleryRP.json; the fake refuses
+    a PATCH without it, as the spec's schema does): the PATCH that moves "latest" sends the source."""
+    image = managed_image(fake)
+    adapter.publish(image, "stable")
+    assert version(fake, "2026.315.93012")["properties"]["storageProfile"]["source"]["id"] == image.id
+    assert fake.latest(DEFINITION, "eastus") == "2026.315.93012"
+
+
+def test_the_fake_refuses_a_version_patch_without_storage_profile(adapter, fake):
+    from azure.core.exceptions import HttpResponseError
+    from azure.mgmt.compute import models as cm
+    adapter.publish(managed_image(fake), "candidate")
+    with pytest.raises(HttpResponseError, match="Required parameter 'storageProfile' is missing"):
+        adapter.compute.gallery_image_versions.begin_update(
+            "clara-images", "clara_images", "clara-train", "2026.315.93012", cm.GalleryImageVersionUpdate(
+                publishing_profile=cm.GalleryImageVersionPublishingProfile(exclude_from_latest=False))).result()
+    adapter.compute.gallery_image_versions.begin_update(     # tags alone carry no properties: accepted
+        "clara-images", "clara_images", "clara-train", "2026.315.93012",
+        cm.GalleryImageVersionUpdate(tags={"a": "b"})).result()
 
 
 def test_revoke_takes_the_version_out_of_everything(adapter, fake):

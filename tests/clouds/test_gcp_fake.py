@@ -123,6 +123,24 @@ def test_filters_with_several_expressions_need_parentheses(fake):
         names('labels.a = "1" AND labels.b = "2"')
 
 
+def test_hyphenated_label_keys_are_filtered_unquoted_as_real_clients_do(fake):
+    """#23 item 15, settled: GCE's AIP-160 filters take `labels.<key-with-hyphens> = "v"` as written.
+    Evidence (docs/FIDELITY.md): compute.v1.json's `filter` ("filter nested fields ... based on
+    resource labels"); packer-plugin-googlecompute's image data source acceptance test against real
+    GCE (`labels.public-image=true`); Ray's GCP node provider (`(labels.ray-cluster-name = ...)`).
+    The adapter's own filters have that form, and the fake evaluates them."""
+    from google.cloud import compute_v1
+    from clouds.gcp.sdk import list_filter
+    from core.names import TAG_FINGERPRINT, TAG_VALIDATED
+    images = client(fake, "ImagesClient")
+    fake.add_image(PROJECT, "hit", labels={TAG_FINGERPRINT: "ab" * 16, TAG_VALIDATED: "true"})
+    fake.add_image(PROJECT, "miss", labels={TAG_FINGERPRINT: "cd" * 16, TAG_VALIDATED: "true"})
+    expression = list_filter(f'labels.{TAG_FINGERPRINT} = "{"ab" * 16}"', f'labels.{TAG_VALIDATED} = "true"')
+    assert expression == f'(labels.clara-fingerprint = "{"ab" * 16}") AND (labels.clara-validated = "true")'
+    found = images.list(request=compute_v1.ListImagesRequest(project=PROJECT, filter=expression))
+    assert [i.name for i in found] == ["hit"]
+
+
 # --- images.getFromFamily -------------------------------------------------------------------------
 
 def test_get_from_family_skips_deprecated_images_and_404s_when_none_is_left(fake):
@@ -152,6 +170,39 @@ def test_image_insert_needs_a_name_and_exactly_one_source(fake):
         images.insert_unary(project=PROJECT, image_resource=compute_v1.Image(
             name="two", source_image=source, source_disk="zones/us-central1-a/disks/d"))
     assert not [k for k in fake.images if k[1] in ("no-source", "two")]
+
+
+def test_inserting_an_existing_image_name_is_409_already_exists_and_changes_nothing(fake):
+    """As GCE answers (the fake's comment cites it): HTTP 409 on the insert, reason alreadyExists,
+    and google-cloud-compute raises Conflict; no operation runs."""
+    from google.api_core.exceptions import Conflict
+    from google.cloud import compute_v1
+    images = client(fake, "ImagesClient")
+    source = f"projects/{BASE_PROJECT}/global/images/{FAMILY}-v20250000"
+    existing = fake.add_image(PROJECT, "taken", labels={"keep": "me"})
+    operations = len(fake.operations)
+    with pytest.raises(Conflict, match="already exists") as caught:
+        images.insert_unary(request=compute_v1.InsertImageRequest(
+            project=PROJECT, request_id=str(uuid.uuid4()),
+            image_resource=compute_v1.Image(name="taken", source_image=source)))
+    assert caught.value.code == 409 and caught.value.errors[0]["reason"] == "alreadyExists"
+    assert fake.images[(PROJECT, "taken")] is existing and len(fake.operations) == operations
+
+
+def test_an_empty_deprecate_clears_the_deprecation(fake):
+    """images.deprecate: "If an empty request body is given, clears the deprecation status instead"."""
+    from google.cloud import compute_v1
+    doc = " ".join(fakes.discovery()["resources"]["images"]["methods"]["deprecate"]["description"].split())
+    assert "If an empty request body is given, clears the deprecation status instead" in doc
+    images = client(fake, "ImagesClient")
+    fake.add_image(PROJECT, "old")
+    op = images.deprecate_unary(project=PROJECT, image="old", deprecation_status_resource=compute_v1.DeprecationStatus(
+        state="DEPRECATED"))
+    wait_global(fake, op)
+    assert fake.images[(PROJECT, "old")]["deprecated"]["state"] == "DEPRECATED"
+    wait_global(fake, images.deprecate_unary(project=PROJECT, image="old",
+                                             deprecation_status_resource=compute_v1.DeprecationStatus()))
+    assert "deprecated" not in fake.images[(PROJECT, "old")]
 
 
 def test_unknown_and_snake_case_fields_are_refused(fake):

@@ -42,3 +42,10 @@ def one(findings, text: str):
     found = by_check(findings, text)
     assert len(found) == 1, f"expected one finding for {text!r}, got {found}"
     return found[0]
+
+
+@pytest.fixture(autouse=True)
+def runner_address(monkeypatch):
+    """What checkip.amazonaws.com would answer (the runner check reads it; no test reaches it)."""
+    from clouds import clients
+    monkeypatch.setattr(clients, "_public_address", lambda: "203.0.113.7")

@@ -32,7 +32,7 @@ def test_everything_in_place_passes(fake, manifest):
     who = one(found, "subscription and tenant")
     assert SUB in who.result and "00000000-0000-0000-0000-00000000fa4e" in who.result
     family = one(found, "standardNCASv3_T4Family vCPUs in eastus")
-    assert family.status == "ok" and "usage 0, limit 64, needed 16 vCPUs" in family.result
+    assert family.status == "ok" and "usage 0, limit 64, needed 8 vCPUs" in family.result
     base = manifest.clouds.azure.base_image
     assert one(found, "base image resolves").result == f"{base.publisher}:{base.offer}:{base.sku}:24.10.1"
     assert one(found, "gallery clara_images").status == "note"      # publishing creates it
@@ -42,8 +42,8 @@ def test_zero_family_quota_fails_with_the_quota_to_request(fake, manifest):
     fake.usages["eastus"] = {"standardNCASv3_T4Family": [0, 0]}
     found = doctor(manifest)
     line = one(found, "standardNCASv3_T4Family vCPUs in eastus")
-    assert line.status == "fail" and "limit 0, needed 16" in line.result
-    assert ">= 16 in eastus" in line.fix and "Quotas" in line.fix
+    assert line.status == "fail" and "limit 0, needed 8" in line.result
+    assert ">= 8 in eastus" in line.fix and "Quotas" in line.fix
     assert one(found, "Total Regional vCPUs in eastus").status == "ok"
 
 

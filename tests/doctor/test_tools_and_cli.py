@@ -65,7 +65,8 @@ def test_the_bake_stops_before_creating_anything(manifest, packer_version, monke
     from pipeline import bake
     with pytest.raises(PrerequisiteError, match="azure packer version: Packer 1.6.6"):
         bake.bake(manifest, ["azure"])
-    assert not (tmp_path / "build").exists()       # no bake id, no report folder, nothing rendered
+    # Only the read-only skip check ran before (#29.5: skip first, then the doctor): nothing rendered.
+    assert not (tmp_path / "build" / "render").exists()
 
 
 def _invoke(*args, env=None):

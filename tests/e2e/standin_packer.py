@@ -35,7 +35,7 @@ for i, arg in enumerate(args):
         key, _, value = args[i + 1].partition("=")
         variables[key] = value
 timestamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
-locals_ = {"timestamp": timestamp, "expires": timestamp[:12],
+locals_ = {"timestamp": timestamp, "expires": variables.get("expires") or timestamp[:12],
            "fingerprint_label": variables.get("fingerprint", "")[:32],
            "fingerprint_short": variables.get("fingerprint", "")[:12],
            "source_image_label": re.sub(r"[^a-z0-9_-]", "-", variables.get("source_image", "").lower())[:63]}
@@ -45,7 +45,8 @@ def value(text):
     if not isinstance(text, str):
         return text
     text = text[1:-1] if text.startswith('"') and text.endswith('"') else text
-    text = re.sub(r"\$\{var\.([a-z_]+)\}", lambda m: variables.get(m.group(1), ""), text)
+    # A variable's value as Packer sees it: the -var given, else the template's default.
+    text = re.sub(r"\$\{var\.([a-z_]+)\}", lambda m: effective.get(m.group(1), variables.get(m.group(1), "")), text)
     return re.sub(r"\$\{local\.([a-z_]+)\}", lambda m: locals_[m.group(1)], text)
 
 
@@ -105,12 +106,14 @@ def main() -> int:
 
 
 def create(builder: str, src: dict) -> str:
-    """Register the image in the fake cloud through the real SDK, as the builder would."""
+    """Launch the build VM the template describes and register the image in the fake cloud, through
+    the real SDKs, as the builder would; the build VM is deleted afterwards, as Packer's cleanup does."""
     from clouds import clients
     if builder == "googlecompute":
         from google.cloud import compute_v1
         name = value(src["image_name"])
         project = value(src["project_id"])
+        build_vm = gce_build_vm(src, project)
         image = compute_v1.Image(name=name, labels=labels(src["image_labels"]),
                                  source_image=f"projects/{value(src['source_image_project_id'][0])}/global/images/"
                                               f"{variables.get('source_image', 'base')}")
@@ -118,15 +121,19 @@ def create(builder: str, src: dict) -> str:
         ops = clients.gce("GlobalOperationsClient")
         while op.status != compute_v1.Operation.Status.DONE:
             op = ops.wait(project=project, operation=op.name)
+        gce_delete(project, *build_vm)
         artifact = name
     elif builder == "azure-arm":
         from azure.mgmt.compute import models
         sub = clients.azure_subscription(None)
         compute = clients.azure("azure.mgmt.compute.ComputeManagementClient", sub)
         name, group = value(src["managed_image_name"]), value(src["managed_image_resource_group_name"])
+        temp_group = azure_build_vm(src, sub, compute)
         result = compute.images.begin_create_or_update(group, name, models.Image(
             location=value(src["location"]), tags=labels(src["azure_tags"]),
             hyper_v_generation="V2")).result()
+        clients.azure("azure.mgmt.resource.resources.ResourceManagementClient", sub).resource_groups.begin_delete(
+            temp_group).result()
         artifact = result.id
     elif builder == "amazon-ebs":
         region = value(src["region"])
@@ -134,7 +141,9 @@ def create(builder: str, src: dict) -> str:
         filters = src["source_ami_filter"][0]
         base = sorted(ec2.describe_images(Owners=[value(o) for o in filters["owners"]])["Images"],
                       key=lambda i: i["CreationDate"])[-1]
-        run = ec2.run_instances(ImageId=base["ImageId"], InstanceType=value(src["instance_type"]), MinCount=1, MaxCount=1)
+        run = ec2.run_instances(ImageId=base["ImageId"], InstanceType=value(src["instance_type"]), MinCount=1, MaxCount=1,
+                                TagSpecifications=[{"ResourceType": "instance", "Tags": [
+                                    {"Key": k, "Value": v} for k, v in labels(src["run_tags"]).items()]}])
         instance = run["Instances"][0]["InstanceId"]
         ami = ec2.create_image(InstanceId=instance, Name=value(src["ami_name"]))["ImageId"]
         ec2.create_tags(Resources=[ami], Tags=[{"Key": k, "Value": v} for k, v in labels(src["tags"]).items()])
@@ -143,6 +152,80 @@ def create(builder: str, src: dict) -> str:
     else:
         raise SystemExit(f"stand-in packer: builder {builder} not supported")
     return artifact
+
+
+def gce_build_vm(src: dict, project: str) -> tuple[str, str]:
+    """instances.insert as googlecompute's step_create_instance makes it: the machine type, the
+    accelerators and on_host_maintenance (the plugin's default MIGRATE) from the template."""
+    from google.cloud import compute_v1
+    from clouds import clients
+    zone = value(src["zone"])
+    name = "packer-" + os.urandom(8).hex()
+    accelerators = []
+    if "accelerator_type" in src:
+        accelerators = [compute_v1.AcceleratorConfig(accelerator_type=value(src["accelerator_type"]),
+                                                     accelerator_count=int(value(src["accelerator_count"])))]
+    base = f"projects/{value(src['source_image_project_id'][0])}/global/images/{variables.get('source_image', 'base')}"
+    instance = compute_v1.Instance(
+        name=name, machine_type=f"zones/{zone}/machineTypes/{value(src['machine_type'])}",
+        labels=labels(src["labels"]), guest_accelerators=accelerators,
+        scheduling=compute_v1.Scheduling(on_host_maintenance=value(src.get("on_host_maintenance", "MIGRATE"))),
+        disks=[compute_v1.AttachedDisk(boot=True, auto_delete=True, initialize_params=compute_v1.AttachedDiskInitializeParams(
+            source_image=base, disk_size_gb=int(value(src["disk_size"]))))],
+        network_interfaces=[compute_v1.NetworkInterface(network="global/networks/default")])
+    op = clients.gce("InstancesClient").insert_unary(project=project, zone=zone, instance_resource=instance)
+    _gce_wait(project, zone, op)
+    return zone, name
+
+
+def gce_delete(project: str, zone: str, name: str) -> None:
+    from clouds import clients
+    _gce_wait(project, zone, clients.gce("InstancesClient").delete_unary(project=project, zone=zone, instance=name))
+
+
+def _gce_wait(project, zone, op):
+    from google.cloud import compute_v1
+    from clouds import clients
+    ops = clients.gce("ZoneOperationsClient")
+    while op.status != compute_v1.Operation.Status.DONE:
+        op = ops.wait(project=project, zone=zone, operation=op.name)
+    if op.error and op.error.errors:
+        raise SystemExit(f"stand-in packer: {op.error.errors[0].code}: {op.error.errors[0].message}")
+
+
+def azure_build_vm(src: dict, sub: str, compute) -> str:
+    """azure-arm's build VM in its temporary resource group (the group, a VNet, a NIC, the VM with the
+    template's vm_size, marketplace image and plan); returns the group, deleted after the image."""
+    from azure.mgmt.compute import models as cm
+    from azure.mgmt.network import models as nm
+    from clouds import clients
+    group, location, tags = value(src["temp_resource_group_name"]), value(src["location"]), labels(src["azure_tags"])
+    clients.azure("azure.mgmt.resource.resources.ResourceManagementClient", sub).resource_groups.create_or_update(
+        group, {"location": location, "tags": tags})
+    network = clients.azure("azure.mgmt.network.NetworkManagementClient", sub)
+    vnet = network.virtual_networks.begin_create_or_update(group, "pkrvn", nm.VirtualNetwork(
+        location=location, address_space=nm.AddressSpace(address_prefixes=["10.0.0.0/16"]),
+        subnets=[nm.Subnet(name="pkrsn", address_prefix="10.0.0.0/24")])).result()
+    nic = network.network_interfaces.begin_create_or_update(group, "pkrni", nm.NetworkInterface(
+        location=location, ip_configurations=[nm.NetworkInterfaceIPConfiguration(
+            name="ipconfig", subnet=nm.Subnet(id=vnet.subnets[0].id))])).result()
+    source = variables.get("source_image", "")
+    version = source.split(":")[3] if source.count(":") == 3 else "latest"
+    plan = src.get("plan_info", [None])[0]
+    user = value(src["ssh_username"])
+    compute.virtual_machines.begin_create_or_update(group, "pkrvm", cm.VirtualMachine(
+        location=location, tags=tags,
+        plan=cm.Plan(name=value(plan["plan_name"]), product=value(plan["plan_product"]),
+                     publisher=value(plan["plan_publisher"])) if plan else None,
+        hardware_profile=cm.HardwareProfile(vm_size=value(src["vm_size"])),
+        storage_profile=cm.StorageProfile(image_reference=cm.ImageReference(
+            publisher=value(src["image_publisher"]), offer=value(src["image_offer"]), sku=value(src["image_sku"]),
+            version=version)),
+        os_profile=cm.OSProfile(computer_name="pkrvm", admin_username=user, linux_configuration=cm.LinuxConfiguration(
+            disable_password_authentication=True, ssh=cm.SshConfiguration(public_keys=[cm.SshPublicKey(
+                path=f"/home/{user}/.ssh/authorized_keys", key_data="ssh-ed25519 AAAA stand-in")]))),
+        network_profile=cm.NetworkProfile(network_interfaces=[cm.NetworkInterfaceReference(id=nic.id)]))).result()
+    return group
 
 
 if __name__ == "__main__":

@@ -60,6 +60,54 @@ def built_images(fake):
     return [name for (project, name) in fake.images if project == "clara-images"]
 
 
+@pytest.fixture
+def inserted(gce, monkeypatch):
+    """The bodies of instances.insert the GCE fake received: Packer's build VM (packer-*) and the
+    test VM (clara-test-*)."""
+    seen = []
+    handle = gce.handle
+
+    def spy(method, path, query, body):
+        if method == "POST" and path.endswith("/instances"):
+            seen.append(body)
+        return handle(method, path, query, body)
+    monkeypatch.setattr(gce, "handle", spy)
+    return seen
+
+
+def gpu_build_site(tmp_path):
+    """The default manifest building on the test VM's machine type again (the T4 attached)."""
+    from manifests import DEFAULT
+    site = tmp_path / "gpu-build.yaml"
+    site.write_text(f"extends: {DEFAULT}\nclouds:\n  gcp:\n    build_machine_type: n1-standard-16\n")
+    return load_manifest(site)
+
+
+def test_the_default_builds_on_a_cpu_vm_and_tests_on_the_gpu(gce, env, inserted):
+    """#28: the strict fake sees Packer's build VM on n2-standard-8 without an accelerator (live
+    migration allowed), and the test VM on n1-standard-16 with the T4."""
+    (result,) = bake_module.bake(load_manifest(), ["gcp"])
+    assert result["status"] == "failed" and "check(s) failed" in result["error"]     # no GPU on the sshd
+    (build,) = [b for b in inserted if b["name"].startswith("packer-")]
+    (test,) = [b for b in inserted if b["name"].startswith("clara-test-")]
+    assert build["machineType"].endswith("/machineTypes/n2-standard-8")
+    assert not build.get("guestAccelerators") and build["scheduling"]["onHostMaintenance"] == "MIGRATE"
+    assert build["labels"]["clara-role"] == "build"
+    assert test["machineType"].endswith("/machineTypes/n1-standard-16")
+    assert [a["acceleratorType"].rsplit("/", 1)[1] for a in test["guestAccelerators"]] == ["nvidia-tesla-t4"]
+    assert test["scheduling"]["onHostMaintenance"] == "TERMINATE"
+    assert not gce.instances and not gce.disks                           # both deleted
+
+
+def test_a_manifest_can_still_build_on_the_gpu(gce, env, inserted, tmp_path):
+    (result,) = bake_module.bake(gpu_build_site(tmp_path), ["gcp"])
+    assert result["status"] == "failed" and "check(s) failed" in result["error"]
+    (build,) = [b for b in inserted if b["name"].startswith("packer-")]
+    assert build["machineType"].endswith("/machineTypes/n1-standard-16")
+    assert build["guestAccelerators"][0]["acceleratorType"].endswith("/acceleratorTypes/nvidia-tesla-t4")
+    assert build["scheduling"]["onHostMaintenance"] == "TERMINATE"
+
+
 def test_failed_checks_publish_nothing_and_leave_nothing(gce, env):
     results = bake_module.bake(load_manifest(), ["gcp"])
     (result,) = results
@@ -71,7 +119,7 @@ def test_failed_checks_publish_nothing_and_leave_nothing(gce, env):
     assert not gce.instances and not gce.disks and not gce.firewalls
     assert built_images(gce) == []                       # the unvalidated image was discarded
     assert not (env / "record").exists()                 # nothing published, record untouched
-    assert gce.count("POST", "/instances") == 1           # one test VM was really launched
+    assert gce.count("POST", "/instances") == 2           # Packer's build VM, then one test VM
 
 
 def test_a_second_bake_with_nothing_changed_builds_nothing(gce, env, clara_registry):
@@ -110,9 +158,10 @@ def test_packer_failure_leaves_nothing(gce, env, monkeypatch):
     assert built_images(gce) == [] and not gce.instances and not gce.firewalls
 
 
-def test_no_capacity_in_the_zone_builds_again_in_the_next(gce, env, monkeypatch):
+def test_no_capacity_in_the_zone_builds_again_in_the_next(gce, env, monkeypatch, tmp_path):
+    """On a GPU build size the build VM waits on GPU capacity: the zone fallbacks apply to it."""
     monkeypatch.setenv("STANDIN_PACKER_NO_CAPACITY", "us-central1-a")
-    (result,) = bake_module.bake(load_manifest(), ["gcp"], keep_failed=True)
+    (result,) = bake_module.bake(gpu_build_site(tmp_path), ["gcp"], keep_failed=True)
     assert result["status"] == "failed" and "check(s) failed" in result["error"]    # built, then tested
     log = next((env / "build" / "reports").rglob("gcp/bake.log")).read_text()
     assert "no GPU capacity for the build; building again with zone=us-central1-b" in log
@@ -120,9 +169,19 @@ def test_no_capacity_in_the_zone_builds_again_in_the_next(gce, env, monkeypatch)
     assert len(built_images(gce)) == 1
 
 
-def test_no_capacity_anywhere_fails_clearly_and_builds_nothing(gce, env, monkeypatch):
-    monkeypatch.setenv("STANDIN_PACKER_NO_CAPACITY", "us-central1-a,us-central1-b,us-central1-f")
+def test_a_cpu_build_size_is_not_moved_to_the_gpu_fallbacks(gce, env, monkeypatch):
+    """#28: a CPU build VM waits on no GPU capacity; the zone fallbacks are the test VM's only."""
+    monkeypatch.setenv("STANDIN_PACKER_NO_CAPACITY", "us-central1-a")
     (result,) = bake_module.bake(load_manifest(), ["gcp"])
+    assert result["status"] == "failed" and "ZONE_RESOURCE_POOL_EXHAUSTED" in result["error"]
+    log = next((env / "build" / "reports").rglob("gcp/bake.log")).read_text()
+    assert "building again with" not in log and " -var zone=" not in log
+    assert built_images(gce) == [] and not gce.instances
+
+
+def test_no_capacity_anywhere_fails_clearly_and_builds_nothing(gce, env, monkeypatch, tmp_path):
+    monkeypatch.setenv("STANDIN_PACKER_NO_CAPACITY", "us-central1-a,us-central1-b,us-central1-f")
+    (result,) = bake_module.bake(gpu_build_site(tmp_path), ["gcp"])
     assert result["status"] == "failed" and "ZONE_RESOURCE_POOL_EXHAUSTED" in result["error"]
     log = next((env / "build" / "reports").rglob("gcp/bake.log")).read_text()
     assert log.count("building again with") == 2                # a, then b, then f: three builds
@@ -148,7 +207,8 @@ def test_interrupt_while_the_test_vm_starts_tears_it_down_and_discards_the_image
 
     def interrupt_once_the_vm_exists():
         deadline = time.monotonic() + 60
-        while not gce.instances and time.monotonic() < deadline:
+        while (not any(name.startswith("clara-test-") for (_, _, name) in list(gce.instances))
+               and time.monotonic() < deadline):
             time.sleep(0.05)
         cancel.trigger()                    # what the main thread does on Ctrl-C or SIGTERM
     watcher = threading.Thread(target=interrupt_once_the_vm_exists, daemon=True)
@@ -158,7 +218,7 @@ def test_interrupt_while_the_test_vm_starts_tears_it_down_and_discards_the_image
     watcher.join()
     assert result["status"] == "interrupted", result
     assert time.monotonic() - start < 60
-    assert gce.count("POST", "/instances") == 1
+    assert gce.count("POST", "/instances") == 2           # Packer's build VM, then the test VM
     assert not gce.instances and not gce.disks and not gce.firewalls
     assert built_images(gce) == []                       # the unvalidated image was discarded
     assert not (env / "record").exists()

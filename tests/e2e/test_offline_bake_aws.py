@@ -80,3 +80,28 @@ def test_credentials_expiring_mid_bake_are_refused_before_packer_starts(env, bot
     assert result["status"] == "failed" and "before this bake may end" in result["error"]
     assert boto("ec2").describe_instances()["Reservations"] == []     # no build VM, no test VM
     assert boto("ec2").describe_images(Owners=["self"])["Images"] == []
+
+
+def test_the_default_builds_on_a_cpu_type_and_tests_on_the_gpu_type(env, boto):
+    """#28: moto sees Packer's build instance (run_tags clara-role=build) on m6i.2xlarge and the test
+    instance on g4dn.2xlarge."""
+    manifest = site_manifest(env, '    base_image: {owners: ["898082745236"], ssm_parameter: null}\n'
+                                  '    copy_regions: []\n')
+    (result,) = bake_module.bake(manifest, ["aws"])
+    assert result["status"] == "failed" and "check(s) failed" in result["error"]      # no GPU on the sshd
+    instances = [i for r in boto("ec2").describe_instances()["Reservations"] for i in r["Instances"]]
+    roles = {({t["Key"]: t["Value"] for t in i.get("Tags", [])}.get("clara-role")): i["InstanceType"] for i in instances}
+    assert roles == {"build": "m6i.2xlarge", "test": "g4dn.2xlarge"}
+
+
+def test_the_build_vm_expires_by_the_jobs_deadline(env, boto, monkeypatch):
+    """#29: CI sets CLARA_EXPIRES_BY to the job's deadline; Packer's build VM is stamped with it too
+    (it was always now + 6 h in the template), so the job's own sweep after a timeout finds it."""
+    monkeypatch.setenv("CLARA_EXPIRES_BY", "202612071517")
+    manifest = site_manifest(env, '    base_image: {owners: ["898082745236"], ssm_parameter: null}\n'
+                                  '    copy_regions: []\n')
+    bake_module.bake(manifest, ["aws"])
+    instances = [i for r in boto("ec2").describe_instances()["Reservations"] for i in r["Instances"]]
+    tags = [{t["Key"]: t["Value"] for t in i.get("Tags", [])} for i in instances]
+    build = [t for t in tags if t.get("clara-role") == "build"]
+    assert build and all(t["clara-expires"] == "202612071517" for t in build)

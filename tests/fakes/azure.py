@@ -298,6 +298,25 @@ class FakeArm:
             res = self.resources.get(resource_id.lower())
             return copy.deepcopy(res) if res else None
 
+    def latest(self, definition_id: str, region: str) -> str | None:
+        """The version `latest` gives in `region`: the highest Major.Minor.Patch that neither its
+        publishingProfile.excludeFromLatest nor its target region's own excludeFromLatest hides.
+        Sources: azure-rest-api-specs, Compute/stable/2026-03-03/GalleryRP.json: publishingProfile
+        ("If set to true, Virtual Machines deployed from the latest version of the Image Definition
+        won't use this Image Version") and TargetRegion.excludeFromLatest ("Contains the flag setting
+        to hide an image when users specify version='latest'"), a flag per region."""
+        with self.lock:
+            shown = []
+            for rid, res in self.resources.items():
+                if not rid.startswith(definition_id.lower() + "/versions/"):
+                    continue
+                profile = res.get("properties", {}).get("publishingProfile") or {}
+                regional = next((t for t in profile.get("targetRegions") or [] if t.get("name") == region), None)
+                if regional is None or profile.get("excludeFromLatest") or regional.get("excludeFromLatest"):
+                    continue
+                shown.append(tuple(int(x) for x in res["name"].split(".")))
+            return ".".join(map(str, max(shown))) if shown else None
+
     def ids(self, type_part: str = "") -> list[str]:
         """IDs of stored resources whose type contains type_part (e.g. "virtualMachines")."""
         with self.lock:
@@ -581,7 +600,7 @@ class FakeArm:
         res = self.resources.get(path.lower())
         if res is None:
             return self._error(404, "ResourceNotFound", f"The Resource '{path}' was not found.")
-        refused = self._refuse_tags(body.get("tags"))
+        refused = self._refuse_tags(body.get("tags")) or self._refuse_version_update(path, body)
         if refused:
             return refused
         _merge(res, body)
@@ -711,6 +730,20 @@ class FakeArm:
         if have != wanted:
             return self._error(400, "InvalidParameter", f"The Hyper-V generation of the source ({have}) does not "
                                f"match the gallery image definition's ({wanted}).", target="storageProfile.source")
+        return None
+
+    def _refuse_version_update(self, path: str, body: dict):
+        """A gallery image version's PATCH that carries `properties` carries its storageProfile too.
+        Source: azure-rest-api-specs, Compute/stable/2026-03-03/GalleryRP.json: GalleryImageVersionUpdate's
+        properties is GalleryImageVersionProperties, "required": ["storageProfile"] (also the type
+        azure-mgmt-compute 39.0.0 sends: GalleryImageVersionProperties.storage_profile "Required"), and the
+        spec's own update example (GalleryRP/stable/2024-03-03/examples/galleryExamples/
+        GalleryImageVersion_Update.json) sends storageProfile.source.id with the publishingProfile."""
+        if self._type_of(path).lower() != "microsoft.compute/galleries/images/versions" or "properties" not in body:
+            return None
+        if not (body["properties"] or {}).get("storageProfile"):
+            status, code, message, target = self._missing("storageProfile")
+            return self._error(status, code, message, target=target)
         return None
 
     def _references(self, resource_id: str) -> list[str]:

@@ -283,6 +283,12 @@ class FakeGCE:
         self.lock = threading.RLock()
         self.images: dict[tuple[str, str], dict] = {}      # (project, name)
         self.firewalls: dict[tuple[str, str], dict] = {}
+        # Networks (project, name) -> autoCreateSubnetworks, and subnetworks (project, region, name) ->
+        # network name. A new project has the auto-mode `default` network (an auto-mode network has a
+        # subnetwork in every region): https://cloud.google.com/vpc/docs/vpc#default-network
+        self.networks: dict[tuple[str, str], bool] = {}
+        self.subnetworks: dict[tuple[str, str, str], str] = {}
+        self.no_default_network: set[str] = set()            # projects whose `default` network was deleted
         self.instances: dict[tuple[str, str, str], dict] = {}  # (project, zone, name)
         self.disks: dict[tuple[str, str, str], dict] = {}
         self.operations: dict[str, dict] = {}
@@ -296,6 +302,7 @@ class FakeGCE:
         self.project_quotas: dict[str, list[float]] = {"GPUS_ALL_REGIONS": [DEFAULT_GPU_LIMIT, 0.0]}
         self.region_quotas: dict[str, dict[str, list[float]]] = {}
         self.not_offered: set[tuple[str, str]] = set()        # (zone, accelerator type)
+        self.project_metadata: dict[str, str] = {}            # commonInstanceMetadata (e.g. enable-oslogin)
         self.instances_end_in = "RUNNING"     # e.g. "TERMINATED": where new instances stop
         self.bugs: list[str] = []             # answers of the fake that broke the response schema
         self._faults: list[dict] = []
@@ -403,6 +410,9 @@ class FakeGCE:
         m = re.fullmatch(r"/compute/v1/projects/([^/]+)(?:/regions/([^/]+))?", path)
         if m and method == "GET":
             return self._region(*m.groups()) if m.group(2) else self._project(m.group(1))
+        m = re.fullmatch(r"/compute/v1/projects/([^/]+)/regions/([^/]+)/subnetworks/([^/]+)", path)
+        if m and method == "GET":
+            return self._subnetwork(*m.groups())
         m = re.fullmatch(r"/compute/v1/projects/([^/]+)/(global|zones/([^/]+))/(\w+)(?:/(.*))?", path)
         if not m:
             raise ApiError(404, f"no such path {path}")
@@ -421,7 +431,13 @@ class FakeGCE:
         return [{"metric": k, "limit": v[0], "usage": v[1]} for k, v in sorted(table.items())]
 
     def _project(self, project):
+        # Project.commonInstanceMetadata: "Metadata key/value pairs available to all instances contained
+        # in this project" (compute.v1.json), e.g. enable-oslogin
+        # (https://cloud.google.com/compute/docs/oslogin/set-up-oslogin).
+        items = [{"key": k, "value": v} for k, v in self.project_metadata.items()]
         return {"kind": "compute#project", "id": "1", "name": project, "quotas": self._quotas(self.project_quotas),
+                "commonInstanceMetadata": {"kind": "compute#metadata", "fingerprint": _fingerprint(items),
+                                           **({"items": items} if items else {})},
                 "selfLink": f"{self.url}/compute/v1/projects/{project}"}
 
     def _region(self, project, region):
@@ -429,6 +445,53 @@ class FakeGCE:
         table.update(self.region_quotas.get(region, {}))
         return {"kind": "compute#region", "id": "2", "name": region, "status": "UP",
                 "quotas": self._quotas(table), "selfLink": f"{self.url}/compute/v1/projects/{project}/regions/{region}"}
+
+    # --- networks (networks.get, subnetworks.get; what the doctor and instances.insert read) -------
+    def network_auto(self, project, name):
+        """autoCreateSubnetworks of the network, or None when it does not exist."""
+        if (project, name) in self.networks:
+            return self.networks[(project, name)]
+        return True if name == "default" and project not in self.no_default_network else None
+
+    def _networks(self, method, project, zone, rest, query, body):
+        if method != "GET" or not rest:
+            raise ApiError(404, f"the fake serves only networks.get, not {method} {rest!r}")
+        auto = self.network_auto(project, rest)
+        if auto is None:
+            raise ApiError(404, f"The resource 'projects/{project}/global/networks/{rest}' was not found", "notFound")
+        return {"kind": "compute#network", "id": "4", "name": rest, "autoCreateSubnetworks": auto,
+                "selfLink": f"{self.url}/compute/v1/projects/{project}/global/networks/{rest}"}
+
+    def _subnetwork(self, project, region, name):
+        network = self.subnetworks.get((project, region, name))
+        if network is None:
+            raise ApiError(404, f"The resource 'projects/{project}/regions/{region}/subnetworks/{name}' was not found",
+                           "notFound")
+        return {"kind": "compute#subnetwork", "id": "5", "name": name, "region": region, "ipCidrRange": "10.8.0.0/20",
+                "network": f"{self.url}/compute/v1/projects/{project}/global/networks/{network}",
+                "selfLink": f"{self.url}/compute/v1/projects/{project}/regions/{region}/subnetworks/{name}"}
+
+    def _check_nic(self, project, zone, nic, where):
+        """instances.insert: the network must exist; a custom-mode network needs a subnetwork of the
+        instance's region ("Invalid value for field 'resource.networkInterfaces[0]': ... Subnetwork
+        should be specified for custom subnetmode network")."""
+        m = re.search(r"(?:projects/([^/]+)/)?global/networks/([^/]+)$", nic.get("network", "global/networks/default"))
+        if not m:
+            raise _invalid(where + ".network", nic.get("network"), "Expected global/networks/NETWORK")
+        net_project, network = m.group(1) or project, m.group(2)
+        auto = self.network_auto(net_project, network)
+        if auto is None:
+            raise ApiError(404, f"The resource 'projects/{net_project}/global/networks/{network}' was not found")
+        region = zone.rsplit("-", 1)[0]
+        if nic.get("subnetwork"):
+            s = re.search(r"(?:projects/([^/]+)/)?regions/([^/]+)/subnetworks/([^/]+)$", nic["subnetwork"])
+            if not s or self.subnetworks.get((s.group(1) or project, s.group(2), s.group(3))) != network \
+                    or s.group(2) != region:
+                raise ApiError(400, f"Invalid value for field '{where}.subnetwork': '{nic['subnetwork']}'. "
+                                    "The referenced subnetwork resource cannot be found in this region and network.")
+        elif not auto:
+            raise ApiError(400, f"Invalid value for field '{where}': ''. Subnetwork should be specified for "
+                                "custom subnetmode network")
 
     def _acceleratorTypes(self, method, project, zone, rest, query, body):
         # acceleratorTypes.get answers 404 for a type the zone does not offer (gcloud compute
@@ -557,8 +620,13 @@ class FakeGCE:
             return head
         if method == "POST" and not rest:
             new = body["name"]
+            # An existing name: HTTP 409 on the insert itself, reason alreadyExists, before any
+            # operation (google-cloud-compute raised "Conflict: 409 POST .../global/images: The
+            # resource 'projects/P/global/images/N' already exists" in gardenlinux/gardenlinux#2016;
+            # "Error 409: The resource ... already exists, alreadyExists" in scylladb/scylla-machine-image#184).
             if (project, new) in self.images and not (rid and rid in self._request_ids):
-                raise ApiError(409, f"The resource 'projects/{project}/global/images/{new}' already exists")
+                raise ApiError(409, f"The resource 'projects/{project}/global/images/{new}' already exists",
+                               "alreadyExists")
             extra = {k: v for k, v in body.items() if k not in ("name", "family", "labels")}
             # "you must provide the full or partial URL of one of the following: rawDisk.source,
             # sourceDisk, sourceImage, sourceSnapshot" (Image.sourceImage, compute.v1.json)
@@ -603,6 +671,8 @@ class FakeGCE:
             return self._operation("images.setLabels", project, None, f"global/images/{name}", lambda: image.update(
                 labels=labels, labelFingerprint=_fingerprint(labels)), rid)
         if action == "deprecate":
+            # "If an empty request body is given, clears the deprecation status instead"
+            # (images.deprecate, compute.v1.json); state ACTIVE is taken to clear it too.
             state = body.get("state", "ACTIVE")
             # "The suggested replacement resource must be the same kind of resource as the deprecated
             # resource" (DeprecationStatus.replacement)
@@ -627,6 +697,10 @@ class FakeGCE:
             if (project, name) in self.firewalls and not (rid and rid in self._request_ids):
                 raise ApiError(409, f"The resource 'projects/{project}/global/firewalls/{name}' already exists")
             record = {**body, "id": str(next(_ids)), "creationTimestamp": ts(self._tick()), "kind": "compute#firewall"}
+            m = re.search(r"global/networks/([^/]+)$", body.get("network", "global/networks/default"))
+            if not m or self.network_auto(project, m.group(1)) is None:
+                raise ApiError(404, f"The resource 'projects/{project}/global/networks/"
+                                    f"{m.group(1) if m else body.get('network')}' was not found")
             return self._operation("firewalls.insert", project, None, f"global/firewalls/{name}",
                                    lambda: self.firewalls.__setitem__((project, name), record), rid)
         if (project, rest) not in self.firewalls:
@@ -667,6 +741,8 @@ class FakeGCE:
                                    family_ok=True)
             check_labels(body.get("labels", {}), "resource.labels")
             check_labels(params.get("labels", {}), "resource.disks[0].initializeParams.labels")
+            for i, nic in enumerate(body.get("networkInterfaces", [])):
+                self._check_nic(project, zone, nic, f"resource.networkInterfaces[{i}]")
 
             def effect():
                 disk_name = boot["initializeParams"].get("diskName", name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import struct
 import subprocess
 import time
@@ -22,7 +23,7 @@ from core.errors import PipelineError
 # --- fingerprint and cache -----------------------------------------------------------------------
 def test_fingerprint_changes_with_every_field():
     spec = BaseImageSpec()
-    variants = [replace(spec, suite="trixie"), replace(spec, mirror="http://mirror.example/debian"),
+    variants = [replace(spec, base="debian-12-classic"), replace(spec, mirror="http://mirror.example/debian"),
                 replace(spec, disk_size_gb=16), replace(spec, user="bob"),
                 replace(spec, extra_packages=("htop",))]
     prints = {baseimage.fingerprint(s) for s in [spec, *variants]}
@@ -44,8 +45,9 @@ def test_spec_is_frozen_hashable_and_validated():
     spec = BaseImageSpec(extra_packages=["htop", "jq"])
     assert spec.extra_packages == ("htop", "jq") and hash(spec)
     with pytest.raises(Exception):
-        spec.suite = "trixie"
-    for bad in (dict(user="Root Admin"), dict(disk_size_gb=1), dict(extra_packages=("x; rm -rf /",))):
+        spec.base = "debian-12-classic"
+    for bad in (dict(user="Root Admin"), dict(disk_size_gb=1), dict(extra_packages=("x; rm -rf /",)),
+                dict(base="debian-11-classic")):
         with pytest.raises(ValueError):
             BaseImageSpec(**bad)
 
@@ -143,6 +145,35 @@ def test_customize_script_is_valid_shell_and_bakes_no_keys():
                    "linux /vmlinuz root=LABEL=rootfs", "console=ttyS0", "initrd /initrd.img",
                    "search --no-floppy --label rootfs"):
         assert needed in script, needed
+
+
+def test_the_bases_and_the_manifest_name_the_same_choices():
+    from typing import get_args
+
+    from manifests.model import Local
+    assert set(get_args(Local.model_fields["base"].annotation)) == set(baseimage.BASES)
+    assert Local().base == baseimage.DEFAULT_BASE == BaseImageSpec().base
+    local = Local(base="debian-12-classic", disk_gb=12)
+    spec = BaseImageSpec.for_manifest(local)
+    assert (spec.suite, spec.containerd_store, spec.disk_size_gb) == ("bookworm", False, 12)
+    assert (BaseImageSpec().suite, BaseImageSpec().containerd_store) == ("trixie", True)
+    for name, base in baseimage.BASES.items():      # what the checks expect (validate/expect.py)
+        assert (Local(base=name).image_store == "containerd") == base.containerd_store
+
+
+def test_the_default_base_turns_the_containerd_store_on_before_docker_first_starts(tmp_path):
+    """Docker picks its image store at its first start: daemon.json must say containerd before it
+    (https://docs.docker.com/engine/storage/containerd/); the classic base writes no daemon.json."""
+    root = tmp_path / "root"
+    for spec, wanted in ((BaseImageSpec(), {"features": {"containerd-snapshotter": True}}),
+                         (BaseImageSpec(base="debian-12-classic"), None)):
+        lines = baseimage._daemon_json_lines(spec)
+        assert lines in baseimage.customize_script(spec)
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir()
+        subprocess.run(["sh", "-euc", 'R="$1"\n' + lines, "sh", str(root)], check=True)
+        path = root / "etc/docker/daemon.json"
+        assert (json.loads(path.read_text()) if path.exists() else None) == wanted
 
 
 def test_disk_layout_without_loop_devices(tmp_path):

@@ -219,6 +219,21 @@ def test_enough_space_pulls_and_reports_the_measured_ratio(monkeypatch, make_con
     assert any((auth or "").startswith("Basic ") for _, p, auth in reg.requests if p.startswith("/token"))
 
 
+def test_containerd_store_reports_what_the_pull_used_on_the_disk(monkeypatch, make_config, guest, reg):
+    """On the containerd store `docker image inspect`'s Size is the packed size (moby
+    daemon/containerd image.go, size(): "the total size of the image's packed resources"): the
+    unpacked ratio from it would read x1.00, as a real Debian 13 guest showed. The pull reports
+    what it used on the disk instead (compressed + unpacked) beside the estimate."""
+    docker = FakeDocker(containerd_store=True, unpacked=4100 * 10 ** 6)     # Size = packed
+    ctx, ref = setup(monkeypatch, make_config, guest, reg, docker)
+    free = iter([40 * 10 ** 9, 26 * 10 ** 9])                                # before and after the pull
+    monkeypatch.setattr(storage, "free_bytes", lambda path: next(free))
+    results, failed = runner.run(ctx, {"pull"})
+    assert failed is None
+    assert results[0].detail == ("pulled {}, compressed 4.1 GB, 14.0 GB used at /data/containerd (unpacked about "
+                                 "x2.41; estimated 14.4 GB)".format(ref))
+
+
 def test_a_full_disk_is_not_retried(monkeypatch, make_config, guest, reg, free, capsys):
     docker = FakeDocker(pull_error="failed to register layer: write /var/lib/docker/overlay2/x/diff/lib/a.so: "
                                    "no space left on device")

@@ -5,7 +5,6 @@ import os
 import stat
 import shutil
 import subprocess
-import sys
 
 import pytest
 
@@ -65,7 +64,8 @@ def test_broken_daemon_json_fails_and_is_left_untouched(make_config, guest, text
     assert not (guest / "etc/docker/daemon.json.bak").exists()
     summary = summary_of(proc)
     assert summary["failed"] == "nvidia_runtime"
-    assert [s["name"] for s in summary["steps"]] == ["driver_check", "umask", "docker_engine"]   # stops at the failure
+    assert [s["name"] for s in summary["steps"]] == ["driver_check", "fabric_manager", "umask",
+                                                      "docker_engine"]   # stops at the failure
 
 
 def test_empty_root_missing_files(make_config, tmp_path, capsys):
@@ -243,12 +243,12 @@ def test_launcher_content(make_config, guest, capsys):
     assert stat.S_IMODE(path.stat().st_mode) == 0o755
     assert text.startswith("#!/bin/bash\n")
     # NVIDIA's documented flags, as the member, with a writable $HOME, on the VM's loopback only.
-    assert ("docker_ run -d --name \"$NAME\" --restart unless-stopped --ipc=host --ulimit memlock=-1 "
-            "--ulimit stack=67108864 --gpus all") in text
-    assert '-u "$RUN_UID:$GID" -v /etc/passwd:/etc/passwd:ro -v /etc/group:/etc/group:ro' in text
-    assert '-e HOME="$RUN_HOME" -v "$CHOME:$RUN_HOME"' in text
-    assert '-p "127.0.0.1:8890:8888" -p "127.0.0.1:5000:5000" \\\n' in text
-    assert "SERVERS=(jupyter aiaa)" in text and "PORTS=(8890 5000)" in text and "GROUP=clara" in text
+    assert ("docker run -d --name \"$CONTAINER\" --restart unless-stopped --ipc=host --ulimit memlock=-1 "
+            "--ulimit stack=67108864 --security-opt no-new-privileges --cap-drop ALL --gpus all") in text
+    assert '-u "$RUN_UID:$GID" -v "$MINE/passwd:/etc/passwd:ro" -v "$MINE/group:/etc/group:ro"' in text
+    assert '-e HOME="$RUN_HOME" -e USER="$RUN_USER" -e LOGNAME="$RUN_USER" -v "$CHOME:$RUN_HOME"' in text
+    assert "SERVERS=(jupyter aiaa)" in text and "PORTS=(8890 5000)" in text and "CPORTS=(8888 5000)" in text
+    assert "GROUP=clara" in text and "MEMBERS=8 " in text
     assert "PROBES=(/api/status /v1/models)" in text and "TOKEN_SERVER=jupyter" in text
     assert "NAME=clara-train" in text and "Clara Train SDK v4.1 container" in text
     assert '-v "$WORKSPACE:/workspace"' in text and "WORKSPACE_SETTING=clara-workspace" in text
@@ -269,7 +269,7 @@ def test_launcher_without_gpus_or_annotation_server(make_config, guest, capsys):
     text = (guest / "usr/local/bin/clara-train").read_text()
     assert "--gpus" not in text and "SERVERS=(jupyter)" in text and "AIAA start" not in text
     assert """INNER='umask 0002; exec "$@"'""" in text
-    assert '-p "127.0.0.1:8890:8888" \\\n' in text       # 5000 is not published
+    assert "PORTS=(8890)" in text and "CPORTS=(8888)" in text       # 5000 is not published
 
 
 def test_launcher_is_the_workloads(make_config, guest, capsys):
@@ -283,141 +283,13 @@ def test_launcher_is_the_workloads(make_config, guest, capsys):
     assert not (guest / "usr/local/bin/clara-train").exists()
     text = (guest / "usr/local/bin/monai-label").read_text()
     assert "NAME=monai-label" in text and "SERVERS=(jupyter monailabel)" in text and "PROBES=(/api/status /info/)" in text
-    assert '-p "127.0.0.1:8890:8888" -p "127.0.0.1:8000:8000"' in text
+    assert "PORTS=(8890 8000)" in text and "CPORTS=(8888 8000)" in text
     assert """INNER='umask 0002; monailabel start_server --port 8000 & exec "$@"'""" in text
     assert "AIAA" not in text and "clara-train" not in text.replace("clara-bake", "")
     assert subprocess.run(["bash", "-n", str(guest / "usr/local/bin/monai-label")]).returncode == 0
 
 
-# --- the launcher's behaviour, with a fake docker and getent on PATH --------------------------------
-FAKE_DOCKER = """#!/bin/sh
-# Fake docker for the launcher tests: `run` records its arguments and, unless FAKE_MODE=dead,
-# starts the servers the container would (a python http.server per published port).
-state={state}
-echo "$1" >> "$state/calls"
-case "$1" in
-  ps) if [ ! -f "$state/running" ]; then case "$*" in *-a*State*) [ -f "$state/stopped" ] && echo exited ;; esac; exit 0; fi
-      case "$*" in *State*) [ "$FAKE_MODE" = dead ] && echo restarting || echo running ;; *) echo clara-train ;; esac
-      exit 0 ;;
-  inspect)
-    if [ ! -f "$state/running" ]; then echo "no such container" >&2; exit 1; fi
-    if [ "$FAKE_MODE" = dead ]; then echo "restarting 3"; else echo "running 0"; fi ;;
-  run)
-    shift; printf '%s\\n' "$@" > "$state/run-args"; touch "$state/running"
-    [ "$FAKE_MODE" = dead ] && exit 0
-    for port in $(printf '%s\\n' "$@" | sed -n 's/^127[.]0[.]0[.]1:\\([0-9]*\\):.*/\\1/p'); do
-      {python} -m http.server "$port" --bind 127.0.0.1 >/dev/null 2>&1 &
-      echo $! >> "$state/pids"
-    done ;;
-  logs)
-    if [ "$FAKE_MODE" = dead ]; then echo "==  Clara Train SDK ==" >&2
-    else echo "[I ServerApp] http://hostname:8888/lab?token=0123abcd" >&2; fi ;;
-  rm) rm -f "$state/running" "$state/stopped"; [ -f "$state/pids" ] && kill $(cat "$state/pids") 2>/dev/null; rm -f "$state/pids" ;;
-  exec) [ -f "$state/running" ] || {{ echo "Error response from daemon: No such container: clara-train" >&2; exit 1; }}
-        shift; printf '%s\\n' "$@" > "$state/exec-args" ;;
-esac
-exit 0
-"""
-FAKE_GETENT = """#!/bin/sh
-# Fake getent: this user's home is a temporary folder; the group is this user's own.
-case "$1" in
-  passwd) echo "$(id -un):x:$(id -u):$(id -g)::{home}:/bin/sh" ;;
-  group) [ "$2" = "$(id -gn)" ] && echo "$(id -gn):x:$(id -g):" || exit 2 ;;
-esac
-"""
-
-
-@pytest.fixture
-def launcher_run(make_config, guest, capsys, tmp_path):
-    """Run the written clara-train against the fakes; yields run(args, mode) -> CompletedProcess."""
-    import grp
-    group = grp.getgrgid(os.getgid()).gr_name
-    provision(capsys, "--root", guest, "--config", make_config({"launcher.group": group}), "--only", "launcher")
-    bin_dir, state, home = tmp_path / "bin", tmp_path / "state", tmp_path / "home"
-    for d in (bin_dir, state, home):
-        d.mkdir()
-    (bin_dir / "docker").write_text(FAKE_DOCKER.format(state=state, python=sys.executable))
-    (bin_dir / "getent").write_text(FAKE_GETENT.format(home=home))
-    for f in bin_dir.iterdir():
-        f.chmod(0o755)
-    sock = tmp_path / "docker.sock"
-    sock.write_text("")
-    script = tmp_path / "clara-train"
-    script.write_text((guest / "usr/local/bin/clara-train").read_text().replace("/var/run/docker.sock", str(sock)))
-
-    def run(args, mode="ok"):
-        env = dict(os.environ, PATH="{}:{}".format(bin_dir, os.environ["PATH"]), FAKE_MODE=mode,
-                   CLARA_START_TIMEOUT="20", CLARA_WORKSPACE=str(tmp_path / "ws"))
-        env.pop("SUDO_UID", None)
-        return subprocess.run(["bash", str(script)] + args, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
-    run.state, run.home, run.workspace, run.group = state, home, tmp_path / "ws", group
-    yield run
-    run(["stop"])
-
-
-def test_launcher_start_waits_for_jupyter_and_prints_the_tunnel(launcher_run):
-    proc = launcher_run(["start"])
-    assert proc.returncode == 0, proc.stderr
-    out = proc.stdout
-    assert "ssh -N -L 8890:localhost:8890 -L 5000:localhost:5000 " in out and "public address" in out
-    assert "http://localhost:8890/lab?token=0123abcd" in out and "token: 0123abcd" in out
-    assert "aiaa: http://localhost:5000/v1/models" in out
-    assert "10.0." not in out and "192.168." not in out             # never the private address
-    args = (launcher_run.state / "run-args").read_text().splitlines()
-    assert args[args.index("-u") + 1] == "{}:{}".format(os.getuid(), os.getgid())
-    assert "HOME={}".format(launcher_run.home) in args
-    assert "{}/.clara-train/home:{}".format(launcher_run.home, launcher_run.home) in args
-    assert args[-9:] == ["jupyter", "lab", "/workspace", "--ip", "0.0.0.0", "--port", "8888", "--allow-root",
-                         "--no-browser"]
-    ws = launcher_run.workspace.stat()
-    assert stat.S_IMODE(ws.st_mode) & 0o2070 == 0o2070 and ws.st_gid == os.getgid()   # setgid, group rwx
-    home = (launcher_run.home / ".clara-train/home").stat()
-    assert home.st_uid == os.getuid() and stat.S_IMODE(home.st_mode) == 0o700
-
-
-def test_launcher_start_asks_docker_only_what_it_needs(launcher_run):
-    """Each docker command costs a slow VM most of a second, all of it in the time to ready: a fresh
-    start removes nothing, and reads the token once, when the servers answer."""
-    assert launcher_run(["start"]).returncode == 0
-    calls = (launcher_run.state / "calls").read_text().split()
-    assert calls[:2] == ["ps", "run"] and "rm" not in calls and calls.count("logs") == 1, calls
-    assert launcher_run(["stop"]).returncode == 0
-    (launcher_run.state / "stopped").touch()                     # a stopped one holds the name
-    (launcher_run.state / "calls").unlink()
-    assert launcher_run(["start"]).returncode == 0
-    assert (launcher_run.state / "calls").read_text().split()[:3] == ["ps", "rm", "run"]
-
-
-def test_launcher_start_fails_when_the_container_does_not_serve(launcher_run):
-    """The image's entrypoint without a command: a shell exits, Docker restarts it in a loop."""
-    proc = launcher_run(["start"], mode="dead")
-    assert proc.returncode == 1
-    assert "clara-train is not serving: the container's command exited and Docker restarted it (3 restarts)" \
-        in proc.stderr
-    assert "  | ==  Clara Train SDK ==" in proc.stderr and "removed the container" in proc.stderr
-    assert "http://" not in proc.stdout and not (launcher_run.state / "running").exists()
-
-
-def test_launcher_exec_runs_as_the_member_with_the_shared_umask(launcher_run):
-    stopped = launcher_run(["exec", "true"])
-    assert stopped.returncode == 3 and "clara-train is not running; run clara-train start first" in stopped.stderr
-    assert launcher_run(["start"]).returncode == 0
-    (launcher_run.state / "calls").unlink()
-    proc = launcher_run(["exec", "touch", "/workspace/x"])
-    assert proc.returncode == 0, proc.stderr
-    args = (launcher_run.state / "exec-args").read_text().splitlines()
-    assert args[args.index("-u") + 1] == "{}:{}".format(os.getuid(), os.getgid())
-    assert args[args.index("-e") + 1] == "HOME={}".format(launcher_run.home)   # kept where it is writable
-    assert args[-6:] == ["/bin/sh", "-c", 'umask 0002; [ -w "$HOME" ] || HOME=/tmp; exec "$@"', "clara-train",
-                         "touch", "/workspace/x"]
-    assert (launcher_run.state / "calls").read_text().split() == ["exec"]      # one docker call
-
-
-def test_launcher_url_prints_the_token(launcher_run):
-    assert launcher_run(["start"]).returncode == 0
-    out = launcher_run(["url"]).stdout
-    assert ":8890/" in out and "token: 0123abcd" in out and ":5000/" in out
+# The launcher's behaviour, with several members, a fake docker and NSS-only users: test_launcher_team.py.
 
 
 def test_data_root_moves_existing_data(make_config, guest, capsys):

@@ -97,7 +97,7 @@ def test_values_come_from_the_manifest(manifest, tmp_path, cloud):
     if cloud == "aws":
         aws = manifest.clouds.aws
         assert unquote(src["region"]) == aws.region
-        assert placement("instance_type", "instance_type") == aws.instance_type
+        assert placement("instance_type", "instance_type") == aws.build_size()[1] == "m6i.2xlarge"   # #28: CPU build
         assert src["launch_block_device_mappings"][0]["volume_size"] == aws.root_volume_gb
         filters = src["source_ami_filter"][0]["filters"]
         assert unquote(filters['"name"']) == aws.base_image.name
@@ -105,16 +105,17 @@ def test_values_come_from_the_manifest(manifest, tmp_path, cloud):
         assert src["temporary_security_group_source_cidrs"] == ["${var.ssh_source_cidr}"]
     elif cloud == "gcp":
         gcp = manifest.clouds.gcp
-        assert unquote(src["on_host_maintenance"]) == "TERMINATE"
+        # #28: the build VM is build_machine_type without the accelerator (live migration allowed).
+        assert unquote(src["machine_type"]) == gcp.build_size()[1] == "n2-standard-8"
+        assert "accelerator_type" not in src and "on_host_maintenance" not in src
         assert placement("zone", "zone") == gcp.zone
-        assert unquote(src["accelerator_type"]).endswith("/acceleratorTypes/nvidia-tesla-t4")
         assert unquote(src["source_image_family"]) == gcp.base_image.family
         assert src["disk_size"] == gcp.disk_gb
         assert unquote(src["state_timeout"]) == "30m" and src["disable_default_service_account"] is True
         assert [unquote(t) for t in src["tags"]] == ["clara-build-${var.bake_id}"]  # the build_session's SSH rule targets it
     elif cloud == "azure":
         azure = manifest.clouds.azure
-        assert placement("vm_size", "vm_size") == azure.vm_size
+        assert placement("vm_size", "vm_size") == azure.build_size()[1] == "Standard_D8s_v5"   # #28: CPU build
         assert src["os_disk_size_gb"] == azure.os_disk_gb
         assert src["allowed_inbound_ip_addresses"] == ["${var.ssh_source_cidr}"]
         assert unquote(src["temp_resource_group_name"]) == "clara-build-${var.bake_id}"    # sweep finds it
@@ -225,7 +226,7 @@ def test_an_image_name_with_the_fingerprint_uses_the_bakes(manifest):
                                                      ("azure", True, True), ("local", False, False)])
 def test_build_user_removal_and_toolkit_follow_the_target(manifest, tmp_path, cloud, removed, toolkit):
     """Who deletes the build user decides skip_clean (the user can no longer remove Packer's script);
-    every GPU target requires the NVIDIA Container Toolkit >= 1.17.8, the local target none."""
+    every GPU target requires the NVIDIA Container Toolkit >= 1.19.1 (the manifest's floor), the local target none."""
     folder = render(manifest, cloud, tmp_path).folder
     config = json.loads((folder / "provision.json").read_text())
     assert config["generalize"]["remove_build_user"] is removed
@@ -234,6 +235,6 @@ def test_build_user_removal_and_toolkit_follow_the_target(manifest, tmp_path, cl
     assert [run["skip_clean"] for run in runs] == [removed]
     spec = config["docker"]["nvidia_toolkit"]
     if toolkit:
-        assert spec["min_version"] == "1.17.8" and spec["list_url"].startswith("https://nvidia.github.io/")
+        assert spec["min_version"] == "1.19.1" and spec["list_url"].startswith("https://nvidia.github.io/")
     else:
         assert spec is None

@@ -45,7 +45,8 @@ def test_removed_users_from_an_older_config():
 
 def test_expected_toolkit_per_target(configs):
     for cloud in ("aws", "gcp", "azure"):
-        assert expected_toolkit(configs[cloud], cloud) == {"expected": True, "min_version": "1.17.8"}
+        spec = expected_toolkit(configs[cloud], cloud)
+        assert spec["expected"] is True and spec["min_version"] == "1.19.1" and "CVE-2026-24260" in spec["source"]
     local = expected_toolkit(configs["local"], "local")
     assert local["expected"] is False and "no GPU" in local["reason_if_absent"]
 

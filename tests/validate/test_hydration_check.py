@@ -1,5 +1,6 @@
-"""validate/test_hydration.py against a scripted systemd: the unit must have run on this boot,
-succeeded and stamped what it read; turned off, it must not be enabled. The real unit runs in the
+"""validate/test_hydration.py against a scripted systemd and engine: the unit must have run on this
+boot, succeeded and stamped what it read, and have read the folder the engine keeps the layers in,
+about the pulled images' size (both image stores); turned off, it must not be enabled. The real unit runs in the
 local bake's test VM (tests/e2e, slow) and in the bench's lazy-disk figure."""
 from __future__ import annotations
 
@@ -11,15 +12,31 @@ from _pytest.outcomes import Failed, Skipped
 
 from validate import test_hydration
 
-ON = {"hydration": {"enabled": True, "timeout_s": 30}}
+REF = "nvcr.io/nvidia/clara-train-sdk:v4.1"
+ON = {"hydration": {"enabled": True, "timeout_s": 30}, "images": [{"ref": REF, "digest": None}]}
+IMAGE_SIZE = 15 << 30
+CONTAINERD = {"DockerRootDir": "/var/lib/docker", "Driver": "overlayfs",
+              "DriverStatus": [["driver-type", "io.containerd.snapshotter.v1"]]}
+CLASSIC = {"DockerRootDir": "/var/lib/docker", "Driver": "overlay2", "DriverStatus": [["Backing Filesystem", "extfs"]]}
+# What the helper stamps after reading containerd's root (Docker 29's default store).
+READ_STORE = {"files": 1500, "bytes": 31 << 30, "seconds": 310.0, "layers": "/var/lib/containerd",
+              "layer_bytes": 30 << 30, "paths": ["/var/lib/docker", "/usr/bin/docker", "/var/lib/containerd"]}
 
 
 class Systemd:
     """remote.root as the check uses it: `systemctl show` (states in turn, as systemd prints them;
     a unit that is not installed shows UnitFileState= empty and LoadState=not-found), `cat`."""
 
-    def __init__(self, enabled="enabled", states=(("inactive", "", 0),), stamp=None):
+    def __init__(self, enabled="enabled", states=(("inactive", "", 0),), stamp=None, info=CONTAINERD,
+                 containerd_root="/var/lib/containerd"):
         self.enabled, self.states, self.stamp = enabled, list(states), stamp
+        self.info, self.containerd_root = info, containerd_root
+
+    def docker_info(self):
+        return self.info
+
+    def image(self, ref):
+        return {"Size": IMAGE_SIZE} if ref == REF else None
 
     def root(self, cmd):
         if cmd.startswith("systemctl show") and "UnitFileState" in cmd:
@@ -29,6 +46,9 @@ class Systemd:
                     f"LoadState={'not-found' if missing else 'loaded'}\nActiveState={active}\nResult={result}\n"
                     f"ExecMainStartTimestampMonotonic={started}\n")
             return SimpleNamespace(rc=0, stdout=text, stderr="", command=cmd)
+        if cmd == "containerd config dump":
+            return SimpleNamespace(rc=0, stdout=f'version = 2\nroot = "{self.containerd_root}"\n[plugins]\n',
+                                   stderr="", command=cmd)
         if cmd.startswith("cat "):
             ok = self.stamp is not None
             return SimpleNamespace(rc=0 if ok else 1, stdout=json.dumps(self.stamp) if ok else "",
@@ -44,7 +64,7 @@ def no_sleep(monkeypatch):
 def test_passes_when_the_unit_ran_this_boot_and_stamped():
     remote = Systemd(states=[("activating", "success", 812), ("active", "success", 812),
                              ("inactive", "success", 812)],
-                     stamp={"files": 1500, "bytes": 2 << 30, "seconds": 31.0})
+                     stamp=READ_STORE)
     test_hydration.test_hydration_runs_once_on_first_boot(remote, ON)
     assert remote.states == [("inactive", "success", 812)]          # it waited for the unit to finish
 
@@ -57,6 +77,27 @@ def test_passes_when_the_unit_ran_this_boot_and_stamped():
     (Systemd(states=[("inactive", "success", 90)], stamp={"files": 0, "bytes": 0}), "read nothing"),
 ])
 def test_fails_naming_what_is_wrong(remote, words):
+    with pytest.raises(Failed, match=words):
+        test_hydration.test_hydration_runs_once_on_first_boot(remote, ON)
+
+
+def test_passes_on_the_classic_store_when_the_data_root_was_read():
+    stamp = dict(READ_STORE, layers="/var/lib/docker", paths=["/var/lib/docker", "/usr/bin/docker"])
+    test_hydration.test_hydration_runs_once_on_first_boot(
+        Systemd(states=[("inactive", "success", 9)], stamp=stamp, info=CLASSIC), ON)
+
+
+@pytest.mark.parametrize("stamp, containerd_root, words", [
+    # Before the fix on Docker 29: the data-root and the binaries, a few hundred MB, no layers' folder.
+    ({"files": 900, "bytes": 400 << 20, "seconds": 4.0, "start_files": 30, "start_bytes": 300 << 20},
+     "/var/lib/containerd", "much less|missed the layers"),
+    (dict(READ_STORE, bytes=31 << 30, layers="/var/lib/docker", layer_bytes=1 << 20), "/var/lib/containerd",
+     "engine keeps them in /var/lib/containerd/io.containerd.snapshotter.v1.overlayfs"),
+    (READ_STORE, "/mnt/docker/containerd-store", "engine keeps them in /mnt/docker/containerd-store"),
+    (dict(READ_STORE, layer_bytes=2 << 30), "/var/lib/containerd", "did not read the layers"),
+])
+def test_fails_when_it_read_the_wrong_folder(stamp, containerd_root, words):
+    remote = Systemd(states=[("inactive", "success", 9)], stamp=stamp, containerd_root=containerd_root)
     with pytest.raises(Failed, match=words):
         test_hydration.test_hydration_runs_once_on_first_boot(remote, ON)
 

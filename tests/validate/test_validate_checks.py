@@ -200,6 +200,18 @@ def test_gpu_mismatches():
     assert "lists 0" in checks.gpu_mismatches([], "T4", 1)[0]
 
 
+@pytest.mark.parametrize("name, model, matches", [
+    # nvidia-smi's names (--query-gpu=name): the model is a whole token, never a prefix of another.
+    ("NVIDIA L40S", "L4", False), ("NVIDIA A100-SXM4-40GB", "A10", False), ("Tesla P40", "P4", False),
+    ("NVIDIA A10G", "A10", False), ("NVIDIA H100 80GB HBM3", "H10", False),
+    ("NVIDIA L4", "L4", True), ("NVIDIA A100-SXM4-40GB", "A100", True), ("NVIDIA A100 80GB PCIe", "A100", True),
+    ("Tesla T4", "T4", True), ("Tesla T4", "t4", True), ("NVIDIA A10G", "A10G", True), ("Tesla P4", "P4", True),
+    ("NVIDIA H100 80GB HBM3", "H100", True), ("NVIDIA L40S", "L40S", True),
+])
+def test_gpu_model_is_matched_as_a_whole_token(name, model, matches):
+    assert (checks.gpu_mismatches([name], model, 1) == []) is matches
+
+
 def test_driver_problems():
     assert checks.driver_problems("570.172.08\n", 470, 579) == []
     (problem,) = checks.driver_problems("580.95.05\n", 470, 579)
