@@ -165,20 +165,22 @@ class Adapter(Doctor, CloudAdapter):
     def find_validated(self, fingerprint: str) -> Image | None:
         """The newest published image of this manifest with the fingerprint (only validated images
         are published), read from the facts beside it."""
-        found = []
+        found = [image for image, known in self._own_images() if known.get("fingerprint") == fingerprint]
+        if not found:
+            return None
+        newest = max(found, key=lambda path: path.stat().st_mtime)
+        return Image("local", str(newest), newest.name, "127.0.0.1", fingerprint, validated=True)
+
+    def _own_images(self):
+        """(disk, its facts) of each published disk of this manifest: the facts beside it name it."""
         for facts in images_dir().glob("*.qcow2.json"):
             image = facts.with_name(facts.name[:-len(".json")])
             try:
                 known = json.loads(facts.read_text())
             except (OSError, ValueError):
                 continue                   # unreadable facts: that image is not reused, it is rebuilt
-            if (known.get("fingerprint") == fingerprint and known.get("manifest") == self.manifest.name
-                    and image.exists() and not image.is_symlink()):
-                found.append(image)
-        if not found:
-            return None
-        newest = max(found, key=lambda path: path.stat().st_mtime)
-        return Image("local", str(newest), newest.name, "127.0.0.1", fingerprint, validated=True)
+            if known.get("manifest") == self.manifest.name and image.exists() and not image.is_symlink():
+                yield image, known
 
     def published(self) -> list[Published]:
         """This manifest's published disks (only validated images are published; the facts beside
@@ -188,14 +190,7 @@ class Adapter(Doctor, CloudAdapter):
         for link in self._links():
             pointing.setdefault(link.resolve(), []).append(link.name[len(prefix):-len(".qcow2")])
         found = []
-        for facts in images_dir().glob("*.qcow2.json"):
-            image = facts.with_name(facts.name[:-len(".json")])
-            try:
-                known = json.loads(facts.read_text())
-            except (OSError, ValueError):
-                continue
-            if known.get("manifest") != self.manifest.name or not image.exists() or image.is_symlink():
-                continue
+        for image, known in self._own_images():
             made = datetime.fromtimestamp(image.stat().st_mtime, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
             found.append(Published(str(image), image.name, (("127.0.0.1", str(image)),), known.get("fingerprint", "")[:32],
                                    made, tuple(sorted(pointing.get(image.resolve(), [])))))

@@ -197,3 +197,15 @@ def test_fsr_use_that_cannot_be_read_is_unknown(aws_env, tmp_path):  # noqa: F81
     line = one(found, "fast snapshot restore snapshots in us-east-1")
     assert line.status == "unknown" and "UnauthorizedOperation" in line.result
     assert [f for f in found if f.status == "fail"] == []
+
+
+def test_refused_reads_that_only_the_doctor_makes_are_unknown_not_fail(aws, aws_env):  # noqa: F811
+    """Outside review: Packer 1.6.6 calls DescribeVpcs only with vpc_filter and never
+    DescribeRouteTables (builder/amazon/common/step_network_info.go), and nothing in the bake calls
+    DescribeInstanceTypes: a policy without them may still bake, so the doctor must not stop it."""
+    quotas(aws, 64)
+    unauthorized_on(aws_env, "DescribeVpcs", "DescribeRouteTables", "DescribeInstanceTypes")
+    found = aws.doctor()
+    assert [f for f in found if f.status == "fail"] == []
+    assert one(found, "network gives the VMs a public address").status == "unknown"
+    assert one(found, f"vCPU quota for {aws.a.instance_type} in {aws.region}").status == "unknown"
