@@ -22,8 +22,8 @@ def public_subnet(boto, with_gateway=True):  # noqa: F811
     """A non-default VPC and subnet (MapPublicIpOnLaunch false, as every new subnet), routed to an
     internet gateway unless told otherwise."""
     ec2 = boto("ec2")
-    vpc = ec2.create_vpc(CidrBlock="10.77.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.77.1.0/24", AvailabilityZone="us-east-1b")["Subnet"]
+    vpc = ec2.create_vpc(CidrBlock="100.77.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="100.77.1.0/24", AvailabilityZone="us-east-1b")["Subnet"]
     assert not subnet.get("MapPublicIpOnLaunch")
     table = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
     ec2.associate_route_table(RouteTableId=table, SubnetId=subnet["SubnetId"])

@@ -37,10 +37,10 @@ def seed(fake, source="203.0.113.0/24", nsg=True):  # noqa: F811
             "name": "ssh", "properties": {"protocol": "Tcp", "direction": "Inbound", "access": "Allow", "priority": 100,
                                           "sourceAddressPrefix": source, "sourcePortRange": "*",
                                           "destinationAddressPrefix": "*", "destinationPortRange": "22"}}]}})
-    subnet = {"name": "gpu", "id": f"{VNET}/subnets/gpu", "properties": {"addressPrefix": "10.9.1.0/24",
+    subnet = {"name": "gpu", "id": f"{VNET}/subnets/gpu", "properties": {"addressPrefix": "100.73.1.0/24",
                                              **({"networkSecurityGroup": {"id": NSG}} if nsg else {})}}
     fake.put_resource(VNET, {"location": "eastus", "properties": {
-        "addressSpace": {"addressPrefixes": ["10.9.0.0/16"]}, "subnets": [subnet]}})
+        "addressSpace": {"addressPrefixes": ["100.73.0.0/16"]}, "subnets": [subnet]}})
 
 
 def doctor_line(manifest, monkeypatch, cidr="203.0.113.7/32"):

@@ -467,7 +467,7 @@ class FakeGCE:
         if network is None:
             raise ApiError(404, f"The resource 'projects/{project}/regions/{region}/subnetworks/{name}' was not found",
                            "notFound")
-        return {"kind": "compute#subnetwork", "id": "5", "name": name, "region": region, "ipCidrRange": "10.8.0.0/20",
+        return {"kind": "compute#subnetwork", "id": "5", "name": name, "region": region, "ipCidrRange": "100.72.0.0/20",
                 "network": f"{self.url}/compute/v1/projects/{project}/global/networks/{network}",
                 "selfLink": f"{self.url}/compute/v1/projects/{project}/regions/{region}/subnetworks/{name}"}
 
