@@ -59,7 +59,10 @@ def provision_config(manifest: Manifest, target, fingerprint: str) -> dict:
         "hydrate": {"enabled": manifest.hydration.enabled, "workers": manifest.hydration.workers,
                     "paths": [docker.data_root, "/usr/bin/dockerd", "/usr/sbin/dockerd", "/usr/bin/containerd",
                               "/usr/bin/containerd-shim-runc-v2", "/usr/bin/runc", "/usr/sbin/runc",
-                              "/usr/bin/docker"]},
+                              "/usr/bin/docker",
+                              # what starts with a container that publishes a port or asks for an init
+                              "/usr/bin/docker-proxy", "/usr/sbin/docker-proxy", "/usr/bin/docker-init",
+                              "/usr/sbin/docker-init"]},
         "generalize": {"deprovision": None, "remove_build_user": False,
                        "build_user": getattr(manifest.clouds.section(target.NAME), "ssh_username", None)},
         # driver_check: the build VM's nvidia-smi against the window, first of all (a target without a

@@ -92,6 +92,17 @@ def df_targets(text: str, count: int) -> list[str]:
     return lines
 
 
+def files_bytes(remote, folder: str) -> int:
+    """The sizes of the regular files under `folder` on the VM, each inode once (as the hydration
+    helper reads them: hard links are one file)."""
+    r = remote.root(f"find {folder} -xdev -type f -printf '%i %s\\n' | sort -u | awk '{{s += $2}} END {{print s + 0}}'")
+    require(r.rc == 0, f"cannot measure {folder}: {explain(r)}")
+    try:
+        return int(r.stdout.split()[0])
+    except (IndexError, ValueError):
+        raise CheckError(f"measuring {folder} gave {r.stdout.strip()[:200]!r}") from None
+
+
 def du_bytes(text: str) -> int:
     """Bytes from `du -sx --block-size=1 PATH`."""
     try:

@@ -8,7 +8,8 @@ And that it read the layers: the stamp names the folder provisioning found the l
 bytes read there; that folder must hold the one the engine keeps the layers in now (containerd's
 root with Docker 29's containerd image store, not the data-root), and what was read must not be
 much less than the pulled images' size: reading the wrong folder stamps "done" after a few
-hundred MB, and the first start still pays the lazy disk.
+hundred MB, and the first start still pays the lazy disk. On containerd's store the unpacked
+snapshots are held apart: the packed blobs beside them would otherwise make up the figure.
 """
 
 from __future__ import annotations
@@ -73,3 +74,12 @@ def _read_the_layers(remote, expect, figures: dict) -> None:
     require(in_store >= ENOUGH * size,
             f"{UNIT} read {in_store} bytes in {read_from}, but the pulled images are {size} bytes there: "
             f"it did not read the layers ({engine.describe()}, layers in {layers})")
+    if engine.containerd_store:
+        # containerd's root holds the packed blobs beside the unpacked snapshots, and the images'
+        # Size is the packed one: reading only the blobs passes the checks above. A start reads the
+        # snapshots, so what was read there is held to what the snapshotter's folder holds now.
+        unpacked = storage.files_bytes(remote, layers)
+        snapshots = figures.get("snapshot_bytes", 0)
+        require(snapshots >= ENOUGH * unpacked,
+                f"{UNIT} read {snapshots} bytes of the unpacked layers in {layers}, which hold {unpacked} bytes: "
+                f"it read the packed blobs, not what a container's start reads ({engine.describe()})")

@@ -104,6 +104,15 @@ def in_layers(path):
     return bool(LAYERS) and (path + "/").startswith(LAYERS.rstrip("/") + "/")
 
 
+def in_snapshots(path):
+    """Under containerd's root, the unpacked layers (what a start reads) are in its snapshotter's
+    folder, beside the packed blobs: counted apart, so reading only the blobs shows."""
+    if not in_layers(path):
+        return False
+    top = path[len(LAYERS.rstrip("/")) + 1:].split("/", 1)[0]
+    return top.startswith("io.containerd.snapshotter.v1.")
+
+
 def start_reads(name, mode):
     """Likely read by a start: shared libraries (x.so, x.so.1.2), executables, Python modules."""
     return name.endswith((".py", ".pyc", ".so")) or ".so." in name or bool(mode & 0o111)
@@ -150,14 +159,16 @@ def main():
         first_seconds = time.monotonic() - start
         rest_read = list(pool.map(read, rest))
     total = first_bytes + sum(rest_read)
-    layer_bytes = sum(n for (_size, path), n in zip(first + rest, first_read + rest_read) if in_layers(path))
+    done = list(zip(first + rest, first_read + rest_read))
+    layer_bytes = sum(n for (_size, path), n in done if in_layers(path))
+    snapshot_bytes = sum(n for (_size, path), n in done if in_snapshots(path))
     seconds = time.monotonic() - start
     os.makedirs(os.path.dirname(STAMP), exist_ok=True)
     with open(STAMP + ".tmp", "w") as f:
         json.dump({{"files": len(first) + len(rest), "bytes": total, "seconds": round(seconds, 1),
                    "start_files": len(first), "start_bytes": first_bytes,
                    "start_seconds": round(first_seconds, 1), "paths": PATHS,
-                   "layers": LAYERS, "layer_bytes": layer_bytes}}, f)
+                   "layers": LAYERS, "layer_bytes": layer_bytes, "snapshot_bytes": snapshot_bytes}}, f)
     os.replace(STAMP + ".tmp", STAMP)
     print("clara-hydrate: read {{}} files, {{:.0f}} MiB in {{:.1f}} s ({{:.0f}} MiB a start reads in {{:.1f}} s; "
           "{{:.0f}} MiB of the layers in {{}})".format(len(first) + len(rest), total / 2**20, seconds,

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -43,12 +44,20 @@ def data_extents(path: Path):
             offset = stop
 
 
+# The same real bake also moves Docker's data-root on the default base (Debian 13, containerd's image
+# store): containerd's root must follow it (provision/steps/data_root.py), which only a real guest shows.
+DATA_ROOT = "/srv/docker"
+
+
 def test_secrets_never_reach_logs_reports_record_or_the_image(tmp_path):
     env = {**os.environ, "CLARA_BUILD_DIR": str(tmp_path / "build"), "CLARA_RECORD_DIR": str(tmp_path / "record"),
            "NGC_API_KEY": CANARIES[0].decode(), "PKR_VAR_azure_client_secret": CANARIES[1].decode()}
+    manifest = tmp_path / "moved.yaml"
+    manifest.write_text(f"extends: {ROOT / 'manifests' / 'clara-train.yaml'}\ndocker:\n  data_root: {DATA_ROOT}\n")
     # The image's bytes are scanned whole, free blocks included: a secret written to disk and
     # deleted would still be found there.
-    result = subprocess.run([sys.executable, "-m", "invoke", "bake", "--cloud", "local", "--force"], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "invoke", "bake", "--cloud", "local", "--force",
+                             "--manifest", str(manifest)], cwd=ROOT,
                             env=env, capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for canary in CANARIES:
@@ -74,3 +83,11 @@ def test_secrets_never_reach_logs_reports_record_or_the_image(tmp_path):
     # The login really happened in the VM, so the test proves the logout and removal, not an absence.
     log = next((tmp_path / "build" / "reports").rglob("local/bake.log")).read_text()
     assert "registry_login: changed" in log
+    # The relocation on the containerd store, as the steps and the checks on the test VM saw it.
+    assert f"containerd image store (overlayfs snapshotter) under {DATA_ROOT}/containerd-store" in log, log[-3000:]
+    expect = json.loads(next((tmp_path / "build" / "reports").rglob("local/checks/expect.json")).read_text())
+    assert expect["image_store"] == "containerd"
+    junit = next((tmp_path / "build" / "reports").rglob("local/checks/junit.xml"))
+    cases = {c.get("name", "").split("[")[0]: list(c) for c in ET.parse(junit).iter("testcase")}
+    for check in ("test_image_layers_live_on_the_data_root", "test_hydration_runs_once_on_first_boot"):
+        assert cases.get(check) == [], f"{check}: {cases.get(check, 'did not run')}"    # ran, nothing failed or skipped

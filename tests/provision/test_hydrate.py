@@ -81,6 +81,25 @@ def test_the_helper_reads_every_file_once_and_stamps(guest, make_config, tmp_pat
     assert again.returncode == 0 and again.stdout == ""     # once per instance
 
 
+def test_the_helper_counts_the_unpacked_snapshots_apart_from_the_packed_blobs(guest, make_config, tmp_path):
+    """containerd's root holds both; a start reads the snapshots, which the check holds apart."""
+    run_cli("--root", guest, "--config", make_config(HYDRATE), "--only", "hydrate", check_rc=0)
+    root = tmp_path / "containerd"
+    sizes = {"io.containerd.content.v1.content/blobs/sha256/ab": 4000,
+             "io.containerd.snapshotter.v1.overlayfs/snapshots/1/fs/usr/lib/libx.so": 9000,
+             "io.containerd.snapshotter.v1.overlayfs/metadata.db": 300}
+    for name, size in sizes.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x" * size)
+    stamp = tmp_path / "done"
+    helper = tmp_path / "clara-hydrate"
+    helper.write_text(_point((guest / HELPER).read_text(), [str(root)], stamp, layers=str(root)))
+    out = subprocess.run([sys.executable, str(helper)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    figures = json.loads(stamp.read_text())
+    assert figures["layer_bytes"] == 13300 and figures["snapshot_bytes"] == 9300
+
+
 def test_what_a_start_reads_comes_first_small_before_large(guest, make_config, tmp_path):
     run_cli("--root", guest, "--config", make_config(HYDRATE), "--only", "hydrate", check_rc=0)
     data = tmp_path / "d"

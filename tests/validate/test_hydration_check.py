@@ -20,7 +20,9 @@ CONTAINERD = {"DockerRootDir": "/var/lib/docker", "Driver": "overlayfs",
 CLASSIC = {"DockerRootDir": "/var/lib/docker", "Driver": "overlay2", "DriverStatus": [["Backing Filesystem", "extfs"]]}
 # What the helper stamps after reading containerd's root (Docker 29's default store).
 READ_STORE = {"files": 1500, "bytes": 31 << 30, "seconds": 310.0, "layers": "/var/lib/containerd",
-              "layer_bytes": 30 << 30, "paths": ["/var/lib/docker", "/usr/bin/docker", "/var/lib/containerd"]}
+              "layer_bytes": 30 << 30, "snapshot_bytes": 16 << 30,
+              "paths": ["/var/lib/docker", "/usr/bin/docker", "/var/lib/containerd"]}
+UNPACKED = 16 << 30       # what the snapshotter's folder holds (find's sum of its files, each inode once)
 
 
 class Systemd:
@@ -28,9 +30,10 @@ class Systemd:
     a unit that is not installed shows UnitFileState= empty and LoadState=not-found), `cat`."""
 
     def __init__(self, enabled="enabled", states=(("inactive", "", 0),), stamp=None, info=CONTAINERD,
-                 containerd_root="/var/lib/containerd"):
+                 containerd_root="/var/lib/containerd", unpacked=UNPACKED):
         self.enabled, self.states, self.stamp = enabled, list(states), stamp
-        self.info, self.containerd_root = info, containerd_root
+        self.info, self.containerd_root, self.unpacked = info, containerd_root, unpacked
+        self.measured = []
 
     def docker_info(self):
         return self.info
@@ -49,6 +52,9 @@ class Systemd:
         if cmd == "containerd config dump":
             return SimpleNamespace(rc=0, stdout=f'version = 2\nroot = "{self.containerd_root}"\n[plugins]\n',
                                    stderr="", command=cmd)
+        if cmd.startswith("find "):
+            self.measured.append(cmd.split()[1])
+            return SimpleNamespace(rc=0, stdout=f"{self.unpacked}\n", stderr="", command=cmd)
         if cmd.startswith("cat "):
             ok = self.stamp is not None
             return SimpleNamespace(rc=0 if ok else 1, stdout=json.dumps(self.stamp) if ok else "",
@@ -67,6 +73,16 @@ def test_passes_when_the_unit_ran_this_boot_and_stamped():
                      stamp=READ_STORE)
     test_hydration.test_hydration_runs_once_on_first_boot(remote, ON)
     assert remote.states == [("inactive", "success", 812)]          # it waited for the unit to finish
+    assert remote.measured == ["/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs"]
+
+
+def test_on_the_containerd_store_reading_only_the_packed_blobs_fails():
+    """The blobs alone are about the images' packed Size and lie under containerd's root: without
+    the snapshots' own figure this passed (outside review of #24, point a)."""
+    blobs_only = dict(READ_STORE, layer_bytes=16 << 30, snapshot_bytes=0)
+    remote = Systemd(states=[("inactive", "success", 9)], stamp=blobs_only)
+    with pytest.raises(Failed, match="read the packed blobs, not what a container's start reads"):
+        test_hydration.test_hydration_runs_once_on_first_boot(remote, ON)
 
 
 @pytest.mark.parametrize("remote, words", [
@@ -83,8 +99,9 @@ def test_fails_naming_what_is_wrong(remote, words):
 
 def test_passes_on_the_classic_store_when_the_data_root_was_read():
     stamp = dict(READ_STORE, layers="/var/lib/docker", paths=["/var/lib/docker", "/usr/bin/docker"])
-    test_hydration.test_hydration_runs_once_on_first_boot(
-        Systemd(states=[("inactive", "success", 9)], stamp=stamp, info=CLASSIC), ON)
+    remote = Systemd(states=[("inactive", "success", 9)], stamp=stamp, info=CLASSIC)
+    test_hydration.test_hydration_runs_once_on_first_boot(remote, ON)
+    assert remote.measured == []        # the classic store keeps no packed copy beside the layers
 
 
 @pytest.mark.parametrize("stamp, containerd_root, words", [
