@@ -61,9 +61,11 @@ def _load(manifest):
 def _one_cloud(manifest, cloud):
     """The loaded manifest and the one cloud a task acts on (which the manifest must configure)."""
     m = _load(manifest)
-    (name,) = _clouds([cloud])
-    _require_section(m, name, manifest)
-    return m, name
+    names = _clouds([cloud], m)
+    if len(names) != 1:
+        raise Exit(f"--cloud {cloud!r}: this task acts on one cloud: one of {ONE}", code=2)
+    _require_section(m, names[0], manifest)
+    return m, names[0]
 
 
 def _require_section(m, cloud: str, manifest) -> None:
@@ -140,9 +142,10 @@ def _summary_table(results: list[dict]) -> None:
     "cloud": f"{ANY} (repeatable); clouds bake in parallel",
     "manifest": "manifest file (default manifests/clara-train.yaml)",
     "force": "rebuild even when a validated image with the same fingerprint exists",
-    "keep_failed": "keep an image whose checks failed (default: delete it)"})
+    "keep_failed": "keep an image whose checks failed (default: delete it)",
+    "vuln_data": "a folder of OSV data for the vulnerability gate instead of downloading (security.vuln_data)"})
 @_user_errors
-def bake(c, cloud, manifest=None, force=False, keep_failed=False):
+def bake(c, cloud, manifest=None, force=False, keep_failed=False, vuln_data=""):
     """Bake, test and publish golden images: render, Packer build, test VM checks, publish."""
     from pipeline.bake import bake as run_bake
     from pipeline.prereq import check_prerequisites
@@ -151,7 +154,10 @@ def bake(c, cloud, manifest=None, force=False, keep_failed=False):
     for name in clouds:
         _require_section(m, name, manifest)
     check_prerequisites(clouds)
-    results = run_bake(m, clouds, force=force, keep_failed=keep_failed)
+    if vuln_data and not Path(vuln_data).is_dir():
+        raise Exit(f"--vuln-data {vuln_data}: no such folder (expected OSV data: <ecosystem>/*.json or "
+                   "<ecosystem>/all.zip)", code=2)
+    results = run_bake(m, clouds, force=force, keep_failed=keep_failed, vuln_data=vuln_data or None)
     _summary_table(results)
     bad = [r["cloud"] for r in results if r["status"] in ("failed", "interrupted")]
     if bad:
@@ -273,8 +279,95 @@ def sweep(c, cloud, older_than="6h", dry_run=False, manifest=None):
     print(f"{name}: {verb} {len(found)} resource(s)" + "".join(f"\n  {r}" for r in found))
 
 
+@task(help={"cloud": ONE, "channel": "the channel to launch from (default stable)",
+            "name": "the VM's name (default clara-<you>-<yyyymmdd-hhmm>)",
+            "size": "instance type / machine type / VM size (default the manifest's first GPU size)",
+            "key": "your SSH public key (default ~/.ssh/id_ed25519.pub, then ~/.ssh/id_rsa.pub)",
+            "delete": "delete the launched VM of this name and everything launched with it",
+            "list": "list the VMs launched with `invoke launch`", "manifest": "manifest file"},
+      auto_shortflags=False)      # invoke would give --channel -h, which is --help's
+@_user_errors
+def launch(c, cloud, channel="stable", name="", size="", key="", delete="", list=False, manifest=None):
+    """Launch a VM from a published image for yourself (SSH from your address only), print the tunnel
+    and the notebook URL; --delete NAME removes it, --list shows them. `invoke sweep` never reaps these."""
+    from pipeline import launch as launching
+    m, cloud_name = _one_cloud(manifest, cloud)
+    if delete and list:
+        raise Exit("--delete and --list: give one of them", code=2)
+    if delete:
+        launching.delete(m, cloud_name, delete)
+    elif list:
+        launching.listing(m, cloud_name)
+    else:
+        launching.launch(m, cloud_name, channel=channel, name=name, size=size, key=key)
+
+
+@task(help={"image": "image ID (local: the qcow2 path)",
+            "cloud": f"{ONE} (default: the cloud whose store holds the image's SBOM)",
+            "format": "cyclonedx (as stored) or spdx (SPDX 2.3, converted with spdx-tools)",
+            "raw": "(re)write the stored SBOM from this raw inventory first (the sbom-raw.json a bake downloaded)",
+            "manifest": "manifest file"})
+@_user_errors
+def sbom(c, image, cloud="", format="cyclonedx", raw="", manifest=None):
+    """Print an image's SBOM (CycloneDX JSON, kept beside the record by the bake), or convert it to SPDX."""
+    from security import gate, sbom as sboms
+    if raw and not cloud:
+        raise Exit(f"--raw needs --cloud ({ONE}): the cloud whose store keeps the SBOM", code=2)
+    if cloud:
+        m, name = _one_cloud(manifest, cloud)
+    else:
+        m = _load(manifest)
+        name = gate.find_cloud(m, image)
+    print(sboms.for_cli(m.name, name, image, format, Path(raw) if raw else None), end="")
+
+
+@task(help={"image": "image ID (local: the qcow2 path)",
+            "cloud": f"{ONE} (default: the cloud whose store holds the image's SBOM)",
+            "json": "print JSON instead of the table",
+            "vuln_data": "a folder of OSV data (<ecosystem>/all.zip or *.json) instead of downloading",
+            "manifest": "manifest file"})
+@_user_errors
+def scan(c, image, cloud="", json=False, vuln_data="", manifest=None):
+    """Scan an image's stored SBOM against OSV data under the manifest's security policy; exit 1 when refused."""
+    from security import gate
+    if cloud:
+        m, name = _one_cloud(manifest, cloud)
+    else:
+        m = _load(manifest)
+        name = gate.find_cloud(m, image)
+    verdict = gate.evaluate(m, name, image, vuln_data=vuln_data or None)
+    gate.show(verdict, as_json=json)
+    if verdict.refused:
+        raise Exit(code=1)
+
+
+@task(help={"image": "image ID (local: the qcow2 path)",
+            "cloud": f"{ONE} (default: the cloud whose record holds the image)",
+            "key": "public key to check the signature with (default: the one stored beside the provenance)",
+            "json": "print JSON instead of the table", "manifest": "manifest file"})
+@_user_errors
+def verify(c, image, cloud="", key="", json=False, manifest=None):
+    """Check an image's signed provenance, and that its record entry, SBOM and cloud labels agree; exit 1 if not."""
+    from clouds.base import adapter
+    from core.errors import CloudError
+    from security import verify as check
+    m = _load(manifest)
+    name = _clouds([cloud])[0] if cloud else check.find_cloud(m.name, image, TARGETS)
+    _require_section(m, name, manifest)
+    labels, problem = None, ""
+    try:
+        labels = adapter(name, m, log=lambda _: None).labels(image)
+    except CloudError as exc:       # reported as a failed check beside the others
+        problem = str(exc)
+    result = check.verify(m.name, name, image, labels=labels, labels_error=problem,
+                          public_key=Path(key) if key else None)
+    check.show(result, as_json=json)
+    if not result.ok:
+        raise Exit(code=1)
+
+
 @task(help={"quick": "only check that every benchmark still runs (for CI)", "out": "also write the figures (JSON) to this file",
-            "only": "run only these, comma-separated: startup, offline, lazy, local, recipe, ready",
+            "only": "run only these, comma-separated: startup, offline, lazy, scan, local, recipe, ready",
             "payload": "the stand-in's size for `ready`: MIB,LAYERS,FILES,START_MIB (default 3072,8,3000,2048)"})
 def bench(c, quick=False, out="", only="", payload=""):
     """Run the benchmarks under bench/ and print their figures (docs/BENCHMARKS.md)."""

@@ -4,7 +4,7 @@ run the benchmarks and print their figures as JSON.
 --quick (CI): the fast benchmarks run once with small sizes, to prove they still run. Without it,
 the local-target benchmarks run too (cold/warm bake and re-provisioning; the bake against a
 hand-run recipe; time to ready and the lazy disk with a multi-GB stand-in): over an hour on 2
-cores. --only picks some of: startup, offline, lazy, local, recipe, ready. --payload sets the
+cores. --only picks some of: startup, offline, lazy, sbom, scan, local, recipe, ready. --payload sets the
 stand-in's size for `ready` (default bench/ready.py PAYLOAD).
 Figures and how they were taken: docs/BENCHMARKS.md.
 """
@@ -18,7 +18,7 @@ import time
 
 from . import common
 
-FAST = ("startup", "offline", "lazy")
+FAST = ("startup", "offline", "lazy", "sbom", "scan")
 LOCAL = ("local", "recipe", "ready")        # real VMs; not in --quick
 
 

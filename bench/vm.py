@@ -19,7 +19,7 @@ from .common import ROOT
 
 # The provisioning a manual procedure runs in a VM from the base image: every step but the checks
 # of a build (driver_check) and the sealing of an image (generalize).
-STEPS = "umask,docker_engine,nvidia_runtime,data_root,compose,registry_login,pull,launcher,hydrate,inventory"
+STEPS = "security_updates,umask,docker_engine,nvidia_runtime,data_root,compose,registry_login,pull,launcher,hydrate,inventory"
 CLEANUP_GRACE_S = 300       # for Packer or the bake to clean up after SIGINT, as packer/build.py waits
 READY = ("clara-train start >/dev/null 2>&1 || sudo clara-train start >/dev/null; "
          "for i in $(seq 1 2400); do curl -fs 127.0.0.1:{j}/ >/dev/null && curl -fs 127.0.0.1:{a}/ >/dev/null "

@@ -67,6 +67,20 @@ class Published:
     channels: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Launched:
+    """A team member's VM from a published image (not a test VM: no expiry, never swept)."""
+    cloud: str
+    name: str               # the name the user gave or the default `clara-<user>-<yyyymmdd-hhmm>`
+    id: str                 # instance ID / instance name / VM resource ID / local: the QEMU pid file's name
+    image_id: str
+    host: str               # address SSH answers on
+    user: str               # SSH user to log in as (the caller's OS Login user on GCP where OS Login is on)
+    port: int = 22
+    zone: str = ""          # region/zone/resource group where the cloud's CLI needs it
+    resources: tuple[str, ...] = ()   # everything created, what --delete removes
+
+
 _REGISTRY: dict[str, type["CloudAdapter"]] = {}
 
 
@@ -165,6 +179,36 @@ class CloudAdapter(abc.ABC):
         """`invoke doctor`'s read-only checks of this cloud (clouds.findings.Finding each; see
         clouds/<cloud>/doctor.py): none by default."""
         return []
+
+    # --- optional: the supply chain's digests on the published image (#25, security/provenance.py) ---
+    def label(self, image_id: str, labels: dict[str, str]) -> None:
+        """Set these tags/labels on a published image, keeping its others (nothing by default)."""
+
+    def labels(self, image_id: str) -> dict[str, str] | None:
+        """The image's tags/labels, as `label` wrote them; None: this target keeps none."""
+        return None
+
+    # --- optional: `invoke launch` (a team member's VM from a published image) --------------------
+    def launch(self, image_id: str, name: str, public_key: str, runner_cidr: str, size: str = "") -> Launched:
+        """Start a VM from `image_id` named `name`, SSH admitted from `runner_cidr` only."""
+        raise CloudError(f"the {self.name} target cannot launch a VM (`invoke launch` is not supported there)")
+
+    def delete_launched(self, name: str) -> list[str]:
+        """Remove everything `launch` created for `name`; what it deleted. Unknown name: CloudError."""
+        raise CloudError(f"the {self.name} target cannot launch a VM, so it has none named {name!r} to delete")
+
+    def delete_launched_vm(self, vm: Launched) -> list[str]:
+        """Remove a VM `launch` just returned (its rollback): by what it recorded (vm.resources) where
+        the target overrides this, since new tags may not be listed yet; by name by default."""
+        return self.delete_launched(vm.name)
+
+    def launched(self) -> list[Launched]:
+        """This manifest's launched VMs (for `invoke launch --list`)."""
+        raise CloudError(f"the {self.name} target cannot launch a VM, so it cannot list launched ones")
+
+    def tunnel_command(self, vm: Launched, local_port: int, remote_port: int) -> list[str]:
+        """The command that forwards localhost:local_port to the VM's remote_port over SSH."""
+        return ["ssh", "-N", "-L", f"{local_port}:localhost:{remote_port}", "-p", str(vm.port), f"{vm.user}@{vm.host}"]
 
 
 def _abstract(cls) -> set[str]:

@@ -93,12 +93,13 @@ def without_channels(tags: dict[str, str]) -> dict[str, str]:
 # --- launching a test VM ------------------------------------------------------------------------------
 
 @contextmanager
-def rolled_back_on_failure(cloud: str, log: Callable[[str], None],
-                           delete: Callable[[list[str]], None]) -> Iterator[list[str]]:
+def rolled_back_on_failure(cloud: str, log: Callable[[str], None], delete: Callable[[list[str]], None],
+                           what: str = "the test VM") -> Iterator[list[str]]:
     """Yields the list a launch records what it creates in (before each create call, so an
     interrupted wait still finds it). On any failure or interrupt, everything in it is deleted,
     to the end even in a cancelled bake, and the error goes on: pipeline errors and interrupts as
-    they are, anything else as a CloudError (one paragraph, never a traceback)."""
+    they are, anything else as a CloudError (one paragraph, never a traceback). `what` names what
+    was launched in that error (a test VM, or a team member's VM)."""
     created: list[str] = []
     try:
         yield created
@@ -112,7 +113,7 @@ def rolled_back_on_failure(cloud: str, log: Callable[[str], None],
                 log(f"{cloud}: cleanup after the failed launch also failed: {cleanup}")
         if isinstance(exc, PipelineError) or not isinstance(exc, Exception):
             raise
-        raise CloudError(f"{cloud}: launching the test VM failed: {type(exc).__name__}: {exc}") from exc
+        raise CloudError(f"{cloud}: launching {what} failed: {type(exc).__name__}: {exc}") from exc
 
 
 def _first_line(exc: BaseException) -> str:

@@ -14,6 +14,11 @@ TAG_BUILD_TIME = "clara-build-time"    # provenance, set by Packer on the image
 # What a bake creates is named with these prefixes, so `sweep` finds what a killed bake left.
 BUILD_PREFIX = "clara-build-"          # Packer's build VM: GCE network tag and firewall, Azure's resource group
 TEST_PREFIX = "clara-test-"            # test VMs, their firewalls and work folders
+# `invoke launch`: a team member's VM, never swept (no bake ID, no expiry, role "launched"). Its
+# firewall, security group and network resources carry the prefix; everything it creates, TAG_LAUNCH.
+LAUNCH_PREFIX = "clara-launch-"
+TAG_LAUNCH = "clara-launch"            # the launched VM's name
+ROLE_LAUNCHED = "launched"             # TAG_ROLE of what `invoke launch` creates
 
 # The checks log in to a test VM as this user on every cloud. It differs from every build user
 # (Packer's `packer`, the distribution's `ubuntu`), so the hygiene check can prove the build

@@ -33,6 +33,8 @@ VARIABLES = {
     "CLARA_REGISTRY_ENDPOINTS": "REGISTRY=URL,... pointing a registry's API elsewhere (a mirror, a fake)",
     "CLARA_TEST_VM_ADDRESS": "host:port where SSH to a test VM goes instead (offline tests)",
     "CLARA_TEST_VM_USER": "the user the checks log in as instead of the adapter's",
+    "CLARA_SIGNER": "how provenance is signed: key (default: security.signing.key or the per-user key) or sigstore (keyless, in GitHub Actions)",
+    "CLARA_OSV_URL": "the base URL of OSV's per-ecosystem exports (default its public bucket; a local server in tests)",
 }
 
 
@@ -79,7 +81,8 @@ def record_dir(on_this_host: bool) -> Path:
     found = value("CLARA_RECORD_DIR")
     if found:
         return Path(found)
-    return ROOT / "build" / "published" if on_this_host else ROOT / "published"
+    # The local record follows CLARA_BUILD_DIR (tests and other checkouts' builds keep theirs apart).
+    return build_dir() / "published" if on_this_host else ROOT / "published"
 
 
 # --- tools and endpoints -------------------------------------------------------------------------
@@ -103,6 +106,14 @@ def poll_interval(default: float) -> float:
         return float(found)
     except ValueError:
         raise PipelineError(f"CLARA_POLL_INTERVAL={found!r}: expected a number of seconds such as 0 or 2.5") from None
+
+
+OSV_EXPORTS = "https://osv-vulnerabilities.storage.googleapis.com"
+
+
+def osv_url() -> str:
+    """CLARA_OSV_URL: where `<ecosystem>/all.zip` is downloaded from (default OSV's public bucket)."""
+    return (value("CLARA_OSV_URL") or OSV_EXPORTS).rstrip("/")
 
 
 def gce_endpoint() -> str | None:

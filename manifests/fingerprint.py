@@ -27,6 +27,11 @@ def fingerprint(manifest: Manifest, cloud: str, *, base_image: str | None = None
                 digests: dict[str, str] | None = None) -> str:
     data = manifest.model_dump(mode="json", by_alias=True)
     data["clouds"] = {cloud: data["clouds"].get(cloud)}
+    # The gate's policy, its data and the signing key judge an image, they do not make it: a new
+    # allowlist entry must not rebuild every cloud (a stricter policy rebuilds through the scheduled
+    # bake's rescan, security/gate.py rebuild_reason). Applying the security updates does make it.
+    security = data.pop("security", None) or {}
+    data["security_updates"] = security.get("apply_updates")
     h = hashlib.sha256()
     h.update(json.dumps(data, sort_keys=True, separators=(",", ":")).encode())
     h.update(f"\0template-epoch={TEMPLATE_EPOCH}\0cloud={cloud}\0".encode())

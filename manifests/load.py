@@ -77,6 +77,9 @@ def _first_error(source: Source, exc: ValidationError) -> ManifestError:
     elif kind == "literal_error":
         message = "is not one of the allowed values"
         allowed = error["ctx"]["expected"]
+    elif kind.startswith("date"):
+        message = "is not a date"
+        allowed = "a date such as 2027-01-31 (YYYY-MM-DD)"
     if isinstance(value, dict):
         has_value = False
     return ManifestError(file, message, key=_dotted(loc), line=line, value=value,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import date
 from typing import ClassVar, Iterator, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -274,6 +275,46 @@ class GpuDeclaration(Model):
     @property
     def capability(self) -> Optional[float]:
         return self.compute_capability or gpus.CAPABILITY.get(self.family)
+
+
+
+# --- security (#25): the vulnerability gate's policy ----------------------------------------
+
+SEVERITIES = ("critical", "high", "medium", "low")     # most severe first; security/policy.py orders by it
+
+
+class ScanThreshold(Model):
+    """When findings refuse an image: at `fail_on` or above ("none": never), counting only findings
+    with a fixed version when `fixable_only`."""
+    fail_on: Literal["critical", "high", "medium", "low", "none"] = "high"
+    fixable_only: bool = True
+
+
+class AllowEntry(Model):
+    """A finding the site accepts, until `expires`: an expired entry allows nothing and itself fails the gate."""
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:+-]{2,80}$")       # CVE-..., GHSA-..., DSA-..., PYSEC-...
+    package: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9.+_-]{0,127}$")   # null: any package
+    reason: str = Field(min_length=1, max_length=300)
+    expires: date
+
+
+class Signing(Model):
+    """The provenance's signing key (security/provenance.py): "" = the per-user local key, made on first use."""
+    key: str = ""                                       # a PEM (PKCS#8) ed25519 private key file
+
+
+class Security(Model):
+    """Supply chain: the vulnerability gate (security/policy.py; host and container judged separately), the
+    OS's security updates and the provenance's signing key."""
+    apply_updates: bool = True                          # the OS's security updates during the bake (provision/steps/security_updates.py)
+    signing: Signing = Signing()
+    offline: Literal["warn", "fail"] = "warn"           # no vulnerability data reachable: say so, or refuse
+    vuln_data: str = ""                                 # a folder of OSV data instead of downloading it
+    host: ScanThreshold = ScanThreshold(fail_on="high")
+    container: ScanThreshold = ScanThreshold(fail_on="critical")
+    # A record that gives no severity (most of Debian's) counts as this one, so it is never a silent pass.
+    unknown_severity: Literal["critical", "high", "medium", "low"] = "high"
+    allowlist: tuple[AllowEntry, ...] = ()
 
 
 # --- per cloud -----------------------------------------------------------------------------
@@ -751,6 +792,7 @@ class Manifest(Model):
     validation: Validation = Validation()
     retention: Retention = Retention()
     hydration: Hydration = Hydration()
+    security: Security = Security()
     clouds: Clouds
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)

@@ -71,6 +71,8 @@ def provision_config(manifest: Manifest, target, fingerprint: str) -> dict:
         "host_driver_image": {"enabled": work.host_driver_image},
         # fabric_manager: NVIDIA Fabric Manager at the driver's version where a size has NVSwitches.
         "fabric_manager": {"enabled": _has_nvswitch(manifest, target.NAME)},
+        # security_updates: the distribution's <codename>-security upgrades, early (manifest security.apply_updates).
+        "security_updates": {"apply": manifest.security.apply_updates},
     }
     return _merge(config, target.provision_overrides(manifest))
 

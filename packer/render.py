@@ -15,6 +15,7 @@ from pathlib import Path
 from core.errors import RenderError
 from manifests import Manifest
 from manifests.fingerprint import PROVISION_DIR, fingerprint, provision_files
+from provision.steps import NAMES as STEP_NAMES
 
 from . import hcl
 from .hcl import Block, Expr, Template
@@ -23,6 +24,10 @@ from .sources import target as get_target
 from .sources.common import PIPELINE_VERSION, names as make_names
 
 GUEST_DIR = "/tmp/clara-provision"
+# The guest's steps, from its own list: all but generalize, then the SBOM download, then generalize.
+GENERALIZE = "generalize"
+BEFORE_SBOM_DOWNLOAD = tuple(name for name in STEP_NAMES if name != GENERALIZE)
+SBOM_RAW_GUEST = "/var/lib/clara-image/sbom-raw.json"       # provision/steps/sbom_collect.PATH
 HEADER = "# Rendered by `invoke render` from the manifest. Do not edit: change the manifest.\n"
 TEMPLATE, PLUGINS, CONFIG, PLAN = "template.pkr.hcl", "plugins.pkr.hcl", "provision.json", "plan.json"
 
@@ -43,6 +48,9 @@ def _common_variables(manifest: Manifest, fp: str) -> list[Block]:
         ("git_commit", "unknown", False, "The pipeline's git commit, for provenance."),
         ("source_image", "", False, "The base image ID the bake resolved, for provenance."),
         ("image_digests", "{}", False, "JSON {ref: digest} pinned at bake time."),
+        # The bake passes a path of its own per run; rendering stays the same bytes.
+        ("sbom_raw", "", False, "Where the guest's raw SBOM inventory is downloaded (empty: sbom-raw.json "
+                                "beside this template)."),
         # The bake passes clouds.common.expiry(): 6 h, or CI's job deadline (CLARA_EXPIRES_BY) when sooner.
         ("expires", "", False, "The build VM's expiry tag (YYYYMMDDhhmm UTC; empty: 6 hours from now)."),
     ]
@@ -67,6 +75,7 @@ def _locals() -> Block:
     block.set("fingerprint_label", Expr("substr(var.fingerprint, 0, 32)"))
     block.set("fingerprint_short", Expr("substr(var.fingerprint, 0, 12)"))
     block.set("expires", Expr('var.expires != "" ? var.expires : formatdate("YYYYMMDDhhmm", timeadd(timestamp(), "6h"))'))
+    block.set("sbom_raw", Expr('var.sbom_raw != "" ? var.sbom_raw : "${path.root}/sbom-raw.json"'))
     # Label values allow only [a-z0-9_-] on GCE: the same sanitised value everywhere.
     block.set("source_image_label",
               Expr('substr(regex_replace(lower(var.source_image), "[^a-z0-9_-]", "-"), 0, 63)'))
@@ -102,10 +111,20 @@ def _build(manifest: Manifest, target, fp: str) -> Block:
     run.set("use_env_var_file", True)
     run.set("remote_folder", "/dev/shm")
     run.set("execute_command", "sudo -E sh -c '. {{ .EnvVarFile }} && sh {{ .Path }}'")
-    run.set("inline", [f"cd {GUEST_DIR} && python3 -m provision --config {CONFIG}"])
-    # Provisioning deleted the build user (generalize.remove_build_user: Azure's deprovision, GCP's
+    run.set("inline", [f"cd {GUEST_DIR} && python3 -m provision --config {CONFIG} --only {','.join(BEFORE_SBOM_DOWNLOAD)}"])
+    # The guest's raw inventory (provision/steps/sbom_collect.py) comes back to the host for the SBOM,
+    # before generalize: that may delete the build user, whose SSH session Packer downloads with.
+    download = build.add(Block("provisioner", ("file",)))
+    download.set("direction", "download")
+    download.set("source", SBOM_RAW_GUEST)
+    download.set("destination", Expr("local.sbom_raw"))
+    last = build.add(Block("provisioner", ("shell",)))
+    last.set("remote_folder", "/dev/shm")
+    last.set("execute_command", "sudo sh {{ .Path }}")
+    last.set("inline", [f"cd {GUEST_DIR} && python3 -m provision --config {CONFIG} --only {GENERALIZE}"])
+    # generalize deleted the build user (generalize.remove_build_user: Azure's deprovision, GCP's
     # userdel), who can no longer remove the script; it is in /dev/shm (RAM), not in the image.
-    run.set("skip_clean", provision_config(manifest, target, fp)["generalize"]["remove_build_user"])
+    last.set("skip_clean", provision_config(manifest, target, fp)["generalize"]["remove_build_user"])
     post = build.add(Block("post-processor", ("manifest",)))
     post.set("output", "packer-manifest.json")
     post.set("strip_path", False)      # the qemu artifact is a file path: keep it whole

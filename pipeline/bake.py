@@ -42,7 +42,8 @@ def git_commit() -> str:
         return "unknown"
 
 
-def bake(manifest: Manifest, clouds: list[str], *, force: bool = False, keep_failed: bool = False) -> list[dict]:
+def bake(manifest: Manifest, clouds: list[str], *, force: bool = False, keep_failed: bool = False,
+         vuln_data: str | None = None) -> list[dict]:
     """Per cloud, in parallel: the record reconciled with the cloud and the skip check (read-only, in
     seconds); then the doctor for the clouds that will bake, and only then the bakes. A run with
     nothing changed never asks for what a bake needs (a GPU quota held by others does not fail it)."""
@@ -53,11 +54,12 @@ def bake(manifest: Manifest, clouds: list[str], *, force: bool = False, keep_fai
     cancel.reset()
     runs = [CloudRun(bake_id, cloud, reports) for cloud in clouds]
     with cancel.sigterm_as_interrupt(), ThreadPoolExecutor(max_workers=len(runs)) as pool:
-        checked = [f.result() for f in _wait([pool.submit(check_cloud, manifest, run, force=force) for run in runs])]
+        checked = [f.result() for f in _wait([pool.submit(check_cloud, manifest, run, force=force, vuln_data=vuln_data)
+                                              for run in runs])]
         building = [c for c in checked if c.result is None]
         if building and not cancel.cancelled():   # the doctor, for what the bake will use: a missing quota stops it here
             require(manifest, [c.run.cloud for c in building])
-        _wait([pool.submit(build_cloud, manifest, c, keep_failed=keep_failed) for c in building])
+        _wait([pool.submit(build_cloud, manifest, c, keep_failed=keep_failed, vuln_data=vuln_data) for c in building])
     results = [c.result for c in checked]
     (reports / "summary.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     return results
@@ -107,7 +109,7 @@ def _failed(run: CloudRun, exc: BaseException) -> dict:
     return run.finish("failed", error=f"{type(exc).__name__}: {exc}", log=str(run.log_file))
 
 
-def check_cloud(manifest: Manifest, run: CloudRun, *, force: bool) -> Checked:
+def check_cloud(manifest: Manifest, run: CloudRun, *, force: bool, vuln_data: str | None = None) -> Checked:
     """The record reconciled with what the cloud published, the base image resolved, and the skip
     check: read-only, no VM. Runs before the doctor, so it needs no GPU quota."""
     from clouds.base import adapter as get_adapter
@@ -124,7 +126,12 @@ def check_cloud(manifest: Manifest, run: CloudRun, *, force: bool) -> Checked:
         checked = Checked(run, adapter=adapter, base=base, digests=digests, fp=fp)
         if not force:
             existing = adapter.find_validated(fp)
-            if existing is not None:
+            # Nothing changed, but the published image may carry a fixable finding the policy now
+            # refuses (new vulnerability data, a stricter policy): the scheduled bake rebuilds it.
+            reason = _rescan(manifest, cloud, existing.id, vuln_data, run) if existing is not None else None
+            if reason:
+                run.say(f"rebuilding: nothing changed (fingerprint {fp[:12]}), but {reason}", "yellow")
+            elif existing is not None:
                 run.say(f"skipped: validated image {existing.id} already has fingerprint {fp[:12]} "
                         "(nothing changed; --force rebuilds)", "cyan")
                 checked.result = run.finish("skipped", image=existing.id, fingerprint=fp)
@@ -133,30 +140,44 @@ def check_cloud(manifest: Manifest, run: CloudRun, *, force: bool) -> Checked:
         return Checked(run, error=exc)
 
 
-def build_cloud(manifest: Manifest, checked: Checked, *, keep_failed: bool) -> None:
+def _rescan(manifest: Manifest, cloud: str, image_id: str, vuln_data: str | None, run: CloudRun) -> str | None:
+    from security.gate import rebuild_reason
+    try:
+        return rebuild_reason(manifest, cloud, image_id, vuln_data=vuln_data)
+    except PipelineError as exc:       # no data, a damaged SBOM: the skip stands, said
+        run.say(f"could not rescan {image_id}: {exc}", "yellow")
+        return None
+
+
+def build_cloud(manifest: Manifest, checked: Checked, *, keep_failed: bool, vuln_data: str | None = None) -> None:
     run = checked.run
     try:
         if checked.error is not None:
             raise checked.error
-        checked.result = _bake_cloud(manifest, checked, keep_failed=keep_failed)
+        checked.result = _bake_cloud(manifest, checked, keep_failed=keep_failed, vuln_data=vuln_data)
     except Exception as exc:  # noqa: BLE001 - reported per cloud (_failed)
         checked.result = _failed(run, exc)
 
 
-def _bake_cloud(manifest: Manifest, checked: Checked, *, keep_failed: bool) -> dict:
+def _bake_cloud(manifest: Manifest, checked: Checked, *, keep_failed: bool, vuln_data: str | None = None) -> dict:
     from publish import record
+    from security.provenance import utc_now
     from validate.expect import expectations
+    from . import supply
     from .testvm import check_image
 
     run, cloud, adapter = checked.run, checked.run.cloud, checked.adapter
     base, digests, fp = checked.base, checked.digests, checked.fp
     cancel.check()
+    started = utc_now()
     with run.stage("render"):
         folder = render(manifest, cloud, settings.render_dir()).folder
     config = json.loads((folder / CONFIG).read_text())
     with adapter.build_session(run) as extra:
-        variables = {"bake_id": run.bake_id, "fingerprint": fp, "git_commit": git_commit(), "source_image": base.id,
-                     "image_digests": json.dumps(digests, sort_keys=True), "expires": expiry(), **extra.get("vars", {})}
+        commit = git_commit()
+        variables = {"bake_id": run.bake_id, "fingerprint": fp, "git_commit": commit, "source_image": base.id,
+                     "image_digests": json.dumps(digests, sort_keys=True), "expires": expiry(),
+                     "sbom_raw": str(supply.raw_path(run)), **extra.get("vars", {})}
         env = dict(extra.get("env", {}))
         if manifest.registry_login and os.environ.get(manifest.registry_login.password_env):
             env["PKR_VAR_registry_password"] = os.environ[manifest.registry_login.password_env]
@@ -179,14 +200,18 @@ def _bake_cloud(manifest: Manifest, checked: Checked, *, keep_failed: bool) -> d
                 if not result.ok:
                     raise ValidationFailed(f"{result.failed} check(s) failed: " + "; ".join(result.failures[:3]),
                                            log=str(run.dir / "checks" / "junit.xml"))
+            with run.stage("scan"):
+                judged = supply.judge(manifest, run, image, fp, vuln_data=vuln_data)
             with run.stage("publish"):
                 regions = adapter.publish(image, CANDIDATE)
                 published_id = regions.get(image.region) or next(iter(regions.values()), image.id)
+                judged = supply.keep_under(manifest, run, image, published_id, judged, fp)
                 entry = {"id": published_id, "name": image.name, "regions": regions, "fingerprint": fp,
                          "source_image": base.id, "build_time": artifact.custom_data.get("build_time", ""),
                          "bake_id": run.bake_id, "report": str(run.dir),
                          "validation": {"passed": True, "checks": result.summary()},
-                         "ready": result.ready, **({"launch": f} if (f := record.launch_facts(manifest, cloud)) else {})}
+                         "ready": result.ready, **({"launch": f} if (f := record.launch_facts(manifest, cloud)) else {}),
+                         "security": {"sbom": judged.sbom_digest, "scan": judged.scan, "provenance": None}}
                 record.add_image(manifest.name, cloud, entry, CANDIDATE)
                 published = True
         finally:
@@ -194,9 +219,14 @@ def _bake_cloud(manifest: Manifest, checked: Checked, *, keep_failed: bool) -> d
                 run.say(f"discarding unvalidated image {image.id}")
                 with cancel.shielded():
                     adapter.discard(image)
+    with run.stage("attest"):       # published and recorded: a failure here loses nothing (pipeline/supply.py)
+        signed = supply.attest(manifest, run, adapter, image=image, published_id=published_id, fingerprint=fp,
+                               base_image=base.id, digests=digests, git_commit=commit, started=started,
+                               sbom_digest=judged.sbom_digest)
+        record.set_provenance(manifest.name, cloud, published_id, signed)
     details = adapter.describe(published_id)
     return run.finish("published", image=published_id, regions=regions, fingerprint=fp,
-                      checks=result.summary(), **details)
+                      checks=result.summary(), scan=judged.scan["status"], **details)
 
 
 def _build_with_fallbacks(adapter, run: CloudRun, folder: Path, variables: dict, env: dict):

@@ -60,7 +60,7 @@ def ready_figures(launched_at: float, ssh_at: float, metrics: dict) -> dict:
             "first_step": step}
 
 
-def wait_for_ssh(host: str, port: int, user: str, key: Path, timeout_s: float) -> None:
+def wait_for_ssh(host: str, port: int, user: str, key: Path, timeout_s: float, what: str = "the test VM") -> None:
     import logging
     import paramiko
     # While sshd is still starting, paramiko's transport thread logs every refused banner with a
@@ -69,7 +69,7 @@ def wait_for_ssh(host: str, port: int, user: str, key: Path, timeout_s: float) -
     deadline = time.monotonic() + timeout_s
     last = "no answer"
     while time.monotonic() < deadline:
-        cancel.check("waiting for the test VM")
+        cancel.check(f"waiting for {what}")
         client = paramiko.SSHClient()
         client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
         try:
@@ -82,7 +82,7 @@ def wait_for_ssh(host: str, port: int, user: str, key: Path, timeout_s: float) -
         finally:
             client.close()
         cancel.sleep(1)   # ssh_s is a recorded figure: a coarse poll would add to it
-    raise ValidationFailed(f"the test VM at {host}:{port} did not answer SSH as {user} within "
+    raise ValidationFailed(f"{what} at {host}:{port} did not answer SSH as {user} within "
                            f"{timeout_s:.0f} s (last: {last})")
 
 

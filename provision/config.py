@@ -148,6 +148,13 @@ class Config:
     driver_check: Optional[object] = None        # gpu_config.DriverCheck (steps/driver_check.py)
     host_driver_image: Optional[object] = None   # gpu_config.HostDriverImage (steps/host_driver_image.py)
     fabric_manager: Optional["FabricManager"] = None   # steps/fabric_manager.py; None: off
+    security_updates: Optional["SecurityUpdates"] = None   # steps/security_updates.py; None: off
+
+
+@dataclass(frozen=True)
+class SecurityUpdates:
+    """The distribution's security upgrades during the bake (steps/security_updates.py); absent: off."""
+    apply: bool = False
 
 
 @dataclass(frozen=True)
@@ -335,11 +342,20 @@ def parse(data, path="provision.json"):
     hydrate = _hydrate(r, data)
     full = os.path.abspath(path)
     return Config(driver_check=gpu_config.driver_check(r, data), fabric_manager=_fabric_manager(r, data),
+                  security_updates=_security_updates(r, data),
                   host_driver_image=gpu_config.host_driver_image(r, data, images, launcher.image),
                   hydrate=hydrate, path=full, dir=os.path.dirname(full), schema=schema, cloud=cloud,
                   fingerprint=fingerprint, umask=umask, docker=docker, compose=compose,
                   registry_login=registry_login, images=tuple(images), pull=pull,
                   launcher=launcher, generalize=generalize)
+
+
+def _security_updates(r, data):
+    """`security_updates: {"apply": bool}`; absent (an older render): off."""
+    s = r.obj(data, "", "security_updates") if "security_updates" in data else None
+    if s is None:
+        return SecurityUpdates()
+    return SecurityUpdates(apply=r.get(s, "security_updates", "apply", (bool,)))
 
 
 def _fabric_manager(r, data):

@@ -15,6 +15,8 @@ usage: python -m publish.merge_records ARTIFACTS_DIR PUBLISHED_DIR [PENDING_BASE
 from __future__ import annotations
 
 import copy
+import filecmp
+import shutil
 import sys
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from core.errors import RecordError
 from .record import _write, read
 
 PENDING = "kept from the unmerged record pull request"
+SECURITY = "security"       # security/store.py's folder beside the record
 
 
 def _images(section: dict | None) -> dict[str, dict]:
@@ -66,7 +69,9 @@ def apply(ours: dict, change: dict[str, dict]) -> list[str]:
 def merge(artifacts: Path, published: Path, pending: tuple[Path, Path] | None = None) -> list[str]:
     """Into published/: the unmerged pull request's changes (pending = its base and head record
     folders), then each job's. Returns `file:cloud` per change (the pending ones marked)."""
-    jobs = [p for p in sorted(artifacts.rglob("*.json")) if not p.name.endswith(".local.json")]
+    # The records only: each image's supply-chain files (security/, security/store.py) are copied apart.
+    jobs = [p for p in sorted(artifacts.rglob("*.json")) if not p.name.endswith(".local.json")
+            and SECURITY not in p.relative_to(artifacts).parts]
     names = {p.name for p in jobs} | ({p.name for p in pending[1].glob("*.json")} if pending else set())
     said = []
     for name in sorted(names):
@@ -81,6 +86,26 @@ def merge(artifacts: Path, published: Path, pending: tuple[Path, Path] | None = 
         if ours != original:
             published.mkdir(parents=True, exist_ok=True)
             _write(published / name, ours)
+    return said + _copy_security(artifacts, published)
+
+
+def _copy_security(artifacts: Path, published: Path) -> list[str]:
+    """Each job's `security/<manifest>/<cloud>/<image>/` files (SBOM, scan, signed provenance) into
+    published/security/: one folder per image ID, so jobs never write the same file; one already
+    there with other bytes is kept and said (never silently replaced)."""
+    said = []
+    for folder in sorted(artifacts.rglob(SECURITY)):
+        if not folder.is_dir() or SECURITY in folder.relative_to(artifacts).parts[:-1]:
+            continue
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            target = published / SECURITY / path.relative_to(folder)
+            if target.exists():
+                if not filecmp.cmp(path, target, shallow=False):
+                    said.append(f"{target}: kept (the job's differs)")
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+            said.append(f"{target.relative_to(published)}")
     return said
 
 

@@ -113,6 +113,16 @@ def add_image(manifest_name: str, cloud: str, entry: dict, channel: str) -> dict
     return update(manifest_name, cloud, change)
 
 
+def set_provenance(manifest_name: str, cloud: str, image_id: str, digest: str) -> dict:
+    """The signed provenance's digest on the image's entry (written after publish: pipeline/supply.py)."""
+    def change(sec):
+        entry = next((i for i in reversed(sec["images"]) if i["id"] == image_id), None)
+        if entry is None:
+            raise RecordError(f"the record of {manifest_name} ({cloud}) has no image {image_id} to add its provenance to")
+        entry.setdefault("security", {})["provenance"] = digest
+    return update(manifest_name, cloud, change)
+
+
 def find_validated(manifest_name: str, cloud: str, fingerprint: str) -> dict | None:
     matches = [i for i in section(manifest_name, cloud)["images"]
                if i.get("fingerprint") == fingerprint and i.get("validation", {}).get("passed")]

@@ -80,3 +80,13 @@ def test_every_clara_variable_the_host_reads_is_a_setting():
         for path in (ROOT / folder).rglob("*.py"):
             offenders += [f"{path.relative_to(ROOT)}: {name}" for name in read.findall(path.read_text())]
     assert offenders == []
+
+
+def test_the_local_record_follows_the_build_dir(monkeypatch, tmp_path):
+    """A test (or a second checkout's build) that moves CLARA_BUILD_DIR keeps its local record there too:
+    it wrote into the repository's build/published before."""
+    from core import settings
+    monkeypatch.delenv("CLARA_RECORD_DIR", raising=False)
+    monkeypatch.setenv("CLARA_BUILD_DIR", str(tmp_path / "b"))
+    assert settings.record_dir(True) == tmp_path / "b" / "published"
+    assert settings.record_dir(False) == settings.ROOT / "published"

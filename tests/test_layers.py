@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PROJECT = ("bench", "clouds", "core", "manifests", "packer", "pipeline", "provision", "publish", "tasks", "validate")
+PROJECT = ("bench", "clouds", "core", "manifests", "packer", "pipeline", "provision", "publish", "security", "tasks", "validate")
 
 
 def _module_name(path: Path) -> str:
@@ -53,7 +53,7 @@ def test_core_imports_nothing_of_the_project():
     assert _violations("core", lambda n: _top(n) in PROJECT and _top(n) != "core") == []
 
 
-@pytest.mark.parametrize("folder", ["clouds", "packer", "validate"])
+@pytest.mark.parametrize("folder", ["clouds", "packer", "validate", "security"])
 def test_the_stages_never_import_the_pipeline(folder):
     assert _violations(folder, lambda n: _top(n) == "pipeline") == []
 

@@ -5,7 +5,9 @@ Records in ``--metrics`` the seconds from VM boot to every server answering (``t
 from /proc/uptime), from `<launcher> start` to answering (``start_to_ready_s``) and the moment they
 answered (``service_ready_at``: the record's first step where no GPU is). conftest
 runs this module first so the boot-based figure is not inflated by the other checks.
-The launcher runs as the test user, as a team member would (it uses sudo for Docker itself); the
+The launcher runs as the test user, as a team member would: a member needs no sudo rights and no
+docker group, since the launcher re-runs itself as root through its own sudoers rule
+(/etc/sudoers.d/<name>, that script alone) and acts for its caller only (provision/steps/launcher.py); the
 server that logs a token (token: true, Jupyter) must answer with the token the launcher prints.
 The shared-workspace check adds a second member to the team's group and proves that a file
 created in the container by one member is writable by the other, and back.

@@ -2,7 +2,7 @@
 
 The adapter is put together from the files beside this one: sdk.py (the call layer, the error
 translator, waiters), credentials.py (build_session: credentials that outlive the bake), testvm.py
-(the test instance), params.py (channels as SSM parameters), publish.py (region copies, sharing,
+(the test instance), launch.py (`invoke launch`: a team member's instance), params.py (channels as SSM parameters), publish.py (region copies, sharing,
 promote, revoke) and sweep.py (prune, discard, sweep). Packer builds the AMI in the manifest's
 region; channel X in region R is the SSM parameter `<ssm_prefix>/X/image-id` (DataType
 `aws:ec2:image`), so users launch with `resolve:ssm:/clara-train/stable/image-id`.
@@ -17,6 +17,8 @@ from ..base import CloudAdapter, Image, Log, Published
 from .base_image import BaseImages
 from .credentials import Credentials, credential_horizon, env_expiration
 from .doctor import Doctor
+from .labels import Labels
+from .launch import Launches
 from .params import Parameters
 from .publish import TAG_MANIFEST, TAG_REVOKED, TAG_SOURCE_AMI, Publishing
 from .sdk import CAPACITY_CODES, Calls, age, tags_of
@@ -27,7 +29,7 @@ __all__ = ["Adapter", "CAPACITY_CODES", "TAG_MANIFEST", "TAG_REVOKED", "TAG_SOUR
            "credential_horizon", "env_expiration"]
 
 
-class Adapter(BaseImages, Doctor, TestVMs, Publishing, Parameters, Maintenance, Credentials, Calls, CloudAdapter):
+class Adapter(BaseImages, Doctor, TestVMs, Launches, Labels, Publishing, Parameters, Maintenance, Credentials, Calls, CloudAdapter):
     name = "aws"
     running_attempts = 120        # waiter attempts (x delay) for instance_running / terminated
     image_attempts = 240          # for image_available (copies of a 100 GB AMI take a while)

@@ -47,17 +47,8 @@ class TestVMs:
         subnet = self._subnet(region)                         # the manifest's, checked before anything exists
         in_vpc = {"VpcId": subnet["VpcId"]} if subnet else {}
         with rolled_back_on_failure("aws", self.log, self._delete_resources) as created:
-            sg = self._ec2("create_security_group", f"create security group {name}", region, GroupName=name,
-                           Description=f"clara-bake test VM {bake_id}: SSH from the runner only",
-                           TagSpecifications=[{"ResourceType": "security-group", "Tags": tag_list(tags)}],
-                           **in_vpc)["GroupId"]
-            created.append(f"{region}/security-group/{sg}")
-            ranges = ({"Ipv6Ranges": [{"CidrIpv6": str(network), "Description": "clara-bake runner"}]}
-                      if network.version == 6 else
-                      {"IpRanges": [{"CidrIp": str(network), "Description": "clara-bake runner"}]})
-            self._ec2("authorize_security_group_ingress", f"open tcp:22 on {sg}", region, GroupId=sg,
-                      IpPermissions=[{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, **ranges}])
-            self.log(f"aws: security group {sg} admits {network} on tcp:22")
+            sg = self._ssh_security_group(region, name, f"clara-bake test VM {bake_id}: SSH from the runner only",
+                                          tags, network, in_vpc, created)
             instance, itype = self._run_instance(region, image.id, sg, tags, user_data, subnet)
             created[:0] = [f"{region}/instance/{instance}", f"{region}/volumes/{bake_id}"]
             self._wait(region, "instance_running", f"{instance} to run", self.running_attempts,
@@ -73,6 +64,22 @@ class TestVMs:
             size = desc.get("InstanceType") or itype         # after any capacity fallback
             self.log(f"aws: test instance {instance} ({size}) running at {host}; checks log in as {TEST_USER}")
             return TestVM("aws", instance, host, port, TEST_USER, tuple(created), size=size)
+
+    def _ssh_security_group(self, region: str, name: str, description: str, tags: dict, network, in_vpc: dict,
+                            created: list) -> str:
+        """A security group admitting `network` on tcp:22 only; its ID goes into `created`."""
+        sg = self._ec2("create_security_group", f"create security group {name}", region, GroupName=name,
+                       Description=description,
+                       TagSpecifications=[{"ResourceType": "security-group", "Tags": tag_list(tags)}],
+                       **in_vpc)["GroupId"]
+        created.append(f"{region}/security-group/{sg}")
+        ranges = ({"Ipv6Ranges": [{"CidrIpv6": str(network), "Description": "clara-bake runner"}]}
+                  if network.version == 6 else
+                  {"IpRanges": [{"CidrIp": str(network), "Description": "clara-bake runner"}]})
+        self._ec2("authorize_security_group_ingress", f"open tcp:22 on {sg}", region, GroupId=sg,
+                  IpPermissions=[{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, **ranges}])
+        self.log(f"aws: security group {sg} admits {network} on tcp:22")
+        return sg
 
     def _subnet(self, region: str) -> dict | None:
         """The manifest's subnet (DescribeSubnets), or None for the default VPC."""
@@ -93,9 +100,11 @@ class TestVMs:
         return subnets[0]
 
     def _run_instance(self, region: str, ami: str, sg: str, tags: dict, user_data: str,
-                      subnet: dict | None = None) -> tuple[str, str]:
-        """(instance ID, instance type) of the first type and placement with capacity."""
-        types = list(dict.fromkeys((self.a.instance_type,) + tuple(self.a.fallback_instance_types)))
+                      subnet: dict | None = None, types: list[str] | None = None,
+                      on_shutdown: str = "terminate") -> tuple[str, str]:
+        """(instance ID, instance type) of the first type and placement with capacity (the manifest's
+        types unless `types`). A test VM shut down from inside terminates; a team's VM stops."""
+        types = types or list(dict.fromkeys((self.a.instance_type,) + tuple(self.a.fallback_instance_types)))
         # A subnet fixes the zone: only the types fall back there.
         options = ((itype, zone) for itype in types for zone in ([None] if subnet else self._placements(region, itype)))
         # In a chosen subnet the instance asks for a public address itself (a non-default subnet does not
@@ -110,7 +119,7 @@ class TestVMs:
             return self._ec2(
                 "run_instances", f"run {itype}", region, ImageId=ami, InstanceType=itype,
                 MinCount=1, MaxCount=1, UserData=user_data, **network,
-                InstanceInitiatedShutdownBehavior="terminate",
+                InstanceInitiatedShutdownBehavior=on_shutdown,
                 MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled"},
                 BlockDeviceMappings=[{"DeviceName": self.a.root_device, "Ebs": {
                     "VolumeSize": self.a.root_volume_gb, "VolumeType": "gp3", "DeleteOnTermination": True,

@@ -3,7 +3,7 @@
 The adapter is put together from the files beside this one: sdk.py (the call layer, the error
 translator, long-running operations), resources.py (resource IDs, deleting in dependency order),
 build.py (build_session: marketplace terms, the resource group, Packer's credentials), testvm.py
-(the test VM), gallery.py (versions as the published images, channels as tags, promote, revoke) and
+(the test VM), launch.py (`invoke launch`: a team member's VM), gallery.py (versions as the published images, channels as tags, promote, revoke) and
 sweep.py (prune, discard, sweep).
 """
 from __future__ import annotations
@@ -14,9 +14,11 @@ from .. import clients
 from ..base import CloudAdapter, Image, Log, Published
 from .base_image import BaseImages
 from .doctor import Doctor
+from .labels import Labels
 from .build import Build, packer_credentials
 from .gallery import (LATEST_CHANNEL, TAG_PUBLISHED_CHANNEL, TAG_REVOKED, TAG_SOURCE, Gallery, channels_of,
                       source_of, version_key, version_name)
+from .launch import Launches
 from .resources import Deleting
 from .sdk import CAPACITY_CODES, Calls, reported
 from .sweep import Maintenance
@@ -26,7 +28,7 @@ __all__ = ["Adapter", "CAPACITY_CODES", "LATEST_CHANNEL", "TAG_PUBLISHED_CHANNEL
            "packer_credentials", "version_name"]
 
 
-class Adapter(BaseImages, Doctor, TestVMs, Gallery, Maintenance, Build, Deleting, Calls, CloudAdapter):
+class Adapter(BaseImages, Doctor, TestVMs, Launches, Labels, Gallery, Maintenance, Build, Deleting, Calls, CloudAdapter):
     name = "azure"
 
     def __init__(self, manifest, log: Log = print):

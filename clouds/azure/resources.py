@@ -1,10 +1,20 @@
 """Azure resource IDs, and deleting resources by ID in dependency order (teardown, sweep, rollback)."""
 from __future__ import annotations
 
+import time
+
 from core import cancel
 from core.errors import CloudError
 
+from .. import clients
+
 RESOURCE_GROUP = "microsoft.resources/resourcegroups"
+# A NIC whose VM was just deleted (or failed to be created) stays reserved for it: ARM answers 400
+# "NicReservedForAnotherVm: Nic(s) in request is reserved for another Virtual Machine for 180 seconds
+# ... retry after 180 seconds" (Azure/karpenter-provider-azure#92, microsoft/AzureTRE#4511). Without a
+# retry the NIC stays, and with it the public IP, NSG and VNet it holds.
+NIC_RESERVED = "NicReservedForAnotherVm"
+NIC_RESERVED_S = 240.0
 # Teardown/sweep order: what uses a resource goes before it.
 DELETE_ORDER = ["microsoft.compute/virtualmachines", "microsoft.network/networkinterfaces",
                 "microsoft.network/publicipaddresses", "microsoft.network/networksecuritygroups",
@@ -29,6 +39,18 @@ def parse_id(resource_id: str) -> dict:
 
 class Deleting:
     """_delete_ids (a mixin of clouds.azure.Adapter)."""
+
+    def _group_listers(self) -> list:
+        """List calls for the resource group's VMs, NICs, public IPs, NSGs, VNets and disks: what a
+        test VM or a launch creates, so what the sweep and a launch's name check look through."""
+        return [
+            lambda: self.compute.virtual_machines.list(self.rg),
+            lambda: self.network.network_interfaces.list(self.rg),
+            lambda: self.network.public_ip_addresses.list(self.rg),
+            lambda: self.network.network_security_groups.list(self.rg),
+            lambda: self.network.virtual_networks.list(self.rg),
+            lambda: self.compute.disks.list_by_resource_group(self.rg),
+        ]
 
     def _delete_begin(self, parsed: dict):
         kind, rg, name = parsed.get("type", ""), parsed.get("rg", self.rg), parsed["name"]
@@ -62,7 +84,7 @@ class Deleting:
             begin = self._delete_begin(parsed)
             try:
                 with cancel.shielded():         # cleanup finishes even in a cancelled bake
-                    self._lro(f"delete {parsed['name']}", begin, self.delete_timeout_s)
+                    self._delete_one(parsed, begin)
                 deleted.append(rid)
                 self.log(f"azure: deleted {parsed['name']}")
             except CloudError as exc:
@@ -73,3 +95,19 @@ class Deleting:
             raise CloudError("azure: could not delete: " + "; ".join(failed))
         return deleted
 
+    def _delete_one(self, parsed: dict, begin) -> None:
+        self._while_nic_reserved(f"delete {parsed['name']}",
+                                 lambda: self._lro(f"delete {parsed['name']}", begin, self.delete_timeout_s))
+
+    def _while_nic_reserved(self, what: str, call):
+        """call() again while ARM answers NicReservedForAnotherVm (a NIC's delete, or a new VM on a
+        NIC whose VM was just deleted or refused), up to NIC_RESERVED_S."""
+        deadline = time.monotonic() + NIC_RESERVED_S
+        while True:
+            try:
+                return call()
+            except CloudError as exc:
+                if exc.code != NIC_RESERVED or time.monotonic() > deadline:
+                    raise
+                self.log(f"azure: {what}: the NIC is still reserved for a deleted VM; trying again")
+                cancel.sleep(clients.poll_interval(15.0))

@@ -52,14 +52,6 @@ class Maintenance:
     @reported()
     def sweep(self, older_than_s: int, dry_run: bool) -> list[str]:
         now = utcnow()
-        listers = [
-            lambda: self.compute.virtual_machines.list(self.rg),
-            lambda: self.network.network_interfaces.list(self.rg),
-            lambda: self.network.public_ip_addresses.list(self.rg),
-            lambda: self.network.network_security_groups.list(self.rg),
-            lambda: self.network.virtual_networks.list(self.rg),
-            lambda: self.compute.disks.list_by_resource_group(self.rg),
-        ]
         found = []
 
         def old(res) -> bool:
@@ -69,7 +61,7 @@ class Maintenance:
                 created = parse_time(expires) - TEST_TTL
             return stale(expires, created, now, older_than_s)
 
-        for lister in listers:
+        for lister in self._group_listers():
             for res in self._list("list resources", lister):
                 tags = res.tags or {}
                 if TAG_BAKE_ID in tags and tags.get(TAG_ROLE) in ("build", "test") and old(res):

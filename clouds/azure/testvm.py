@@ -41,8 +41,11 @@ class TestVMs:
             def create(size: str):
                 self.log(f"azure: creating test VM {vm_name} ({size})")
                 body = self._vm_body(image, public_key, vm_name, f"{prefix}-osdisk", nic_id, tags, size)
-                return self._lro(f"create VM {vm_name}", lambda: self.compute.virtual_machines.begin_create_or_update(
-                    self.rg, vm_name, body))
+                # After a refused size the NIC stays reserved for the refused VM (NicReservedForAnotherVm,
+                # resources.py): the next size waits for it on the same NIC.
+                return self._while_nic_reserved(f"create VM {vm_name}", lambda: self._lro(
+                    f"create VM {vm_name}", lambda: self.compute.virtual_machines.begin_create_or_update(
+                        self.rg, vm_name, body)))
 
             size, vm = first_with_capacity(
                 sizes, create, cloud="azure", log=self.log, where=f"in {self.cfg.location}",
@@ -56,15 +59,16 @@ class TestVMs:
             self.log(f"azure: test VM {vm_name} ({running}) is up at {host}:{port}")
             return TestVM("azure", vm.id or vm_id, host, port, TEST_USER, tuple(created), size=running)
 
-    def _test_network(self, prefix: str, network, tags: dict, created: list):
-        """NSG, VNet, public IP and NIC, each recorded in `created` before it is asked for."""
+    def _test_network(self, prefix: str, network, tags: dict, created: list, source: str = "the pipeline runner"):
+        """NSG, VNet, public IP and NIC, each recorded in `created` before it is asked for; `source`
+        names whom the NSG rule admits, in its description."""
         from azure.mgmt.network import models as nm
         loc = self.cfg.location
         nsg_name = f"{prefix}-nsg"
         rule = nm.SecurityRule(name="ssh-from-runner", protocol="Tcp", direction="Inbound", access="Allow",
                                priority=100, source_address_prefix=str(network), source_port_range="*",
                                destination_address_prefix="*", destination_port_range="22",
-                               description="SSH from the pipeline runner only")
+                               description=f"SSH from {source} only")
         created.append(self._net_id("networkSecurityGroups", nsg_name))
         nsg = self._lro(f"create NSG {nsg_name}", lambda: self.network.network_security_groups.begin_create_or_update(
             self.rg, nsg_name, nm.NetworkSecurityGroup(location=loc, tags=tags, security_rules=[rule])))
@@ -113,7 +117,7 @@ class TestVMs:
         return subnet.id
 
     def _vm_body(self, image: Image, public_key: str, vm_name: str, disk_name: str, nic_id: str, tags: dict,
-                 size: str):
+                 size: str, user: str = TEST_USER):
         from azure.mgmt.compute import models as cm
         if image.id.startswith("/"):
             reference = cm.ImageReference(id=image.id)
@@ -129,11 +133,11 @@ class TestVMs:
                                   disk_size_gb=self.cfg.os_disk_gb, caching="ReadWrite",
                                   managed_disk=cm.ManagedDiskParameters(storage_account_type="StandardSSD_LRS"))),
             os_profile=cm.OSProfile(
-                computer_name=vm_name[:64], admin_username=TEST_USER,
+                computer_name=vm_name[:64], admin_username=user,
                 linux_configuration=cm.LinuxConfiguration(
                     disable_password_authentication=True, provision_vm_agent=True,
                     ssh=cm.SshConfiguration(public_keys=[cm.SshPublicKey(
-                        path=f"/home/{TEST_USER}/.ssh/authorized_keys", key_data=public_key.strip())]))),
+                        path=f"/home/{user}/.ssh/authorized_keys", key_data=public_key.strip())]))),
             network_profile=cm.NetworkProfile(network_interfaces=[
                 cm.NetworkInterfaceReference(id=nic_id, primary=True)]))
 

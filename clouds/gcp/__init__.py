@@ -2,7 +2,7 @@
 
 The adapter is put together from the files beside this one: sdk.py (the call layer, the error
 translator, operations), testvm.py (the test VM and the SSH firewalls), oslogin.py (metadata keys or
-OS Login, and the test VM's key in OS Login), families.py (publishing:
+OS Login, and the test VM's key in OS Login), launch.py (`invoke launch`: a team member's VM), families.py (publishing:
 families as channels, promote, revoke) and sweep.py (prune, discard, sweep). Retries are the SDK's
 own, configured in clouds/clients.py (gce_retry: 429, 5xx, 403 rateLimitExceeded; CLARA_POLL_INTERVAL
 scales the delays, tests use 0). Images own their storage: deleting one leaves no snapshot or disk.
@@ -15,6 +15,8 @@ from ..base import CloudAdapter, Image, Log, Published
 from .base_image import BaseImages
 from ..common import channels
 from .doctor import Doctor
+from .labels import Labels
+from .launch import Launches
 from .families import GONE_STATES, STABLE, TAG_FAMILY, TAG_ORIGIN, Families
 from .oslogin import OsLogin
 from .sdk import CAPACITY_CODES, Calls, label, resource_name
@@ -24,7 +26,7 @@ from .testvm import TestVMs
 __all__ = ["Adapter", "CAPACITY_CODES", "GONE_STATES", "STABLE", "TAG_FAMILY", "TAG_ORIGIN"]
 
 
-class Adapter(BaseImages, Doctor, TestVMs, OsLogin, Families, Maintenance, Calls, CloudAdapter):
+class Adapter(BaseImages, Doctor, TestVMs, Launches, OsLogin, Labels, Families, Maintenance, Calls, CloudAdapter):
     name = "gcp"
 
     def __init__(self, manifest, log: Log = print):

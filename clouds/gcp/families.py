@@ -41,9 +41,11 @@ class Families:
             raise PublishError(f"gcp: channel {channel!r} must be lowercase letters, digits and -")
         return self.g.image_family if channel == STABLE else f"{self.g.image_family}-{channel}"
 
-    def _set_labels(self, name: str, labels: dict) -> None:
+    def _set_labels(self, name: str, labels: dict, read=None) -> None:
+        """`read`: the image as read when `labels` were merged from it; its fingerprint makes GCE refuse
+        (412) the write if the labels changed since (GlobalSetLabelsRequest.labelFingerprint)."""
         from google.cloud import compute_v1 as c
-        current = self._image(name)            # the fingerprint must be fresh
+        current = read or self._image(name)     # the fingerprint must be the one the labels came from
         try:
             self._do("ImagesClient", "set_labels_unary", c.SetLabelsImageRequest(
                 project=self.project, resource=name, global_set_labels_request_resource=c.GlobalSetLabelsRequest(

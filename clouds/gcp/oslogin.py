@@ -130,14 +130,15 @@ class OsLogin:
         except gexc.GoogleAPICallError as exc:
             raise translate(exc, what) from None
 
-    def import_test_key(self, public_key: str, created: list) -> str:
-        """The test VM's key in the identity's OS Login profile (expiring with the VM's TTL); its
-        resource path goes into `created`; the POSIX username to log in as."""
+    def import_test_key(self, public_key: str, created: list, expires: bool = True) -> str:
+        """The test VM's key in the identity's OS Login profile (expiring with the VM's TTL; a
+        launch's key does not expire); its resource path goes into `created`; the POSIX username to
+        log in as."""
         from google.cloud import oslogin_v1
         from google.cloud.oslogin_v1 import common
         user = clients.gcp_identity()
         key = public_key.strip()
-        expires = int((time.time() + TEST_TTL.total_seconds()) * 1_000_000)
+        expires = int((time.time() + TEST_TTL.total_seconds()) * 1_000_000) if expires else 0
         # In `created` before the call: a key the service wrote before an error (retries spent, an
         # interrupt) is still deleted. Its fingerprint is the SHA-256 hex of the key text sent, as
         # Packer's googlecompute deletes it (step_import_os_login_ssh_key.go, 1.6.6 and the plugin).
@@ -145,7 +146,7 @@ class OsLogin:
         created.append(path)
         answer = self._oslogin_call("import_ssh_public_key", oslogin_v1.ImportSshPublicKeyRequest(
             parent=f"users/{user}", project_id=self.project,
-            ssh_public_key=common.SshPublicKey(key=key, expiration_time_usec=expires)),
+            ssh_public_key=common.SshPublicKey(key=key, **({"expiration_time_usec": expires} if expires else {}))),
             f"import the test VM's key into {user}'s OS Login profile")
         profile = answer.login_profile
         fingerprint = next((fp for fp, k in profile.ssh_public_keys.items() if k.key.strip() == key), "")
@@ -156,8 +157,8 @@ class OsLogin:
         if not fingerprint or account is None or not account.username:
             raise CloudError(f"gcp: OS Login answered without {'the key' if not fingerprint else 'a POSIX account'} "
                              f"for {user}: cannot log in to the test VM")
-        self.log(f"gcp: test VM key in {user}'s OS Login profile (log in as {account.username}, expires "
-                 f"in {TEST_TTL.total_seconds() / 3600:.0f} h)")
+        self.log(f"gcp: {'test VM key' if expires else 'your key'} in {user}'s OS Login profile (log in as "
+                 f"{account.username}" + (f", expires in {TEST_TTL.total_seconds() / 3600:.0f} h)" if expires else ")"))
         return account.username
 
     def delete_key(self, path: str) -> None:

@@ -59,7 +59,8 @@ class TestVMs:
             name=name, network=f"global/networks/{self.g.network}", direction="INGRESS", priority=1000,
             allowed=[c.Allowed(I_p_protocol="tcp", ports=["22"])], source_ranges=[str(network)],
             target_tags=[name],
-            description=f"clara-bake {what} SSH; {TAG_BAKE_ID}={label(bake_id)} {TAG_EXPIRES}={expires}")
+            description=f"clara-bake {what} SSH" + (f"; {TAG_BAKE_ID}={label(bake_id)} {TAG_EXPIRES}={expires}"
+                                                    if bake_id else ""))
         # Recorded before the call: an interrupt or timeout while waiting must still delete it.
         created.append(f"projects/{self.project}/global/firewalls/{name}")
         self._do("FirewallsClient", "insert_unary", c.InsertFirewallRequest(
@@ -83,16 +84,22 @@ class TestVMs:
         finally:
             self._delete_all(created)
 
-    def _instance(self, image: Image, public_key: str, name: str, labels: dict, zone: str):
+    def _instance(self, image: Image, public_key: str, name: str, labels: dict, zone: str, *,
+                  machine_type: str = "", network_tag: str = "", metadata=None, automatic_restart: bool = False):
+        """The test VM's instance (a launch gives its own machine type, network tag and metadata, and
+        restarts after a host event: Scheduling.automaticRestart, compute.v1.json; a test VM lives
+        for one bake and does not)."""
         from google.cloud import compute_v1 as c
-        acc = self.g.accelerator
+        machine_type = machine_type or self.g.machine_type
+        # An accelerator attaches to N1 types only (the manifest's rule); other GPU types have theirs built in.
+        acc = self.g.accelerator if machine_type.startswith("n1-") else None
         return c.Instance(
-            name=name, machine_type=f"zones/{zone}/machineTypes/{self.g.machine_type}", labels=labels,
-            tags=c.Tags(items=[name]),
+            name=name, machine_type=f"zones/{zone}/machineTypes/{machine_type}", labels=labels,
+            tags=c.Tags(items=[network_tag or name]),
             guest_accelerators=[c.AcceleratorConfig(
                 accelerator_type=f"zones/{zone}/acceleratorTypes/{acc.type}",
                 accelerator_count=acc.count)] if acc else [],
-            scheduling=c.Scheduling(on_host_maintenance="TERMINATE", automatic_restart=False),
+            scheduling=c.Scheduling(on_host_maintenance="TERMINATE", automatic_restart=automatic_restart),
             disks=[c.AttachedDisk(boot=True, auto_delete=True, type_="PERSISTENT",
                                   initialize_params=c.AttachedDiskInitializeParams(
                                       source_image=self._image_path(image.id), disk_size_gb=self.g.disk_gb,
@@ -102,10 +109,11 @@ class TestVMs:
                 subnetwork=(f"regions/{zone.rsplit('-', 1)[0]}/subnetworks/{self.g.subnetwork}"
                             if self.g.subnetwork else None),
                 access_configs=[c.AccessConfig(name="External NAT", type_="ONE_TO_ONE_NAT")])],
-            metadata=self._test_vm_metadata(public_key, self.os_login_mode().os_login))
+            metadata=metadata or self._test_vm_metadata(public_key, self.os_login_mode().os_login))
 
-    def _insert_instance(self, image: Image, public_key: str, name: str, labels: dict, created: list) -> str:
-        """The zone of the first of the manifest's zones with capacity."""
+    def _insert_instance(self, image: Image, public_key: str, name: str, labels: dict, created: list,
+                         **instance) -> str:
+        """The zone of the first of the manifest's zones with capacity (`instance`: _instance's options)."""
         from google.cloud import compute_v1 as c
         zones = list(dict.fromkeys((self.g.zone,) + tuple(self.g.fallback_zones)))
 
@@ -116,7 +124,7 @@ class TestVMs:
         def insert(zone: str) -> None:
             created.extend(paths(zone))       # whatever happens next, teardown looks there
             self._do("InstancesClient", "insert_unary", c.InsertInstanceRequest(
-                project=self.project, zone=zone, instance_resource=self._instance(image, public_key, name, labels, zone),
+                project=self.project, zone=zone, instance_resource=self._instance(image, public_key, name, labels, zone, **instance),
                 request_id=str(uuid.uuid4())), f"create instance {name} in {zone}", zone)
 
         def refused(zone: str) -> None:
@@ -125,12 +133,13 @@ class TestVMs:
                 created.remove(p)
 
         zone, _ = first_with_capacity(zones, insert, cloud="gcp", log=self.log, refused=refused,
-                                      where=f"for {self.g.machine_type} in {', '.join(zones)}",
+                                      where=f"for {instance.get('machine_type') or self.g.machine_type} in "
+                                            f"{', '.join(zones)}",
                                       advice="add fallback_zones or try another region")
         return zone
 
     @staticmethod
-    def _test_vm_metadata(public_key: str, os_login: bool = False):
+    def _test_vm_metadata(public_key: str, os_login: bool = False, user: str = TEST_USER, extra=()):
         """The checks' key for TEST_USER, never the build user: the guest agent creates the user an
         ssh-keys entry names (USERNAME:KEY, https://cloud.google.com/compute/docs/connect/add-ssh-keys),
         and the hygiene check proves the build user is gone. Project-wide keys are blocked, and OS
@@ -140,14 +149,15 @@ class TestVMs:
         compute.requireOsLogin still wins, and then no metadata key can work). In OS Login mode the
         key is in the identity's OS Login profile instead, and the VM turns OS Login on."""
         from google.cloud import compute_v1 as c
+        extra = [c.Items(key=k, value=v) for k, v in extra]
         if os_login:
             return c.Metadata(items=[c.Items(key="block-project-ssh-keys", value="TRUE"),
-                                     c.Items(key="enable-oslogin", value="TRUE")])
-        return c.Metadata(items=[c.Items(key="ssh-keys", value=f"{TEST_USER}:{public_key.strip()}"),
+                                     c.Items(key="enable-oslogin", value="TRUE"), *extra])
+        return c.Metadata(items=[c.Items(key="ssh-keys", value=f"{user}:{public_key.strip()}"),
                                  c.Items(key="block-project-ssh-keys", value="TRUE"),
-                                 c.Items(key="enable-oslogin", value="FALSE")])
+                                 c.Items(key="enable-oslogin", value="FALSE"), *extra])
 
-    def _wait_running(self, zone: str, name: str):
+    def _wait_running(self, zone: str, name: str, what: str = "test VM"):
         from google.cloud import compute_v1 as c
         deadline = time.monotonic() + self.running_timeout_s
         while True:
@@ -156,9 +166,9 @@ class TestVMs:
             if inst.status == "RUNNING":
                 return inst
             if inst.status in NOT_STARTING:
-                raise CloudError(f"gcp: test VM {name} is {inst.status} instead of RUNNING")
+                raise CloudError(f"gcp: {what} {name} is {inst.status} instead of RUNNING")
             if time.monotonic() > deadline:
-                raise CloudError(f"gcp: test VM {name} not RUNNING after {self.running_timeout_s:.0f}s "
+                raise CloudError(f"gcp: {what} {name} not RUNNING after {self.running_timeout_s:.0f}s "
                                  f"(status {inst.status})")
             cancel.sleep(clients.poll_interval(5.0))
 

@@ -18,13 +18,15 @@ from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from clouds.base import BaseImage, CloudAdapter, Image, Published, TestVM
+from clouds.base import BaseImage, CloudAdapter, Image, Launched, Published, TestVM
 from core import settings, sshkey
-from core.errors import PublishError
+from core.errors import CloudError, PublishError
 from core.names import GUEST_HOST, TEST_PREFIX, TEST_USER
 
 from . import baseimage, bulk, composefile, qemu, registry, standin
+from . import launch as launches
 from .doctor import Doctor
+from .labels import Labels
 
 
 
@@ -41,7 +43,7 @@ def _facts(image: Path) -> Path:
     return image.with_name(image.name + ".json")
 
 
-class Adapter(Doctor, CloudAdapter):
+class Adapter(Labels, Doctor, CloudAdapter):
     name = "local"
     needs_runner_cidr = False      # the test VM's SSH is forwarded on 127.0.0.1 only
 
@@ -236,7 +238,8 @@ class Adapter(Doctor, CloudAdapter):
                 link.unlink()
 
     def prune(self, keep: int, dry_run: bool) -> list[str]:
-        pointed = {link.resolve() for link in self._links()}
+        # A launched VM's overlay is backed by its image: that image stays while the VM does.
+        pointed = {link.resolve() for link in self._links()} | launches.backing_images()
         images = sorted((p for p in images_dir().glob("*.qcow2") if not p.is_symlink()),
                         key=lambda p: p.stat().st_mtime, reverse=True)
         old = [p for p in images[keep:] if p.resolve() not in pointed]
@@ -256,6 +259,37 @@ class Adapter(Doctor, CloudAdapter):
             for p in old:
                 shutil.rmtree(p, ignore_errors=True)
         return [str(p) for p in old]
+
+    # --- invoke launch: a team member's VM (clouds/local/launch.py) -------------------------------
+    def launch(self, image_id: str, name: str, public_key: str, runner_cidr: str, size: str = "") -> Launched:
+        """A daemonized QEMU on an overlay over the published image; SSH on 127.0.0.1 only, so
+        `runner_cidr` has nothing to admit."""
+        if size:
+            raise CloudError(f"local: --size {size!r}: the local VM's size is the manifest's clouds.local.memory_mb "
+                             f"({self.local.memory_mb}) and cpus ({self.local.cpus}); leave --size out")
+        return launches.launch(manifest=self.manifest.name, image_id=image_id, name=name, public_key=public_key,
+                               accel=self._launch_accelerator(Path(image_id)), memory_mb=self.local.memory_mb,
+                               cpus=self.local.cpus, log=self.log)
+
+    def _launch_accelerator(self, image: Path) -> str:
+        """The bake's remembered probe of the cached base when there is one (a launch never builds
+        the base image), else a probe of the published image itself."""
+        remembered = baseimage.cached_path(self._spec(), cache_dir()).with_suffix(".accel")
+        if self.local.accelerator == "auto" and remembered.exists():
+            return remembered.read_text().strip()
+        return qemu.choose_accelerator(self.local.accelerator, image=image if image.is_file() else None, log=self.log)
+
+    def tunnel_command(self, vm: Launched, local_port: int, remote_port: int) -> list[str]:
+        """Each local VM makes fresh host keys and a later one may get the same port: the VM's own
+        alias keeps the caller's known_hosts from warning of a changed key on [127.0.0.1]:port."""
+        plain = super().tunnel_command(vm, local_port, remote_port)
+        return [plain[0], "-o", f"HostKeyAlias=clara-local-{vm.name}", *plain[1:]]
+
+    def delete_launched(self, name: str) -> list[str]:
+        return launches.delete(self.manifest.name, name, self.log)
+
+    def launched(self) -> list[Launched]:
+        return launches.launched(self.manifest.name, self.log)
 
     def describe(self, image_id: str) -> dict:
         size = Path(image_id).stat().st_size

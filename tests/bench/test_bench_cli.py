@@ -20,7 +20,7 @@ def test_payload_and_only_are_parsed_or_refused_by_name():
     assert cli._names("ready, recipe") == ("ready", "recipe")
     with pytest.raises(argparse.ArgumentTypeError, match="MIB,LAYERS,FILES,START_MIB"):
         cli._payload("2048,8")
-    with pytest.raises(argparse.ArgumentTypeError, match="startup, offline, lazy, local, recipe, ready"):
+    with pytest.raises(argparse.ArgumentTypeError, match="startup, offline, lazy, sbom, scan, local, recipe, ready"):
         cli._names("ready,fast")
 
 

@@ -88,3 +88,26 @@ def test_nothing_changed_writes_nothing(tmp_path):
     assert merge(tmp_path / "art", tmp_path / "published") == []
     assert (tmp_path / "published" / "m.json").read_text() == before
     assert not (tmp_path / "published" / "m.local.json").exists()
+
+
+def test_each_jobs_supply_chain_files_are_copied_and_never_read_as_records(tmp_path):
+    """A job's artifact holds published/security/<manifest>/<cloud>/<image>/ (SBOM, scan, provenance,
+    all JSON): read as records they stopped the merge; they are copied beside the record instead."""
+    published, art = tmp_path / "published", tmp_path / "art"
+    put(published, rec(aws=([], {})))
+    put(art / "record-aws", rec(aws=(["ami-1"], {"candidate": "ami-1"})))
+    image = art / "record-aws" / "security" / "m" / "aws" / "ami-1"
+    image.mkdir(parents=True)
+    (image / "sbom.cdx.json").write_text('{"bomFormat": "CycloneDX"}')
+    (image / "provenance.dsse.json").write_text('{"payloadType": "application/vnd.in-toto+json"}')
+    said = merge(art, published)
+    assert "m.json:aws" in said
+    assert got(published)["clouds"]["aws"]["channels"] == {"candidate": "ami-1"}
+    kept = published / "security" / "m" / "aws" / "ami-1"
+    assert (kept / "sbom.cdx.json").read_text() == '{"bomFormat": "CycloneDX"}'
+    assert (kept / "provenance.dsse.json").exists()
+    # Kept, never replaced: a file already there with other bytes stays and is named.
+    (image / "sbom.cdx.json").write_text('{"bomFormat": "CycloneDX", "other": 1}')
+    again = merge(art, published)
+    assert (kept / "sbom.cdx.json").read_text() == '{"bomFormat": "CycloneDX"}'
+    assert any("sbom.cdx.json: kept" in line for line in again)

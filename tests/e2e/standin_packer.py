@@ -8,6 +8,9 @@ its process group, or SIGTERM, cancels the build.
 STANDIN_PACKER_SECONDS: how long the "build" takes (cancellable as above, like Packer).
 STANDIN_PACKER_FAIL=1: fail mid-build after creating nothing.
 STANDIN_PACKER_NO_CAPACITY=a,b: fail like a capacity error when a variable (given or default) is a or b.
+STANDIN_PACKER_SBOM_RAW=FILE: the guest's raw inventory (/var/lib/clara-image/sbom-raw.json, contract 1 of
+  SUPPLY.md); the template's `file` download provisioner copies it to its destination (local.sbom_raw: the
+  `sbom_raw` variable, else sbom-raw.json beside the template). Unset: the guest wrote none, nothing is copied.
 Like real Packer, it refuses an unset variable that has no default and an undeclared -var.
 """
 import json
@@ -38,6 +41,8 @@ timestamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
 locals_ = {"timestamp": timestamp, "expires": variables.get("expires") or timestamp[:12],
            "fingerprint_label": variables.get("fingerprint", "")[:32],
            "fingerprint_short": variables.get("fingerprint", "")[:12],
+           # packer/render.py: var.sbom_raw != "" ? var.sbom_raw : "${path.root}/sbom-raw.json"
+           "sbom_raw": variables.get("sbom_raw") or str(Path.cwd() / "sbom-raw.json"),
            "source_image_label": re.sub(r"[^a-z0-9_-]", "-", variables.get("source_image", "").lower())[:63]}
 
 
@@ -98,11 +103,26 @@ def main() -> int:
                  "SkuNotAvailable: no capacity (stand-in packer)")
         print(f"==> {build}: {error}", flush=True)
         return packer_model.failed(build, error)
+    download(build, template["build"][0].get("provisioner", []))
     artifact = create(builder, src)
     Path("packer-manifest.json").write_text(json.dumps({"builds": [{
         "name": "clara", "builder_type": builder, "build_time": int(time.time()), "files": None,
         "artifact_id": artifact, "packer_run_uuid": "standin", "custom_data": custom}], "last_run_uuid": "standin"}))
     return packer_model.succeeded(build, artifact)
+
+
+def download(build: str, provisioners: list) -> None:
+    """The template's `file` provisioners with direction "download": the guest's raw inventory comes back
+    to the host (STANDIN_PACKER_SBOM_RAW stands for the guest's file)."""
+    guest_file = os.environ.get("STANDIN_PACKER_SBOM_RAW")
+    for entry in provisioners:
+        block = entry.get('"file"', {})
+        if value(block.get("direction", "")) != "download" or not guest_file:
+            continue
+        destination = Path(value(block["destination"]))
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        destination.write_bytes(Path(guest_file).read_bytes())
+        print(f"==> {build}: Downloading {value(block['source'])} => {destination} (stand-in)", flush=True)
 
 
 def create(builder: str, src: dict) -> str:

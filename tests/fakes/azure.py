@@ -185,6 +185,10 @@ class FakeArm:
         self.assertion_check: Callable[[str], str | None] | None = None   # assertion -> error, or None
         self.strict_auth = False        # True: only unexpired tokens this fake issued are accepted
         self.page_size: int | None = None    # lists answer in pages of this size, with nextLink
+        # A NIC stays reserved for its deleted VM this long (ARM: 180 s; 0 turns the rule off):
+        # NIC lower id -> (the VM's id, monotonic end of the reservation).
+        self.nic_reserved_s = 0.0
+        self._nic_reserved: dict[str, tuple[str, float]] = {}
 
         fake = self
 
@@ -252,6 +256,8 @@ class FakeArm:
             self.strict_auth = False
             self.page_size = None
             self.token_lifetime_s = 3600
+            self.nic_reserved_s = 0.0
+            self._nic_reserved.clear()
 
     # --- test helpers --------------------------------------------------------------------------
 
@@ -762,6 +768,9 @@ class FakeArm:
         res = self.resources.get(key)
         if res is None:
             return 204, {}, None
+        reserved = self._reserved_nic([path])
+        if reserved:
+            return reserved
         code = _IN_USE_TYPES.get(res["type"].lower())
         if code:
             users = self._references(path)
@@ -788,6 +797,21 @@ class FakeArm:
         for nic in vm["properties"].get("networkProfile", {}).get("networkInterfaces", []):
             if nic.get("properties", {}).get("deleteOption") == "Delete":
                 self.resources.pop(nic.get("id", "").lower(), None)
+            elif self.nic_reserved_s > 0:
+                self._nic_reserved[nic.get("id", "").lower()] = (vm["id"], time.monotonic() + self.nic_reserved_s)
+
+    def _reserved_nic(self, nic_ids):
+        """A NIC whose VM was deleted (a refused create included) is reserved for that VM for a while:
+        deleting it, or a VM on it, is refused with 400 NicReservedForAnotherVm (the text as quoted in
+        Azure/karpenter-provider-azure#92 and microsoft/AzureTRE#4511; no Microsoft page found)."""
+        for nic_id in nic_ids:
+            vm_id, until = self._nic_reserved.get(nic_id.lower(), ("", 0.0))
+            if time.monotonic() < until:
+                return self._error(400, "NicReservedForAnotherVm",
+                                   f"Nic(s) in request is reserved for another Virtual Machine for "
+                                   f"{self.nic_reserved_s:g} seconds. Please provide another nic(s) or retry after "
+                                   f"{self.nic_reserved_s:g} seconds. Reserved VM: {vm_id}")
+        return None
 
     # --- server-side behaviour per type ---------------------------------------------------------
 
@@ -808,6 +832,10 @@ class FakeArm:
         elif kind == "microsoft.compute/virtualmachines":
             props["vmId"] = (existing or {}).get("properties", {}).get("vmId") or f"0000-{next(self._ids)}"
             os_disk = props.setdefault("storageProfile", {}).setdefault("osDisk", {})
+            reserved = self._reserved_nic([n.get("id", "") for n in props.get("networkProfile", {})
+                                           .get("networkInterfaces", [])])
+            if reserved:
+                return reserved
             for nic in props.get("networkProfile", {}).get("networkInterfaces", []):
                 if nic.get("id", "").lower() not in self.resources:
                     return self._error(400, "InvalidResourceReference",

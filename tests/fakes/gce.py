@@ -746,7 +746,13 @@ class FakeGCE:
 
             def effect():
                 disk_name = boot["initializeParams"].get("diskName", name)
-                self.disks[(project, zone, disk_name)] = {
+                # "If a disk with the same name already exists in the given region, the existing disk
+                # is attached to the new instance and the new disk is not created"
+                # (AttachedDiskInitializeParams.diskName, compute.v1.json).
+                existing = self.disks.get((project, zone, disk_name))
+                if existing is not None:
+                    existing["users"] = [*existing.get("users", []), name]
+                self.disks[(project, zone, disk_name)] = existing or {
                     "name": disk_name, "id": str(next(_ids)), "creationTimestamp": ts(self.clock), "zone": zone,
                     "sizeGb": str(boot["initializeParams"].get("diskSizeGb", "10")),
                     "labels": boot["initializeParams"].get("labels", {}), "users": [name]}

@@ -17,7 +17,7 @@ def invoke(*args, env=None):
 
 def test_every_task_is_listed_with_help():
     out = invoke("--list").stdout
-    for name in ("render", "plan", "bake", "test", "images", "promote", "revoke", "prune", "sweep", "bench"):
+    for name in ("render", "plan", "bake", "test", "images", "promote", "revoke", "prune", "sweep", "bench", "launch"):
         assert f"  {name} " in out
 
 
@@ -44,6 +44,17 @@ def test_unknown_cloud_and_missing_section_are_clear_errors(tmp_path):
     missing = invoke("plan", "--cloud", "gcp", "--manifest", str(site))
     assert missing.returncode == 2 and "clouds.gcp: has no section for gcp" in missing.stderr
     assert "Traceback" not in bad.stderr + missing.stderr
+
+
+def test_a_one_cloud_task_refuses_all_without_a_traceback():
+    for task in (["launch"], ["promote"], ["sweep"]):
+        out = invoke(*task, "--cloud", "all")
+        assert out.returncode == 2, out.stderr
+        assert "acts on one cloud" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_launch_has_no_short_flag_that_hides_help():
+    assert "-h STRING" not in invoke("--help", "launch").stdout
 
 
 def test_sweep_rejects_a_bad_duration():

@@ -111,15 +111,15 @@ def test_summary_line_and_file(make_config, guest, tmp_path):
     proc = run_cli("--root", guest, "--config", make_config(), "--summary", out, check_rc=0)
     lines = proc.stdout.strip().splitlines()
     assert all(line.startswith("[provision] ") for line in lines[:-1])
-    assert len(lines) == 15          # one per step, then the JSON summary
+    assert len(lines) == len(summary_of(proc)["steps"]) + 1          # one per step, then the JSON summary
     summary = summary_of(proc)
     assert json.loads(out.read_text()) == summary
     assert summary["failed"] is None
     assert summary["changed"] == sum(1 for s in summary["steps"] if s["status"] == "changed")
     assert [s["name"] for s in summary["steps"]] == [
-        "driver_check", "fabric_manager", "umask", "docker_engine", "nvidia_runtime", "data_root", "compose",
+        "driver_check", "security_updates", "fabric_manager", "umask", "docker_engine", "nvidia_runtime", "data_root", "compose",
         "registry_login", "pull",
-        "host_driver_image", "launcher", "hydrate", "inventory", "generalize"]
+        "host_driver_image", "launcher", "hydrate", "inventory", "sbom_collect", "generalize"]
     assert "[provision] registry_login: skipped (NGC_API_KEY not set)" in lines
     assert "[provision] pull: skipped (not the running system)" in lines
 

@@ -60,9 +60,9 @@ def test_provision_a_debian_root(debian, make_config, tmp_path):
     cfg = make_config({"docker.data_root": "/mnt/docker", "generalize.build_user": None})
     first = run_cli("--root", debian, "--config", cfg, "--summary", tmp_path / "s.json", check_rc=0)
     result = statuses(first)
-    assert result == {"driver_check": "skipped", "fabric_manager": "skipped", "host_driver_image": "skipped", "umask": "changed", "docker_engine": "skipped", "nvidia_runtime": "changed",
+    assert result == {"driver_check": "skipped", "security_updates": "skipped", "fabric_manager": "skipped", "host_driver_image": "skipped", "umask": "changed", "docker_engine": "skipped", "nvidia_runtime": "changed",
                       "data_root": "changed", "compose": "changed", "registry_login": "skipped",
-                      "pull": "skipped", "launcher": "changed", "hydrate": "unchanged", "inventory": "changed", "generalize": "changed"}
+                      "pull": "skipped", "launcher": "changed", "hydrate": "unchanged", "inventory": "changed", "sbom_collect": "changed", "generalize": "changed"}
     assert "Traceback" not in first.stderr
 
     daemon = json.loads((debian / "etc/docker/daemon.json").read_text())

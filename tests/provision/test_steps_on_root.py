@@ -64,7 +64,7 @@ def test_broken_daemon_json_fails_and_is_left_untouched(make_config, guest, text
     assert not (guest / "etc/docker/daemon.json.bak").exists()
     summary = summary_of(proc)
     assert summary["failed"] == "nvidia_runtime"
-    assert [s["name"] for s in summary["steps"]] == ["driver_check", "fabric_manager", "umask",
+    assert [s["name"] for s in summary["steps"]] == ["driver_check", "security_updates", "fabric_manager", "umask",
                                                       "docker_engine"]   # stops at the failure
 
 
