@@ -187,3 +187,17 @@ def test_scan_and_sbom_on_the_published_image(published, env):
     assert {"name": "clara:image-id", "value": image} in component["properties"]
     purls = {c.get("purl", "") for c in document["components"]}
     assert "pkg:pypi/pyyaml@5.3.1" in purls and any(p.startswith("pkg:deb/debian/openssl@") for p in purls)
+
+
+def test_a_skipped_bake_rebuilds_when_the_policy_now_refuses_a_fixable_finding(published, gce, env):
+    """Nothing changed (the gate's policy is not in the fingerprint), so the allowlisted image would be
+    skipped; without the entry its kept SBOM, rescanned, has a fixable finding above the policy: the
+    scheduled bake rebuilds (and this rebuild, carrying the same PyYAML, is refused again)."""
+    manifest, image = published
+    (again,) = bake_module.bake(load_manifest(manifest), ["gcp"], vuln_data=str(OSV))
+    assert again["status"] == "skipped" and again["image"] == image          # allowed: nothing to mend
+    (stricter,) = bake_module.bake(load_manifest(), ["gcp"], vuln_data=str(OSV))
+    assert stricter["status"] == "failed" and "GHSA-8q59-q68h-6hv4" in stricter["error"], stricter
+    log = next((env / "build" / "reports" / stricter["bake_id"]).rglob("gcp/bake.log")).read_text()
+    assert "rebuilding: nothing changed" in log and "fixable finding(s) above the security policy" in log
+    assert [i["id"] for i in record.section("clara-train", "gcp")["images"]] == [image]   # still published
