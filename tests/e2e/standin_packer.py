@@ -224,8 +224,9 @@ def azure_build_vm(src: dict, sub: str, compute) -> str:
         group, {"location": location, "tags": tags})
     network = clients.azure("azure.mgmt.network.NetworkManagementClient", sub)
     vnet = network.virtual_networks.begin_create_or_update(group, "pkrvn", nm.VirtualNetwork(
-        location=location, address_space=nm.AddressSpace(address_prefixes=["10.0.0.0/16"]),
-        subnets=[nm.Subnet(name="pkrsn", address_prefix="10.0.0.0/24")])).result()
+        # The plugin's own default is a private /16; the fakes use shared address space (100.64.0.0/10).
+        location=location, address_space=nm.AddressSpace(address_prefixes=["100.64.0.0/16"]),
+        subnets=[nm.Subnet(name="pkrsn", address_prefix="100.64.0.0/24")])).result()
     nic = network.network_interfaces.begin_create_or_update(group, "pkrni", nm.NetworkInterface(
         location=location, ip_configurations=[nm.NetworkInterfaceIPConfiguration(
             name="ipconfig", subnet=nm.Subnet(id=vnet.subnets[0].id))])).result()
