@@ -12,6 +12,7 @@ import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from core.errors import PipelineError
 from packer.build import packer_binary, packer_version, uses_plugins
 from packer.sources import target
 
@@ -79,6 +80,11 @@ def attest(manifest, run, adapter, *, image, published_id: str, fingerprint: str
         bake_id=run.bake_id, started=started, finished=provenance.utc_now(), git_commit=git_commit,
         base_image=base_image, digests=dict(digests), packer_version=packer, plugins=plugins,
         region=image.region, sbom_digest=sbom_digest, image_file=published_id if run.cloud == "local" else "")
-    signed = provenance.sign_and_store(facts, key_setting=manifest.security.signing.key, log=run.say)
-    adapter.label(published_id, provenance.image_labels(sbom_digest, signed.digest))
+    try:
+        signed = provenance.sign_and_store(facts, key_setting=manifest.security.signing.key, log=run.say)
+        adapter.label(published_id, provenance.image_labels(sbom_digest, signed.digest))
+    except PipelineError as exc:
+        raise PipelineError(f"{exc}; {published_id} stays published and recorded in the candidate channel, without "
+                        "provenance (its record entry says provenance: null; `invoke verify` reports it): "
+                        "mend the cause and rebake with --force") from None
     return signed.digest

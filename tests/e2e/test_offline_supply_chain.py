@@ -201,3 +201,18 @@ def test_a_skipped_bake_rebuilds_when_the_policy_now_refuses_a_fixable_finding(p
     log = next((env / "build" / "reports" / stricter["bake_id"]).rglob("gcp/bake.log")).read_text()
     assert "rebuilding: nothing changed" in log and "fixable finding(s) above the security policy" in log
     assert [i["id"] for i in record.section("clara-train", "gcp")["images"]] == [image]   # still published
+
+
+def test_a_signing_failure_after_publish_keeps_the_image_and_its_record(gce, env, monkeypatch):
+    """Published and recorded before signing: a signer that fails (Sigstore's network) loses nothing."""
+    from security import provenance
+
+    def refused(*_a, **_k):
+        raise provenance.ProvenanceError("signing the provenance with sigstore failed: ConnectionError: offline")
+    monkeypatch.setattr(provenance, "sign_and_store", refused)
+    manifest = site(env, ("PyYAML is not imported by anything on the image", date.today() + timedelta(days=3650)))
+    (result,) = bake_module.bake(load_manifest(manifest), ["gcp"], vuln_data=str(OSV))
+    assert result["status"] == "failed" and "stays published and recorded" in result["error"], result
+    (entry,) = record.section("clara-train", "gcp")["images"]
+    assert entry["id"] in built_images(gce) and entry["security"]["provenance"] is None
+    assert entry["security"]["sbom"] and record.section("clara-train", "gcp")["channels"]["candidate"] == entry["id"]
